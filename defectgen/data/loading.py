@@ -1,0 +1,116 @@
+"""Decode one image/mask pair from disk into arrays at the model size."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from defectgen.data.classmap import ClassMap
+from defectgen.data.errors import DataError
+from defectgen.data.formats import PairRecord
+
+RESIZE_MODES = ("resize", "center-crop")
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: file not found") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: unreadable or truncated image ({err})") from err
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = (a - a.min()) / max(a.max() - a.min(), 1e-12) * 255.0
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _mask_array(im: Image.Image, path: Path) -> np.ndarray:
+    if im.mode in ("RGB", "RGBA"):
+        a = np.asarray(im.convert("RGB"))
+        if not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])):
+            raise DataError(f"{path}: colour mask; masks must be single-channel class ids (or palette PNGs)")
+        return a[..., 0].astype(np.int64)
+    if im.mode == "LA":
+        im = im.convert("L")
+    return np.asarray(im).astype(np.int64)  # P: palette index = class id; L/I;16: the value
+
+
+def read_mask_ids(path: Path) -> set[int]:
+    """Distinct values of a mask file (ignore pixels included)."""
+    return {int(v) for v in np.unique(_mask_array(_open(path), path))}
+
+
+def _resize_pair(img: Image.Image, mask: Image.Image, size: int, mode: str) -> tuple[Image.Image, Image.Image]:
+    if mode == "center-crop":
+        w, h = img.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        img, mask = img.crop(box), mask.crop(box)
+    elif mode != "resize":
+        raise DataError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)})")
+    return img.resize((size, size), Image.BICUBIC), mask.resize((size, size), Image.NEAREST)
+
+
+def load_pair(
+    record: PairRecord, class_map: ClassMap, size: int | None = None, mode: str = "resize"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image as uint8 HxWx3 RGB and mask as uint8 HxW class ids (255 = ignore), both ``size``²."""
+    img = Image.fromarray(_to_rgb(_open(record.image)))
+    raw = _mask_array(_open(record.mask), record.mask)
+    if raw.shape != (img.size[1], img.size[0]):
+        raise DataError(
+            f"{record.mask}: mask size {raw.shape[1]}x{raw.shape[0]} differs from image "
+            f"{record.image.name} size {img.size[0]}x{img.size[1]}"
+        )
+    if record.binary_class is not None:
+        mask = np.where(raw > 0, record.binary_class, 0)
+    else:
+        mask = raw
+        bad = sorted(set(np.unique(mask).tolist()) - set(range(class_map.num_classes)) - {class_map.ignore_index})
+        if bad:
+            raise DataError(
+                f"{record.mask}: mask ids {bad} are outside the class map "
+                f"(ids 0..{class_map.num_classes - 1} and {class_map.ignore_index} = ignore)"
+            )
+    mask_im = Image.fromarray(mask.astype(np.uint8))
+    if size is not None:
+        img, mask_im = _resize_pair(img, mask_im, size, mode)
+    return np.asarray(img, dtype=np.uint8), np.asarray(mask_im, dtype=np.uint8)
+
+
+def load_pairs(
+    records: list[PairRecord], class_map: ClassMap, size: int | None, mode: str = "resize"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack many pairs: (N,H,W,3) uint8 images and (N,H,W) uint8 masks."""
+    if not records:
+        raise DataError("no images selected")
+    pairs = [load_pair(r, class_map, size, mode) for r in records]
+    shapes = {p[0].shape for p in pairs}
+    if len(shapes) > 1:
+        raise DataError(f"images have different sizes {sorted(shapes)}; pass a model size to resize them")
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def present_classes(record: PairRecord, class_map: ClassMap) -> set[int]:
+    """Defect class ids present in the record's mask."""
+    if record.binary_class is not None:
+        return {record.binary_class}
+    ids = read_mask_ids(record.mask)
+    return {i for i in ids if 0 < i < class_map.num_classes}
