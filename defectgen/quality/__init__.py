@@ -1,0 +1,10 @@
+"""Generation-quality metrics: are the synthetic image + mask pairs good, and are they new?
+
+- ``features``: the offline feature extractor (EfficientNet-Lite0 from a PyPI package), registered with torch-fidelity
+- ``fidelity``: FID and KID through torch-fidelity
+- ``memorisation``: nearest-training-image distances and the memorised share
+- ``diversity``: mean pairwise and intra-cluster (IC-LPIPS-style) feature distances
+- ``mask_agreement``: IoU between a real-data segmenter's prediction and the generated mask
+- ``class_stats``: class frequency and defect-area distributions, real vs generated
+- ``report``: ``metrics.json``, ``metrics.md`` and the figures; ``cli``: ``defectgen metrics``
+"""
