@@ -1,0 +1,93 @@
+"""Built-in demo data: procedural textured surfaces with scratches, spots and patches.
+
+Every mask is exact because the defect is drawn from it. Written in the ``index`` layout
+(``images/``, ``masks/``, ``labels.txt``) so the demo runs the same code path as real data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+DEMO_CLASSES = ("background", "scratch", "spot", "patch")
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Brushed-metal-like grey texture: smooth shading, directional streaks, fine grain."""
+    coarse = rng.normal(0, 1, (4, 4))
+    shade = np.asarray(Image.fromarray(coarse.astype(np.float32)).resize((size, size), Image.BICUBIC))
+    streaks = np.repeat(rng.normal(0, 1, (size, 1)), size, axis=1)
+    if rng.random() < 0.5:
+        streaks = streaks.T
+    grain = rng.normal(0, 1, (size, size))
+    base = 128 + rng.uniform(-20, 20)
+    return base + 12 * shade + 6 * streaks + 5 * grain
+
+
+def _scratch(rng: np.random.Generator, size: int) -> np.ndarray:
+    m = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(m)
+    pts = [tuple(rng.uniform(0.1, 0.9, 2) * size)]
+    angle = rng.uniform(0, np.pi)
+    for _ in range(3):
+        angle += rng.normal(0, 0.2)
+        step = rng.uniform(0.1, 0.25) * size
+        x, y = pts[-1]
+        pts.append((float(np.clip(x + step * np.cos(angle), 0, size - 1)), float(np.clip(y + step * np.sin(angle), 0, size - 1))))
+    draw.line(pts, fill=1, width=max(1, size // 24))
+    return np.asarray(m) > 0
+
+
+def _spot(rng: np.random.Generator, size: int) -> np.ndarray:
+    m = Image.new("L", (size, size), 0)
+    cx, cy = rng.uniform(0.2, 0.8, 2) * size
+    rx, ry = rng.uniform(0.04, 0.1, 2) * size
+    ImageDraw.Draw(m).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=1)
+    return np.asarray(m) > 0
+
+
+def _patch(rng: np.random.Generator, size: int) -> np.ndarray:
+    field = rng.normal(0, 1, (6, 6)).astype(np.float32)
+    smooth = np.asarray(Image.fromarray(field).resize((size, size), Image.BICUBIC))
+    yy, xx = np.mgrid[:size, :size] / size
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    r = rng.uniform(0.15, 0.25)
+    return ((xx - cx) ** 2 + (yy - cy) ** 2) < (r + 0.06 * smooth) ** 2
+
+
+def render_sample(rng: np.random.Generator, size: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """One grey image (as RGB uint8) and its class-id mask with the given defect classes drawn."""
+    img = _texture(rng, size)
+    mask = np.zeros((size, size), np.uint8)
+    for cid in classes:
+        region = {1: _scratch, 2: _spot, 3: _patch}[cid](rng, size)
+        if cid == 1:
+            img[region] += rng.choice([-1, 1]) * rng.uniform(45, 70)
+        elif cid == 2:
+            img[region] -= rng.uniform(50, 80)
+        else:
+            img[region] = img[region] * 0.7 + 10 * rng.normal(0, 1, region.sum())
+        mask[region] = cid
+    grey = np.clip(img, 0, 255).round().astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), mask
+
+
+def make_demo_dataset(out: Path, per_class: int = 8, size: int = 64, seed: int = 0) -> Path:
+    """Write ``per_class`` images per defect class (a quarter also carry a second defect)."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    k = 0
+    for cid in (1, 2, 3):
+        for _ in range(per_class):
+            classes = [cid]
+            if rng.random() < 0.25:
+                classes.append(int(rng.choice([c for c in (1, 2, 3) if c != cid])))
+            img, mask = render_sample(rng, size, sorted(classes, key=lambda c: c != 3))
+            Image.fromarray(img).save(out / "images" / f"demo_{k:04d}.png")
+            Image.fromarray(mask).save(out / "masks" / f"demo_{k:04d}.png")
+            k += 1
+    (out / "labels.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+    return out

@@ -1,0 +1,88 @@
+"""Sampling a trained generator into the standard output layout.
+
+``DIR/images/NNNNNN.png``, ``DIR/masks/NNNNNN.png`` (class ids), ``DIR/manifest.json`` and
+``DIR/grid.png``. The folder is built under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from defectgen import __version__
+from defectgen.io import OutputExistsError, atomic_dir, atomic_write_json
+from defectgen.pipeline import DefectGenPipeline, sample_seed
+from defectgen.viz import pair_grid
+
+
+def class_pixels(mask: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    counts = np.bincount(mask.ravel(), minlength=len(names))
+    return {name: int(counts[i]) for i, name in enumerate(names)}
+
+
+def export_samples(
+    pipe: DefectGenPipeline,
+    out: Path,
+    num: int,
+    seed: int = 0,
+    switch: float | None = None,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    identity: dict[str, object] | None = None,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Sample ``num`` pairs (sample i seeded by (seed, i)) and write them to ``out``; return the manifest."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    if pipe.class_map is None:
+        raise ValueError("the pipeline has no class map; load it with DefectGenPipeline.from_pretrained")
+    names = pipe.class_map.names
+    switch = pipe.config.switch if switch is None else switch
+    samples, timesteps, t0 = [], None, time.time()
+    with atomic_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        grid_imgs, grid_masks = [], []
+        for start in tqdm(range(0, num, batch_size), desc="sample", disable=not progress):
+            idx = list(range(start, min(start + batch_size, num)))
+            seeds = [sample_seed(seed, i) for i in idx]
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False)
+            timesteps = res.timesteps
+            for i, s, img, mask in zip(idx, seeds, res.images, res.masks):
+                name = f"{i:06d}.png"
+                Image.fromarray(img).save(tmp / "images" / name)
+                Image.fromarray(mask).save(tmp / "masks" / name)
+                samples.append({"index": i, "file": name, "seed": s, "class_pixels": class_pixels(mask, names)})
+            if len(grid_imgs) < 16:
+                grid_imgs.extend(res.images[: 16 - len(grid_imgs)])
+                grid_masks.extend(res.masks[: 16 - len(grid_masks)])
+        seconds = time.time() - t0
+        manifest = {
+            "defectgen_version": __version__,
+            "class_map": pipe.class_map.to_dict(),
+            "model": identity or {},
+            "train_stems": list((identity or {}).get("train_stems", [])),
+            "switch": switch,
+            "switch_timestep": switch * pipe.scheduler.config.num_train_timesteps,
+            "sampler": sampler,
+            "steps": len((timesteps or {}).get("large", [])) + len((timesteps or {}).get("small", [])),
+            "timesteps": timesteps,
+            "seed": seed,
+            "num_samples": num,
+            "seconds": round(seconds, 2),
+            "seconds_per_sample": round(seconds / max(num, 1), 4),
+            "samples": samples,
+        }
+        if grid_imgs:
+            scale = max(1, 128 // grid_masks[0].shape[0])
+            pair_grid(np.stack(grid_imgs), np.stack(grid_masks), ncols=4, scale=scale).save(tmp / "grid.png")
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,35 @@
+"""The pair representation: ``x = image ⊕ one_hot(mask)``, every channel in [-1, 1].
+
+Image channels come first (1 for grey, 3 for RGB), then one channel per class including
+background. Decoding takes the argmax over the mask channels, so every sample is an image
+*and* its label. Ignore pixels (255) are encoded as background: the generator has no
+"unknown" class to produce.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def encode_pairs(images: np.ndarray, masks: np.ndarray, num_classes: int, image_channels: int = 3) -> torch.Tensor:
+    """(N,H,W,3) uint8 images and (N,H,W) uint8 masks -> (N, image_channels + num_classes, H, W) float."""
+    img = torch.from_numpy(np.ascontiguousarray(images)).float().permute(0, 3, 1, 2) / 127.5 - 1.0
+    if image_channels == 1:
+        img = img.mean(dim=1, keepdim=True)
+    elif image_channels != 3:
+        raise ValueError(f"image_channels must be 1 or 3, got {image_channels}")
+    m = torch.from_numpy(np.ascontiguousarray(masks)).long()
+    m = torch.where(m >= num_classes, torch.zeros_like(m), m)  # ignore -> background
+    onehot = F.one_hot(m, num_classes).permute(0, 3, 1, 2).float() * 2.0 - 1.0
+    return torch.cat([img, onehot], dim=1)
+
+
+def decode_pairs(x: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``encode_pairs``: (N,H,W,3) uint8 images and (N,H,W) uint8 argmax masks."""
+    x = x.detach().float().cpu()
+    img = ((x[:, :image_channels].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    if image_channels == 1:
+        img = img.expand(-1, 3, -1, -1)
+    masks = x[:, image_channels:].argmax(dim=1).to(torch.uint8)
+    return img.permute(0, 2, 3, 1).numpy().copy(), masks.numpy()

@@ -1,0 +1,122 @@
+"""A generator run folder: its config, the chosen real images, both stages and the final pipeline.
+
+Layout::
+
+    RUN/config.yaml         effective config
+    RUN/selection.json      data folder, format and the exact stems trained on
+    RUN/class_map.json
+    RUN/large/  RUN/small/  log.jsonl, samples/step_*.png, checkpoints/step_*/, final/ (EMA UNet)
+    RUN/pipeline/           DefectGenPipeline.save_pretrained: both UNets, scheduler, class map, switch
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from diffusers import UNet2DModel
+
+from defectgen.config import save_config, to_dict
+from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
+from defectgen.generator_config import STAGES, GeneratorConfig
+from defectgen.io import atomic_dir, atomic_write_json
+from defectgen.pairs import encode_pairs
+from defectgen.pipeline import DefectGenPipeline
+from defectgen.train import latest_checkpoint, make_scheduler, train_stage
+
+
+class RunError(RuntimeError):
+    """The run folder does not fit the request (different config or data, or would be overwritten)."""
+
+
+def selection_info(ds: DefectDataset, records: list[PairRecord], **options: object) -> dict[str, object]:
+    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": options,
+            "stems": [r.stem for r in records]}
+
+
+def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], class_map: ClassMap) -> None:
+    """Create the run folder, or check that an existing one was made with this config and data."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path, sel_path = out / "config.yaml", out / "selection.json"
+    if cfg_path.is_file():
+        if yaml.safe_load(cfg_path.read_text()) != to_dict(cfg):
+            raise RunError(f"{cfg_path}: this run was made with a different config; choose another --out")
+        old = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
+        if old.get("stems") != selection["stems"]:
+            raise RunError(f"{sel_path}: this run was trained on other images; choose another --out")
+        ClassMap.load(out / "class_map.json").check_compatible(class_map, str(out))
+        return
+    if any(out.iterdir()):
+        raise RunError(f"{out} exists, is not empty and is not a defectgen run; choose another --out")
+    save_config(cfg, cfg_path)
+    atomic_write_json(sel_path, selection)
+    class_map.save(out / "class_map.json")
+
+
+def train_generator(
+    out: Path,
+    cfg: GeneratorConfig,
+    ds: DefectDataset,
+    records: list[PairRecord],
+    selection: dict[str, object],
+    stages: tuple[str, ...] = STAGES,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``."""
+    prepare_run(out, cfg, selection, ds.class_map)
+    images, masks = load_pairs(records, ds.class_map, cfg.size, cfg.resize_mode)
+    data = encode_pairs(images, masks, ds.class_map.num_classes, cfg.image_channels)
+    for stage in stages:
+        stage_dir = out / stage
+        if (stage_dir / "final" / "config.json").is_file():
+            print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
+            continue
+        if latest_checkpoint(stage_dir) is not None and not resume:
+            raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
+        t0 = time.time()
+        model = train_stage(cfg, data, ds.class_map, stage_dir, stage, resume=resume, progress=progress)
+        with atomic_dir(stage_dir / "final") as tmp:
+            model.save_pretrained(tmp)
+        atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2),
+                                                      "resumed": resume})
+    return assemble_pipeline(out, cfg)
+
+
+def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
+    """Write ``out/pipeline`` from whichever stages have finished."""
+    models: dict[str, UNet2DModel | None] = {}
+    for stage in STAGES:
+        final = out / stage / "final"
+        models[stage] = UNet2DModel.from_pretrained(final) if (final / "config.json").is_file() else None
+    if not any(models.values()):
+        raise RunError(f"{out}: no finished stage to assemble")
+    pipe = DefectGenPipeline(models["large"], models["small"], make_scheduler(cfg), cfg.sample.switch,
+                             cfg.image_channels)
+    pipe.class_map = ClassMap.load(out / "class_map.json")
+    with atomic_dir(out / "pipeline") as tmp:
+        pipe.save_pretrained(tmp)
+    return out / "pipeline"
+
+
+def pipeline_path(run: Path) -> Path:
+    """Accept a run folder or a pipeline folder."""
+    run = Path(run)
+    for candidate in (run, run / "pipeline"):
+        if (candidate / "model_index.json").is_file():
+            return candidate
+    raise RunError(f"{run}: no trained generator here (expected {run}/pipeline/model_index.json); train first")
+
+
+def train_stems(run: Path) -> list[str]:
+    """Stems the generator was trained on (empty when the pipeline folder stands alone)."""
+    for sel in (Path(run) / "selection.json", Path(run).parent / "selection.json"):
+        if sel.is_file():
+            return list(json.loads(sel.read_text())["stems"])
+    return []
+
+
+def load_generator(run: Path, device: str | torch.device = "cpu") -> DefectGenPipeline:
+    return DefectGenPipeline.from_pretrained(pipeline_path(run)).to(device)

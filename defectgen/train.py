@@ -1,0 +1,196 @@
+"""Training one stage (the large or the small UNet) on image ⊕ one-hot mask pairs.
+
+Built on accelerate. Every step draws its batch, augmentation, timesteps and noise from a
+generator seeded by (seed, step), so a run resumed from a checkpoint reaches the same weights as
+an uninterrupted one. Checkpoints are written to a temporary folder and renamed in one step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from defectgen.data import ClassMap
+from defectgen.generator_config import GeneratorConfig, TrainConfig
+from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
+from defectgen.models import build_unet
+from defectgen.pipeline import DefectGenPipeline, sample_seed
+from defectgen.viz import pair_grid
+
+
+def make_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
+    d = cfg.diffusion
+    return DDPMScheduler(
+        num_train_timesteps=d.num_train_timesteps,
+        beta_schedule=d.beta_schedule,
+        prediction_type=d.prediction_type,
+        clip_sample=d.clip_sample,
+        timestep_spacing="trailing",  # sampling starts from the top timestep, pure noise
+    )
+
+
+def augment(x: torch.Tensor, g: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
+    """Random flips and 90° rotations, applied to image and mask channels together."""
+    out = []
+    for xi in x:
+        if cfg.flip and torch.rand((), generator=g) < 0.5:
+            xi = xi.flip(-1)
+        if cfg.flip and torch.rand((), generator=g) < 0.5:
+            xi = xi.flip(-2)
+        if cfg.rot90:
+            xi = torch.rot90(xi, int(torch.randint(4, (), generator=g)), dims=(-2, -1))
+        out.append(xi)
+    return torch.stack(out)
+
+
+def target_for(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"unknown prediction_type '{kind}'")
+
+
+def draw_batch(data: torch.Tensor, cfg: TrainConfig, scheduler: DDPMScheduler, key: int):
+    """Batch, timesteps and noise for one micro-step, from a generator seeded by ``key`` alone."""
+    g = torch.Generator().manual_seed(key)
+    idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+    x0 = augment(data[idx], g, cfg)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    return x0, t, noise
+
+
+def _checkpoints(stage_dir: Path) -> list[Path]:
+    return sorted((stage_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(stage_dir: Path) -> Path | None:
+    found = [p for p in _checkpoints(stage_dir) if (p / "trainer_state.json").is_file()]
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator: Accelerator, stage_dir: Path, step: int, keep: int) -> Path:
+    target = stage_dir / "checkpoints" / f"step_{step:07d}"
+    with atomic_dir(target) as tmp:
+        accelerator.save_state(str(tmp))
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    for old in _checkpoints(stage_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _trim_log(log_path: Path, upto: int) -> None:
+    """After a resume, drop log lines from steps the crashed run did past its last checkpoint."""
+    if log_path.is_file():
+        keep = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= upto]
+        atomic_write_text(log_path, "".join(k + "\n" for k in keep))
+
+
+def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, stage: str, path: Path) -> None:
+    """A grid of pairs from this stage's model alone, with fixed seeds (comparable across steps)."""
+    large = stage == "large"
+    pipe = DefectGenPipeline(unet if large else None, None if large else unet, scheduler, 0.0 if large else 1.0,
+                             cfg.image_channels)
+    n = cfg.train.sample_count
+    gens = [torch.Generator().manual_seed(sample_seed(1234, i)) for i in range(n)]
+    was_training = unet.training
+    unet.eval()
+    out = pipe(gens, sampler="ddim", num_inference_steps=cfg.train.sample_steps, progress=False)
+    unet.train(was_training)
+    atomic_save_image(path, pair_grid(out.images, out.masks, ncols=4, scale=max(1, 128 // cfg.size)))
+
+
+def train_stage(
+    cfg: GeneratorConfig,
+    data: torch.Tensor,
+    class_map: ClassMap,
+    stage_dir: Path,
+    stage: str,
+    resume: bool = False,
+    progress: bool = True,
+) -> UNet2DModel:
+    """Train the ``stage`` UNet on encoded pairs ``data`` (N,C,H,W); return the EMA model."""
+    tc = cfg.train
+    steps = tc.large_steps if stage == "large" else tc.small_steps
+    torch.manual_seed(tc.seed)
+    unet = build_unet(cfg.large if stage == "large" else cfg.small, data.shape[1], cfg.size)
+    scheduler = make_scheduler(cfg)
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, max(steps, 1))
+    ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=tc.ema_warmup,
+                   model_cls=UNet2DModel, model_config=unet.config)
+    unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
+    accelerator.register_for_checkpointing(ema)
+    ema.to(accelerator.device)
+    start = 0
+    log_path = stage_dir / "log.jsonl"
+    if resume and (ckpt := latest_checkpoint(stage_dir)) is not None:
+        accelerator.load_state(str(ckpt))
+        start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+        _trim_log(log_path, start)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    unet.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {stage}", disable=not progress)
+    t0, window = time.time(), []
+    for step in bar:
+        for micro in range(tc.grad_accum):
+            x0, t, noise = draw_batch(data, tc, scheduler, sample_seed(tc.seed, step * tc.grad_accum + micro))
+            x0, t, noise = x0.to(accelerator.device), t.to(accelerator.device), noise.to(accelerator.device)
+            with accelerator.accumulate(unet):
+                pred = unet(scheduler.add_noise(x0, noise, t), t).sample
+                loss = F.mse_loss(pred.float(), target_for(scheduler, x0, noise, t).float())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(unet.parameters(), tc.max_grad_norm)
+                optimizer.step()
+                lr_sched.step()
+                optimizer.zero_grad()
+            window.append(loss.item())
+        ema.step(accelerator.unwrap_model(unet).parameters())
+        done = step + 1
+        if done % tc.log_every == 0 or done == steps:
+            rec = {"step": done, "loss": float(np.mean(window)), "lr": lr_sched.get_last_lr()[0],
+                   "ema_decay": ema.cur_decay_value, "seconds": round(time.time() - t0, 3)}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            window = []
+        if tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps):
+            ema_model = ema_unet(ema, accelerator.unwrap_model(unet))
+            preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png")
+        if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
+            save_checkpoint(accelerator, stage_dir, done, tc.keep_checkpoints)
+    return ema_unet(ema, accelerator.unwrap_model(unet))
+
+
+def ema_unet(ema: EMAModel, like: UNet2DModel) -> UNet2DModel:
+    """A separate UNet holding the EMA weights (the training model is left untouched)."""
+    model = UNet2DModel.from_config(like.config)
+    model.load_state_dict(like.state_dict())
+    ema.copy_to(model.parameters())
+    return model.to(like.device).eval()
+
+
+def steps_per_second_note(log_path: Path) -> str:
+    lines = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln] if log_path.is_file() else []
+    if len(lines) < 2:
+        return ""
+    dt = lines[-1]["seconds"] - lines[0]["seconds"]
+    ds = lines[-1]["step"] - lines[0]["step"]
+    return f"{dt / ds:.3f} s/step" if ds > 0 and math.isfinite(dt) else ""

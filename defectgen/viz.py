@@ -1,0 +1,44 @@
+"""Pictures for people: coloured mask overlays and image|overlay grids."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# background transparent; then distinct colours for defect classes
+PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]],
+    dtype=np.uint8,
+)
+
+
+def colour_mask(mask: np.ndarray) -> np.ndarray:
+    """(H,W) class ids -> (H,W,3) colours (ids beyond the palette wrap around)."""
+    ids = mask.astype(np.int64)
+    out = PALETTE[np.where(ids == 0, 0, (ids - 1) % (len(PALETTE) - 1) + 1)]
+    out[mask == 255] = (128, 128, 128)
+    return out
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The image with defect pixels tinted by class colour."""
+    col = colour_mask(mask).astype(np.float32)
+    img = image.astype(np.float32)
+    defect = (mask > 0)[..., None]
+    return np.where(defect, (1 - alpha) * img + alpha * col, img).round().astype(np.uint8)
+
+
+def pair_grid(images: np.ndarray, masks: np.ndarray, ncols: int = 4, scale: int = 1) -> Image.Image:
+    """Pairs as tiles of [image | overlay], ``ncols`` pairs per row."""
+    n, h, w = masks.shape
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    pad = 2
+    canvas = np.full((nrows * (h + pad) + pad, ncols * (2 * w + 2 * pad) + pad, 3), 255, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (2 * w + 2 * pad)
+        canvas[y : y + h, x : x + w] = images[i]
+        canvas[y : y + h, x + w : x + 2 * w] = overlay(images[i], masks[i])
+    grid = Image.fromarray(canvas)
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
