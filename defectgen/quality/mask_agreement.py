@@ -64,10 +64,12 @@ def real_data_segmenter(
     seed: int = 0,
     seg_config: Any = None,
     device: str | None = None,
-) -> Predictor:
-    """Train the project's segmenter on the real subset and return its predict function."""
+) -> tuple[Predictor, dict[str, Any]]:
+    """Train the project's segmenter on the real subset; return its predict function and its settings."""
+    from defectgen.config import to_dict
     from defectgen.seg import train as seg_train
 
     cfg = seg_config if seg_config is not None else seg_train.SegConfig()
     model = seg_train.fit_segmenter(images, masks, cfg, num_classes=num_classes, seed=seed, device=device)
-    return lambda x: seg_train.predict(model, x)
+    info = {"config": to_dict(cfg), "seed": seed, "n_train": int(len(images)), "input_size": int(images.shape[1])}
+    return (lambda x: seg_train.predict(model, x, cfg.eval_batch_size)), info

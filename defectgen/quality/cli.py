@@ -1,0 +1,102 @@
+"""``defectgen metrics``: generation quality of one synthetic folder against the real training subset.
+
+    defectgen metrics --real ../shared/data/neu_seg --synthetic runs/gen/samples --out runs/gen/metrics
+    defectgen metrics --real DATA --split train --shots 10 --synthetic SYN --out OUT --no-mask-agreement
+    defectgen metrics --real DATA --synthetic SYN --out OUT --feature-extractor inception-v3-compat \\
+        --inception-weights weights-inception-2015-12-05-6726825d.pth
+
+The real subset defaults to the synthetic manifest's ``train_stems`` (the images the generator
+trained on); ``--shots/--seed/--list/--split`` choose it explicitly instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from defectgen.quality.features import FEATURE_EXTRACTORS
+
+
+def add_metrics_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``metrics`` on the top-level ``defectgen`` parser (sets ``func``)."""
+    from defectgen.data import add_selection_args
+
+    p = subparsers.add_parser(
+        "metrics",
+        help="FID/KID, memorisation, diversity, mask agreement and class statistics of a synthetic set",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_selection_args(p, data_flag="--real")
+    p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--config", type=Path, default=None, help="YAML with MetricsConfig fields")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a MetricsConfig field (repeatable)")
+    p.add_argument("--feature-extractor", choices=FEATURE_EXTRACTORS, default=None,
+                   help="features for FID/KID (default efficientnet-lite0: offline, not comparable to published FID)")
+    p.add_argument("--inception-weights", type=Path, default=None,
+                   help="local torch-fidelity Inception-v3 weights file (used with inception-v3-compat)")
+    p.add_argument("--size", type=int, default=None, help="compare size in pixels (default 64)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="memorised: NN distance at or below this percentile of training LOO NN distances (default 5)")
+    p.add_argument("--no-mask-agreement", action="store_true", help="skip training the real-data segmenter")
+    p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the mask-agreement segmenter")
+    p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=run_metrics)
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """MetricsConfig from defaults, --config, --set, then the explicit flags."""
+    from defectgen.config import ConfigError, load_config
+    from defectgen.quality.compute import MetricsConfig
+
+    cfg = load_config(MetricsConfig, args.config, args.overrides)
+    extractor = args.feature_extractor
+    if args.inception_weights is not None:
+        if extractor not in (None, "inception-v3-compat"):
+            raise ConfigError(f"--inception-weights is for inception-v3-compat, not --feature-extractor {extractor}")
+        extractor = "inception-v3-compat"  # a weights file means Inception
+    flags = {
+        "feature_extractor": extractor,
+        "inception_weights": None if args.inception_weights is None else str(args.inception_weights),
+        "size": args.size,
+        "memorisation_percentile": args.percentile,
+        "device": args.device,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    if args.no_mask_agreement:
+        cfg = dataclasses.replace(cfg, mask_agreement=False)
+    return cfg
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    """Data, config, output-exists and missing-weights errors propagate to ``defectgen.cli.main``."""
+    from defectgen.config import load_config
+    from defectgen.quality.compute import compute_metrics
+    from defectgen.quality.features import FeatureExtractorError
+
+    cfg = config_from_args(args)
+    seg_cfg = None
+    if cfg.mask_agreement:
+        from defectgen.seg.train import SegConfig
+
+        seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
+    try:
+        m = compute_metrics(
+            args.synthetic, args.data, cfg, out=args.out, overwrite=args.overwrite, split=args.split,
+            shots=args.shots, seed=args.seed, list_file=args.list_file, format=args.format,
+            mask_suffix=args.mask_suffix, seg_config=seg_cfg,
+        )
+    except FeatureExtractorError as err:
+        raise SystemExit(f"defectgen metrics: error: {err}") from err
+    fk = m["fid_kid"]
+    print(f"FID {fk['fid']:.3f}  KID {fk['kid_mean']:.5f} ± {fk['kid_std']:.5f}  [{m['feature_extractor']['note']}]")
+    for space in ("pixel", "feature"):
+        s = m["memorisation"][space]
+        print(f"memorised ({space}): {s['n_memorised']}/{m['counts']['n_generated']}")
+    print(f"wrote {args.out / 'metrics.json'}, metrics.md, nearest_neighbours.png, class_stats.png")
+    return 0

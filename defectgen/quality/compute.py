@@ -1,0 +1,240 @@
+"""All generation-quality metrics for one synthetic set against the real training subset.
+
+``evaluate`` works on arrays (the tests and other code call it); ``compute_metrics`` opens a
+synthetic folder and the real data, picks the real images the generator trained on, and optionally
+writes the report. The network runs once per image: the same EfficientNet-Lite0 features serve FID,
+KID, memorisation and diversity (with Inception, FID/KID alone go through torch-fidelity's Inception).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectgen.config import ConfigError, to_dict
+from defectgen.quality.class_stats import class_statistics, compare_class_statistics
+from defectgen.quality.diversity import intra_cluster_diversity, mean_pairwise_distance
+from defectgen.quality.features import EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, extractor_label
+from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, resolve_inception_weights
+from defectgen.quality.mask_agreement import Predictor, mask_agreement, real_data_segmenter
+from defectgen.quality.memorisation import memorisation
+
+
+@dataclass
+class MetricsConfig:
+    """Settings of ``defectgen metrics``; saved into ``metrics.json``."""
+
+    size: int = 64  # both sets are resized to size x size before any comparison
+    feature_extractor: str = EFFICIENTNET_NAME  # for FID/KID: efficientnet-lite0 | inception-v3-compat
+    inception_weights: str | None = None  # local Inception-v3 file; else torch-fidelity's cache
+    kid_subsets: int = 100
+    kid_subset_size: int | None = None  # None: min(1000, n_real, n_generated)
+    memorisation_percentile: float = 5.0  # memorised: NN distance <= this percentile of train LOO NN distances
+    nearest_pairs: int = 8  # pairs per distance space in nearest_neighbours.png
+    mask_agreement: bool = True
+    batch_size: int = 32
+    seed: int = 0
+    device: str | None = None
+
+
+@dataclass
+class QualityResult:
+    """The metrics dict plus what the figures need."""
+
+    metrics: dict[str, Any]
+    neighbours: dict[str, Any] = field(repr=False)
+    real_class_stats: dict[str, Any] = field(repr=False)
+    generated_class_stats: dict[str, Any] = field(repr=False)
+
+
+def check_config(cfg: MetricsConfig) -> None:
+    """Refuse an unknown extractor or unavailable Inception weights before any slow work."""
+    if cfg.feature_extractor not in FEATURE_EXTRACTORS:
+        raise ConfigError(f"unknown feature extractor '{cfg.feature_extractor}' (choose from {', '.join(FEATURE_EXTRACTORS)})")
+    if cfg.feature_extractor != EFFICIENTNET_NAME:
+        resolve_inception_weights(cfg.inception_weights)
+    if cfg.size < 8:
+        raise ConfigError(f"size must be at least 8 pixels, got {cfg.size}")
+    if not 0.0 <= cfg.memorisation_percentile <= 100.0:
+        raise ConfigError(f"memorisation_percentile must be in [0, 100], got {cfg.memorisation_percentile}")
+
+
+def evaluate(
+    real_images: np.ndarray,
+    real_masks: np.ndarray,
+    generated_images: np.ndarray,
+    generated_masks: np.ndarray,
+    class_names: tuple[str, ...],
+    cfg: MetricsConfig | None = None,
+    predictor: Predictor | None = None,
+    ignore_index: int = 255,
+    encoder: FeatureEncoder | None = None,
+    seg_config: Any = None,
+) -> QualityResult:
+    """Every metric for arrays at a common size: images (N,H,W,3) uint8, masks (N,H,W) uint8 class ids.
+
+    ``predictor`` (generated images -> class ids) drives mask agreement; without one, the real-data
+    segmenter (``seg_config``, default ``SegConfig()``) is trained when ``cfg.mask_agreement`` is set.
+    Its IoU on its own training images is reported beside the agreement: if it cannot even fit
+    those, low agreement says little about the generated pairs.
+    """
+    cfg = cfg or MetricsConfig()
+    check_config(cfg)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    encoder = encoder or FeatureEncoder(cfg.device)
+    f_real = encoder(real_images, cfg.batch_size)
+    f_gen = encoder(generated_images, cfg.batch_size)
+    timings["features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    kid = {"kid_subsets": cfg.kid_subsets, "kid_subset_size": cfg.kid_subset_size, "seed": cfg.seed}
+    if cfg.feature_extractor == EFFICIENTNET_NAME:
+        fk = fid_kid_from_features(f_real, f_gen, **kid)
+    else:
+        fk = fid_kid(real_images, generated_images, cfg.feature_extractor, cfg.inception_weights,
+                     batch_size=cfg.batch_size, device=cfg.device, **kid)
+    timings["fid_kid"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    nn = memorisation(generated_images, real_images, f_gen, f_real, cfg.memorisation_percentile)
+    ic = intra_cluster_diversity(f_gen, nn["feature"].nn_index, "cosine")
+    div = {
+        "distance": "cosine",
+        "features": encoder.label,
+        "mean_pairwise": mean_pairwise_distance(f_gen),
+        "train_mean_pairwise": mean_pairwise_distance(f_real),
+        "intra_cluster": ic,
+    }
+    timings["memorisation_diversity"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    real_cs = class_statistics(real_masks, class_names, ignore_index)
+    gen_cs = class_statistics(generated_masks, class_names, ignore_index)
+    agreement = _agreement(real_images, real_masks, generated_images, generated_masks, class_names,
+                           cfg, predictor, seg_config, ignore_index)
+    timings["class_stats_mask_agreement"] = time.perf_counter() - t
+
+    metrics = {
+        "feature_extractor": {**extractor_label(cfg.feature_extractor), "memorisation_features": encoder.label},
+        "counts": {"n_real": int(len(real_images)), "n_generated": int(len(generated_images))},
+        "fid_kid": fk,
+        "memorisation": {space: r.summary() for space, r in nn.items()},
+        "diversity": div,
+        "mask_agreement": agreement,
+        "class_stats": compare_class_statistics(real_cs, gen_cs),
+        "config": to_dict(cfg),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    return QualityResult(metrics, nn, real_cs, gen_cs)
+
+
+def _agreement(real_images, real_masks, gen_images, gen_masks, class_names, cfg, predictor, seg_config,
+               ignore_index) -> dict[str, Any]:
+    if predictor is None and not cfg.mask_agreement:
+        return {"skipped": "disabled (--no-mask-agreement)"}
+    info: dict[str, Any] = {"segmenter": "given predictor"}
+    if predictor is None:
+        predictor, seg_info = real_data_segmenter(real_images, real_masks, len(class_names), cfg.seed, seg_config, cfg.device)
+        info = {"segmenter": seg_info}
+    fit = mask_agreement(predictor, real_images, real_masks, class_names, ignore_index)
+    out = mask_agreement(predictor, gen_images, gen_masks, class_names, ignore_index)
+    out["segmenter_iou_on_its_training_images"] = fit["mean_iou_defects"]
+    return {**out, **info}
+
+
+def _real_records(ds, manifest: dict[str, Any], split, shots, seed, list_file):
+    """The real training subset: the explicit selection if given, else the manifest's ``train_stems``."""
+    from defectgen.data import DataError, select_records
+
+    if list_file is not None or shots is not None or not manifest.get("train_stems"):
+        return select_records(ds, split=split, shots=shots, seed=seed, list_file=list_file), "selection options"
+    index = {r.stem: r for r in ds.records}
+    missing = [s for s in manifest["train_stems"] if s not in index]
+    if missing:
+        raise DataError(f"{ds.root}: the synthetic manifest's train_stems are not in this data: {missing[:5]}")
+    return [index[s] for s in manifest["train_stems"]], "manifest train_stems"
+
+
+def compute_metrics(
+    synthetic: str | Path,
+    real: str | Path,
+    cfg: MetricsConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    split: str | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    list_file: str | Path | None = None,
+    format: str | None = None,
+    mask_suffix: str | None = None,
+    predictor: Predictor | None = None,
+    seg_config: Any = None,
+    encoder: FeatureEncoder | None = None,
+) -> dict[str, Any]:
+    """Metrics of the synthetic folder ``synthetic`` (``images/``, ``masks/``, ``manifest.json``) against
+    the real training subset of ``real``; with ``out``, also writes the report there.
+
+    The real subset is ``list_file``/``shots`` (with ``split`` and ``seed``) when given, else exactly
+    the manifest's ``train_stems``, else every image of ``split`` (or of the whole data). Pass one
+    ``encoder`` to reuse the feature network across many calls (e.g. one per comparison row).
+    """
+    from defectgen.data import load_pairs, open_dataset
+    from defectgen.io import ensure_empty_output
+    from defectgen.quality.report import class_stats_png, nearest_neighbours_png, write_report
+
+    cfg = cfg or MetricsConfig()
+    check_config(cfg)
+    synthetic, real = Path(synthetic), Path(real)
+    if out is not None and not overwrite and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        ensure_empty_output(Path(out), overwrite)  # raises now rather than after minutes of work
+    syn = open_dataset(synthetic, "index")
+    manifest_path = synthetic / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    ds = open_dataset(real, format, mask_suffix)
+    ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {real}")
+    real_recs, chosen_by = _real_records(ds, manifest, split, shots, seed, None if list_file is None else Path(list_file))
+    real_images, real_masks = load_pairs(real_recs, ds.class_map, cfg.size)
+    gen_images, gen_masks = load_pairs(syn.records, syn.class_map, cfg.size)
+    result = evaluate(real_images, real_masks, gen_images, gen_masks, ds.class_map.names, cfg, predictor,
+                      ds.class_map.ignore_index, encoder=encoder, seg_config=seg_config)
+    m = result.metrics
+    m["inputs"] = {
+        "synthetic": str(synthetic),
+        "real": str(real),
+        "real_chosen_by": chosen_by,
+        "real_stems": [r.stem for r in real_recs],
+        "generator": {k: manifest[k] for k in ("switch", "sampler", "steps") if k in manifest},
+    }
+    m["diversity"]["intra_cluster"]["group_sizes"] = {
+        real_recs[int(k)].stem: v for k, v in m["diversity"]["intra_cluster"]["group_sizes"].items()
+    }
+    gen_names = [r.stem for r in syn.records]
+    real_names = [r.stem for r in real_recs]
+    m["memorisation"]["closest"] = _closest_table(result.neighbours, gen_names, real_names, cfg.nearest_pairs)
+    if out is not None:
+        ensure_empty_output(Path(out), overwrite)  # an earlier report survives a failed run
+        write_report(
+            Path(out),
+            m,
+            nearest_neighbours_png(gen_images, real_images, result.neighbours, cfg.nearest_pairs, gen_names, real_names),
+            class_stats_png(result.real_class_stats, result.generated_class_stats),
+        )
+    return m
+
+
+def _closest_table(neighbours, gen_names, real_names, k) -> dict[str, list[dict[str, Any]]]:
+    table = {}
+    for space, nn in neighbours.items():
+        order = np.argsort(nn.nn_distance, kind="stable")[:k]
+        table[space] = [
+            {"generated": gen_names[g], "train": real_names[int(nn.nn_index[g])],
+             "distance": float(nn.nn_distance[g]), "memorised": bool(nn.memorised[g])}
+            for g in order
+        ]
+    return table
