@@ -1,0 +1,137 @@
+"""Command line of the segmentation evaluation: ``evaluate``, ``ablate`` and ``copypaste``.
+
+The main ``defectgen`` command mounts these with ``add_*_parser(subparsers)``; for a quick try
+without it, ``python -m defectgen.seg.cli evaluate ...`` works too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from defectgen.config import load_config, save_config
+from defectgen.data import load_pairs
+from defectgen.data import add_selection_args, selection_from_args
+from defectgen.io import atomic_write_json, ensure_empty_output
+from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
+from defectgen.seg.copypaste import run_copypaste
+from defectgen.seg.evaluate import EvalConfig, run_evaluation
+from defectgen.seg.models import MODELS
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got '{text}'") from err
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate", help="train a segmenter on real + synthetic pairs and score it on the test split",
+        description="Train a segmentation model on the real training selection plus RATIO synthetic pairs per real "
+        "pair, for each seed, and score it on the held-out test split. Writes OUT/results.json and OUT/config.yaml.",
+    )
+    add_selection_args(p)
+    p.add_argument("--synthetic", type=Path, default=None, help="sample folder (images/, masks/, manifest.json)")
+    p.add_argument("--ratio", type=float, default=None, help="synthetic pairs per real training pair (0 = real only)")
+    p.add_argument("--model", choices=list(MODELS), default=None, help="segmentation model")
+    p.add_argument("--seeds", type=_seeds, default=None, help="training seeds, e.g. 0,1,2")
+    p.add_argument("--test-split", default=None, help="split naming the test stems (default: test)")
+    p.add_argument("--test-list", default=None, help="file of exact test stems instead of a split")
+    p.add_argument("--baseline", type=Path, default=None, help="ratio-0 results.json of the same protocol: adds the paired gain")
+    p.add_argument("--config", type=Path, default=None, help="YAML evaluation config (e.g. configs/seg_neu64.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. seg.steps=300")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    cfg = load_config(EvalConfig, args.config, args.overrides)
+    for flag, key in (("ratio", "ratio"), ("seeds", "seeds"), ("test_split", "test_split"), ("test_list", "test_list")):
+        if getattr(args, flag) is not None:
+            setattr(cfg, key, getattr(args, flag))
+    if args.model is not None:
+        cfg.seg.model = args.model
+    ds, train = selection_from_args(args)
+    out = ensure_empty_output(args.out, args.overwrite)
+    save_config(cfg, out / "config.yaml")
+    results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=args.device)
+    results["selection"].update({"split": args.split, "shots": args.shots, "seed": args.seed,
+                                 "list": str(args.list_file) if args.list_file else None})
+    atomic_write_json(out / "results.json", results)
+    agg = results["aggregate"]
+    print(f"mIoU all {100 * agg['miou_all']['mean']:.1f} ± {100 * agg['miou_all']['std']:.1f}, "
+          f"defect {100 * agg['miou_defect']['mean']:.1f} ± {100 * agg['miou_defect']['std']:.1f} -> {out / 'results.json'}")
+    if results["paired_gain"]:
+        g = results["paired_gain"]["miou_defect"]
+        print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
+              + (f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]" if g["ci_low"] is not None else ""))
+    return 0
+
+
+def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "ablate", help="the grid sources x ratios x models x seeds, resumable",
+        description="Run every (model, source, ratio, seed) cell of the config's grid; finished cells in OUT/cells/ are "
+        "not recomputed. Writes OUT/results.csv, OUT/summary.csv, OUT/miou_vs_ratio.png and OUT/report.md.",
+    )
+    p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. configs/ablate_neu64.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier ablation to resume)")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier cells in OUT and start again")
+    p.set_defaults(func=cmd_ablate)
+    return p
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    cfg = load_config(AblateConfig, args.config, args.overrides)
+    cells = run_ablation(cfg, args.out, device=args.device, overwrite=args.overwrite)
+    print(markdown_table(summarize(cfg, cells)))
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def add_copypaste_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "copypaste", help="copy-paste baseline pairs in the sample layout",
+        description="Cut defect regions by their masks from the selected real training images and paste them onto "
+        "other selected training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`.",
+    )
+    add_selection_args(p)
+    p.add_argument("--num", type=int, required=True, help="number of pairs to write")
+    p.add_argument("--size", type=int, default=64, help="side of the written pairs in pixels (default 64)")
+    p.add_argument("--paste-seed", type=int, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
+    p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not cycle through the defect classes")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=cmd_copypaste)
+    return p
+
+
+def cmd_copypaste(args: argparse.Namespace) -> int:
+    if args.num < 1:
+        raise ValueError(f"--num must be at least 1, got {args.num}")
+    ds, train = selection_from_args(args)
+    ensure_empty_output(args.out, args.overwrite)
+    images, masks = load_pairs(train, ds.class_map, args.size)
+    run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed, args.balanced)
+    print(f"{args.num} copy-paste pairs from {len(train)} real training pairs -> {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m defectgen.seg.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_evaluate_parser, add_ablate_parser, add_copypaste_parser):
+        add(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
