@@ -139,10 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Evaluation, metrics and comparison commands live with their modules."""
-    try:  # TEMP while modules land
-        from defectgen.seg import cli as seg_cli
-    except ImportError:
-        return
+    from defectgen.seg import cli as seg_cli
 
     seg_cli.add_evaluate_parser(sub)
     seg_cli.add_ablate_parser(sub)

@@ -123,8 +123,13 @@ def train_stage(
     stage: str,
     resume: bool = False,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> UNet2DModel:
-    """Train the ``stage`` UNet on encoded pairs ``data`` (N,C,H,W); return the EMA model."""
+    """Train the ``stage`` UNet on encoded pairs ``data`` (N,C,H,W); return the EMA model.
+
+    ``stop_after`` ends this call after that many steps (training in chunks on a machine with a
+    time limit); ``resume=True`` continues from the newest checkpoint.
+    """
     tc = cfg.train
     steps = tc.large_steps if stage == "large" else tc.small_steps
     torch.manual_seed(tc.seed)
@@ -176,6 +181,8 @@ def train_stage(
             preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png")
         if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
             save_checkpoint(accelerator, stage_dir, done, tc.keep_checkpoints)
+        if stop_after is not None and done >= stop_after:
+            break
     return ema_unet(ema, accelerator.unwrap_model(unet))
 
 

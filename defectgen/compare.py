@@ -1,0 +1,343 @@
+"""``defectgen compare``: the method against its alternatives, same data, budget and sample count.
+
+Rows: vanilla DDPM (large model only, switch 0), small model only (switch 1), two-stage at several
+switch points, a receptive-field ablation of the small model (two-stage at ``variant_switch``),
+and copy-paste. Every row gets the same number of pairs, then generation-quality metrics and the
+downstream segmentation gain at one ratio over the real-only baseline (paired over seeds).
+
+    OUT/generator/            the two-stage run (or ``run:`` names an existing one)
+    OUT/variants/<name>/      small models of other receptive fields (the large one is shared)
+    OUT/rows/<row>/samples/   pairs;  metrics/metrics.json;  eval.json
+    OUT/results.csv  OUT/report.md  OUT/gain_vs_switch.png  OUT/memorisation_vs_switch.png
+
+Every step's output is checked before it runs, so an interrupted compare resumes where it stopped.
+``--only generate`` stops after sampling (e.g. on a GPU machine); ``--only score`` scores what exists.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from defectgen.config import ConfigError, load_config, save_config, to_dict
+from defectgen.data import DefectDataset, PairRecord, load_pairs, open_dataset, select_records
+from defectgen.generator_config import GeneratorConfig
+from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from defectgen.quality.compute import MetricsConfig
+from defectgen.seg.evaluate import EvalConfig
+from defectgen.seg.train import SegConfig
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class CompareConfig:
+    data: str = ""
+    format: str | None = None
+    mask_suffix: str | None = None
+    split: str | None = "train"
+    shots: int | None = 10
+    selection_seed: int = 0
+    list_file: str | None = None
+    generator_config: str = "configs/neu64.yaml"
+    generator_overrides: list[str] = field(default_factory=list)
+    run: str | None = None  # reuse a trained two-stage run folder instead of training one
+    num_samples: int = 300
+    sampler: str = "ddpm"
+    steps: int | None = None
+    sample_seed: int = 0
+    sample_batch_size: int = 100
+    switches: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.4, 0.6])
+    small_variants: dict[str, list[str]] = field(default_factory=lambda: {
+        "rf25": ["small.layers_per_block=1"], "rf41": ["small.layers_per_block=3"]})
+    variant_switch: float = 0.4
+    copy_paste: bool = True
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(ratio=1.0))
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # vanilla | small-only | two-stage | rf-variant | copy-paste
+    switch: float | None = None
+    variant: str | None = None
+
+
+def rows(cfg: CompareConfig) -> list[Row]:
+    out = [Row("vanilla-ddpm", "vanilla", 0.0), Row("small-only", "small-only", 1.0)]
+    out += [Row(f"two-stage-u{u:.2f}", "two-stage", u) for u in cfg.switches]
+    out += [Row(f"two-stage-u{cfg.variant_switch:.2f}-{v}", "rf-variant", cfg.variant_switch, v)
+            for v in cfg.small_variants]
+    if cfg.copy_paste:
+        out.append(Row("copy-paste", "copy-paste"))
+    return out
+
+
+def _generator_config(cfg: CompareConfig, extra: list[str] = ()) -> GeneratorConfig:
+    return load_config(GeneratorConfig, cfg.generator_config, [*cfg.generator_overrides, *extra])
+
+
+def _selection(cfg: CompareConfig) -> tuple[DefectDataset, list[PairRecord]]:
+    ds = open_dataset(cfg.data, cfg.format, cfg.mask_suffix)
+    recs = select_records(ds, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed,
+                          list_file=Path(cfg.list_file) if cfg.list_file else None)
+    return ds, recs
+
+
+# ---- generate ------------------------------------------------------------------------------
+
+def train_generators(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], log: Log) -> dict:
+    """The two-stage run and one small-only run per receptive-field variant."""
+    from defectgen.run import selection_info, train_generator
+
+    sel = selection_info(ds, recs, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed, list=cfg.list_file)
+    main = Path(cfg.run) if cfg.run else out / "generator"
+    if not cfg.run:
+        log(f"training the two-stage generator in {main}")
+        train_generator(main, _generator_config(cfg), ds, recs, sel, resume=True)
+    variants = {}
+    for name, overrides in cfg.small_variants.items():
+        vdir = out / "variants" / name
+        log(f"training small-model variant {name} ({', '.join(overrides)}) in {vdir}")
+        train_generator(vdir, _generator_config(cfg, overrides), ds, recs, sel, stages=("small",), resume=True)
+        variants[name] = vdir
+    return {"main": main, "variants": variants}
+
+
+def _pipeline_for(row: Row, runs: dict, device: str):
+    from diffusers import UNet2DModel
+
+    from defectgen.run import load_generator
+
+    pipe = load_generator(runs["main"], device)
+    if row.variant:
+        pipe.unet_2 = UNet2DModel.from_pretrained(runs["variants"][row.variant] / "small" / "final").to(device)
+    return pipe
+
+
+def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], device: str,
+                  log: Log) -> None:
+    from defectgen.export import export_samples
+    from defectgen.seg.copypaste import run_copypaste
+
+    runs = train_generators(cfg, out, ds, recs, log)
+    size = _generator_config(cfg).size
+    for row in rows(cfg):
+        target = out / "rows" / row.name / "samples"
+        if (target / "manifest.json").is_file():
+            continue
+        log(f"sampling {cfg.num_samples} pairs for {row.name}")
+        if row.kind == "copy-paste":
+            images, masks = load_pairs(recs, ds.class_map, size)
+            run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, target, cfg.num_samples,
+                          seed=cfg.sample_seed)
+            continue
+        pipe = _pipeline_for(row, runs, device)
+        identity = {"pipeline": str(runs["main"]), "variant": row.variant, "train_stems": [r.stem for r in recs]}
+        export_samples(pipe, target, cfg.num_samples, seed=cfg.sample_seed, switch=row.switch, sampler=cfg.sampler,
+                       steps=cfg.steps, batch_size=cfg.sample_batch_size, identity=identity, progress=False)
+
+
+# ---- score ---------------------------------------------------------------------------------
+
+def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], device: str | None,
+               log: Log) -> None:
+    from defectgen.quality.compute import compute_metrics
+    from defectgen.quality.features import FeatureEncoder
+    from defectgen.seg.evaluate import run_evaluation
+
+    base_path = out / "rows" / "real-only" / "eval.json"
+    if not base_path.is_file():
+        log("segmentation baseline: real pairs only")
+        base_cfg = dataclasses.replace(cfg.eval, ratio=0.0)
+        atomic_write_json(base_path, run_evaluation(ds, recs, base_cfg, device=device, log=None))
+    baseline = json.loads(base_path.read_text())
+    encoder = None
+    for row in rows(cfg):
+        rdir = out / "rows" / row.name
+        if not (rdir / "samples" / "manifest.json").is_file():
+            log(f"{row.name}: no samples yet (run compare without --only score first)")
+            continue
+        if not (rdir / "metrics" / "metrics.json").is_file():
+            log(f"metrics for {row.name}")
+            encoder = encoder or FeatureEncoder(cfg.metrics.device)
+            compute_metrics(rdir / "samples", cfg.data, cfg.metrics, out=rdir / "metrics", format=cfg.format,
+                            mask_suffix=cfg.mask_suffix, encoder=encoder, overwrite=True,
+                            list_file=_stem_file(out, recs))
+        if not (rdir / "eval.json").is_file():
+            log(f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
+            atomic_write_json(rdir / "eval.json", run_evaluation(ds, recs, cfg.eval, synthetic=rdir / "samples",
+                                                                  baseline=baseline, device=device, log=None))
+
+
+def _stem_file(out: Path, recs: list[PairRecord]) -> Path:
+    path = out / "train_stems.txt"
+    atomic_write_text(path, "\n".join(r.stem for r in recs) + "\n")
+    return path
+
+
+# ---- summarise -----------------------------------------------------------------------------
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def summarise(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
+    table = []
+    base = _read(out / "rows" / "real-only" / "eval.json")
+    if base:
+        table.append({"row": "real-only", "kind": "baseline",
+                      "miou_defect": _get(base, "aggregate", "miou_defect", "mean"),
+                      "miou_defect_std": _get(base, "aggregate", "miou_defect", "std")})
+    for row in rows(cfg):
+        m = _read(out / "rows" / row.name / "metrics" / "metrics.json") or {}
+        e = _read(out / "rows" / row.name / "eval.json") or {}
+        gain = _get(e, "paired_gain", "miou_defect") or {}
+        table.append({
+            "row": row.name, "kind": row.kind, "switch": row.switch, "variant": row.variant,
+            "fid": _get(m, "fid_kid", "fid"), "kid": _get(m, "fid_kid", "kid_mean"),
+            "memorised_feature": _get(m, "memorisation", "feature", "share_memorised"),
+            "memorised_pixel": _get(m, "memorisation", "pixel", "share_memorised"),
+            "nn_feature_median": _get(m, "memorisation", "feature", "nn_distance_median"),
+            "diversity": _get(m, "diversity", "mean_pairwise"),
+            "ic_diversity": _get(m, "diversity", "intra_cluster", "value"),
+            "mask_agreement": _get(m, "mask_agreement", "mean_iou_defects"),
+            "miou_defect": _get(e, "aggregate", "miou_defect", "mean"),
+            "miou_defect_std": _get(e, "aggregate", "miou_defect", "std"),
+            "gain": gain.get("mean"), "gain_ci_low": gain.get("ci_low"), "gain_ci_high": gain.get("ci_high"),
+        })
+    return table
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{100 * v:.1f}" if pct else f"{v:.3g}"
+    return str(v)
+
+
+def markdown(table: list[dict[str, Any]], extractor: str) -> str:
+    head = ("| row | FID* | KID* | memorised (feat / pix) | diversity | IC-div | mask agr. | mIoU defect | gain [95% CI] |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in table:
+        gain = "–" if r.get("gain") is None else (
+            f"{100 * r['gain']:+.1f} [{_fmt(r.get('gain_ci_low'), True)}, {_fmt(r.get('gain_ci_high'), True)}]")
+        mem = f"{_fmt(r.get('memorised_feature'), True)}% / {_fmt(r.get('memorised_pixel'), True)}%"
+        lines.append(f"| {r['row']} | {_fmt(r.get('fid'))} | {_fmt(r.get('kid'))} | "
+                     f"{mem if r.get('memorised_feature') is not None else '–'} | {_fmt(r.get('diversity'))} | "
+                     f"{_fmt(r.get('ic_diversity'))} | {_fmt(r.get('mask_agreement'), True)} | "
+                     f"{_fmt(r.get('miou_defect'), True)} ± {_fmt(r.get('miou_defect_std'), True)} | {gain} |")
+    note = (f"\n\n*FID/KID computed with {extractor} features: not comparable to published Inception FID. "
+            "mIoU and gains in points (defect classes, mean over seeds); gain is paired per seed over real-only.\n")
+    return head + "\n".join(lines) + note
+
+
+def plots(table: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = sorted((r for r in table if r["kind"] in ("vanilla", "small-only", "two-stage")), key=lambda r: r["switch"])
+    cp = next((r for r in table if r["kind"] == "copy-paste"), None)
+    for key, ylabel, fname in (("gain", "mIoU gain over real only (points)", "gain_vs_switch.png"),
+                               ("memorised_feature", "memorised share (feature NN)", "memorisation_vs_switch.png")):
+        xs = [r["switch"] for r in curve if r.get(key) is not None]
+        ys = [100 * r[key] if key == "gain" else r[key] for r in curve if r.get(key) is not None]
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        if key == "gain":
+            lo = [100 * (r["gain"] - r["gain_ci_low"]) if r.get("gain_ci_low") is not None else 0
+                  for r in curve if r.get(key) is not None]
+            hi = [100 * (r["gain_ci_high"] - r["gain"]) if r.get("gain_ci_high") is not None else 0
+                  for r in curve if r.get(key) is not None]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label="two-stage (0 = vanilla, 1 = small only)")
+            ax.axhline(0, color="grey", lw=0.8)
+        else:
+            ax.plot(xs, ys, marker="o", label="two-stage (0 = vanilla, 1 = small only)")
+        if cp and cp.get(key) is not None:
+            ax.axhline(100 * cp[key] if key == "gain" else cp[key], color="tab:red", ls="--", label="copy-paste")
+        ax.set_xlabel("switch point (fraction of the schedule)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        plt.close(fig)
+        atomic_write_bytes(out / fname, buf.getvalue())
+
+
+def write_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
+    table = summarise(cfg, out)
+    buf = io.StringIO()
+    cols = sorted({k for r in table for k in r}, key=lambda k: list(table[-1]).index(k) if k in table[-1] else 99)
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_json(out / "results.json", table)
+    atomic_write_text(out / "report.md", "# defectgen compare\n\n" + markdown(table, cfg.metrics.feature_extractor))
+    plots(table, out)
+    return table
+
+
+def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | None = None,
+                log: Log = print) -> list[dict[str, Any]]:
+    """Train/sample (``generate``), score (``score``) or both (``all``); always rewrite the tables."""
+    if not cfg.data:
+        raise ConfigError("compare config needs 'data' (the real data folder)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "config.yaml").is_file():
+        import yaml
+
+        if yaml.safe_load((out / "config.yaml").read_text()) != to_dict(cfg):
+            raise ConfigError(f"{out}/config.yaml: this comparison was made with a different config; "
+                              "choose another --out")
+    else:
+        save_config(cfg, out / "config.yaml")
+    ds, recs = _selection(cfg)
+    import torch
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.time()
+    if only in ("all", "generate"):
+        generate_rows(cfg, out, ds, recs, dev, log)
+    if only in ("all", "score"):
+        score_rows(cfg, out, ds, recs, dev, log)
+    log(f"compare step '{only}' took {time.time() - t0:.0f} s")
+    return write_results(cfg, out)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    cfg = load_config(CompareConfig, args.config, args.set)
+    table = run_compare(cfg, args.out, args.only, args.device)
+    print(markdown(table, cfg.metrics.feature_extractor))
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="vanilla vs small-only vs two-stage vs copy-paste, scored the same way")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--only", choices=("all", "generate", "score"), default="all")
+    p.add_argument("--device", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_compare)

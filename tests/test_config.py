@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from defectgen.config import ConfigError, load_config, save_config
+from defectgen.generator_config import GeneratorConfig
+
+
+def test_yaml_and_overrides_apply_in_order(tiny_config: Path) -> None:
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.lr=0.003", "small.channel_mult=[1,2]", "sample.steps=10"])
+    assert cfg.size == 16 and cfg.train.lr == 0.003
+    assert cfg.small.channel_mult == (1, 2) and cfg.sample.steps == 10
+    assert cfg.large.attention_levels == (1,)
+
+
+def test_saved_config_round_trips(tmp_path: Path, tiny_config: Path) -> None:
+    cfg = load_config(GeneratorConfig, tiny_config)
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(GeneratorConfig, tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.lrr=1", "unknown config key 'train.lrr'"),
+    ("nope=1", "unknown config key 'nope'"),
+    ("train.batch_size=abc", "train.batch_size.*expected an integer"),
+    ("sample.switch=high", "sample.switch.*expected a number"),
+    ("train.flip=maybe", "train.flip.*expected true/false"),
+])
+def test_bad_keys_and_types_name_the_key(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(GeneratorConfig, None, [override])
+
+
+def test_unknown_key_in_file_names_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.stepz'"):
+        load_config(GeneratorConfig, bad)

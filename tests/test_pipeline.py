@@ -1,0 +1,101 @@
+"""Pair encoding, the two-stage hand-off, per-sample seeds and the receptive field."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from defectgen.models import UNetConfig, build_unet, receptive_field
+from defectgen.pairs import decode_pairs, encode_pairs
+from defectgen.pipeline import DefectGenPipeline, sample_seed, split_timesteps
+
+C = 1 + 4  # grey image + 4 classes
+
+
+def test_one_hot_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 4, (3, 8, 8)).astype(np.uint8)
+    grey = rng.integers(0, 256, (3, 8, 8)).astype(np.uint8)
+    images = np.repeat(grey[..., None], 3, axis=3)
+    x = encode_pairs(images, masks, num_classes=4, image_channels=1)
+    assert x.shape == (3, C, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert torch.all(x[:, 1:].sum(dim=1) == -2)  # exactly one channel at +1, three at -1
+    imgs, back = decode_pairs(x, image_channels=1)
+    assert np.array_equal(back, masks) and np.array_equal(imgs, images)
+
+
+def test_ignore_pixels_encode_as_background() -> None:
+    masks = np.full((1, 4, 4), 255, np.uint8)
+    x = encode_pairs(np.zeros((1, 4, 4, 3), np.uint8), masks, num_classes=3, image_channels=3)
+    assert torch.all(x[0, 3] == 1) and torch.all(x[0, 4:] == -1)
+
+
+def _pipeline(switch: float = 0.4, large: bool = True, small: bool = True) -> DefectGenPipeline:
+    torch.manual_seed(0)
+    big = build_unet(UNetConfig(8, (1, 2), 1, (1,), 8, norm_num_groups=8), C, 8)
+    little = build_unet(UNetConfig(8, (1,), 1, (), 8, False, norm_num_groups=8), C, 8)
+    sched = DDPMScheduler(num_train_timesteps=20, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+                          timestep_spacing="trailing")
+    return DefectGenPipeline(big if large else None, little if small else None, sched, switch=switch,
+                             image_channels=1)
+
+
+def _record_timesteps(model: torch.nn.Module) -> list[int]:
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append(int(args[1][0])))
+    return seen
+
+
+def _gens(n: int, seed: int = 0) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(n)]
+
+
+def test_each_model_sees_its_side_of_the_switch() -> None:
+    pipe = _pipeline(0.4)
+    large_seen, small_seen = _record_timesteps(pipe.unet), _record_timesteps(pipe.unet_2)
+    out = pipe(_gens(2), progress=False)
+    assert large_seen == list(range(19, 7, -1)) and small_seen == list(range(7, -1, -1))
+    assert out.timesteps == {"large": large_seen, "small": small_seen}
+
+
+def test_ddim_hand_off_continues_the_same_schedule() -> None:
+    pipe = _pipeline(0.5)
+    large_seen, small_seen = _record_timesteps(pipe.unet), _record_timesteps(pipe.unet_2)
+    pipe(_gens(1), sampler="ddim", num_inference_steps=5, progress=False)
+    assert large_seen == [19, 15, 11] and small_seen == [7, 3]
+
+
+@pytest.mark.parametrize("switch,only", [(1.0, "small"), (0.0, "large")])
+def test_switch_at_the_ends_equals_single_model_sampling(switch: float, only: str) -> None:
+    both = _pipeline(switch)(_gens(3), progress=False)
+    single = _pipeline(switch, large=only == "large", small=only == "small")(_gens(3), progress=False)
+    assert np.array_equal(both.images, single.images) and np.array_equal(both.masks, single.masks)
+    assert both.timesteps[only] == list(range(19, -1, -1))
+
+
+def test_missing_model_for_the_switch_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="needs the small"):
+        _pipeline(0.4, small=False)(_gens(1), progress=False)
+    with pytest.raises(ValueError, match="switch must be in"):
+        split_timesteps([3, 2], 1.5, 10)
+
+
+def test_samples_do_not_depend_on_batch_size() -> None:
+    pipe = _pipeline(0.4)
+    together = pipe(_gens(4), progress=False)
+    alone = [pipe([g], progress=False) for g in _gens(4)]
+    assert np.array_equal(together.images, np.concatenate([a.images for a in alone]))
+    assert np.array_equal(together.masks, np.concatenate([a.masks for a in alone]))
+    other_seed = pipe(_gens(4, seed=1), progress=False)
+    assert not np.array_equal(together.images, other_seed.images)
+
+
+def test_receptive_field_small_is_local_and_attention_is_global() -> None:
+    local = build_unet(UNetConfig(8, (1,), 1, (), 8, False, norm_num_groups=8), C, 48)
+    deeper = build_unet(UNetConfig(8, (1,), 2, (), 8, False, norm_num_groups=8), C, 48)
+    attn = build_unet(UNetConfig(8, (1, 2), 1, (1,), 8, norm_num_groups=8), C, 48)
+    # no downsampling, so RF = 1 + 2 * (number of 3x3 convs): conv_in, conv_out, 2 per res-block;
+    # down has layers_per_block res-blocks, mid 2, up layers_per_block + 1 -> 12 convs (25 px), 16 (33 px)
+    assert receptive_field(local, 48) == 25 and receptive_field(deeper, 48) == 33
+    assert receptive_field(attn, 48) == 48

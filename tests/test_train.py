@@ -1,0 +1,138 @@
+"""Training, checkpoints and resume, the run folder, sampling export and the CLI, on tiny models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from defectgen.cli import main
+from defectgen.config import load_config
+from defectgen.data import load_pairs, open_dataset, select_records
+from defectgen.generator_config import GeneratorConfig
+from defectgen.pairs import encode_pairs
+from defectgen.train import latest_checkpoint, train_stage
+
+
+def _data(demo_data: Path, cfg: GeneratorConfig) -> torch.Tensor:
+    ds = open_dataset(demo_data)
+    images, masks = load_pairs(ds.records, ds.class_map, cfg.size)
+    return encode_pairs(images, masks, ds.class_map.num_classes, cfg.image_channels), ds
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.large_steps=6", "train.checkpoint_every=2",
+                                                     "train.sample_every=0"])
+    data, ds = _data(demo_data, cfg)
+    whole = train_stage(cfg, data, ds.class_map, tmp_path / "a", "large", progress=False)
+    train_stage(cfg, data, ds.class_map, tmp_path / "b", "large", progress=False, stop_after=3)
+    assert latest_checkpoint(tmp_path / "b").name == "step_0000002"  # step 3's work is lost, as in a crash
+    resumed = train_stage(cfg, data, ds.class_map, tmp_path / "b", "large", resume=True, progress=False)
+    for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the crashed run's step 3 line was replaced, not duplicated
+    kept = sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir())
+    assert kept == ["step_0000004", "step_0000006"]  # keep_checkpoints = 2, no temporary folders left
+
+
+def test_training_lowers_the_loss(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.small_steps=40", "train.lr=0.003", "train.log_every=10",
+                                                     "train.batch_size=4", "train.sample_every=0",
+                                                     "train.checkpoint_every=0"])
+    data, ds = _data(demo_data, cfg)
+    train_stage(cfg, data, ds.class_map, tmp_path, "small", progress=False)
+    losses = [json.loads(ln)["loss"] for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_cli_train_sample_end_to_end(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    run, syn = tmp_path / "run", tmp_path / "syn"
+    common = ["--config", str(tiny_config), "--data", str(demo_data), "--shots", "2", "--out", str(run), "--quiet"]
+    assert main(["train", *common]) == 0
+    for stage in ("large", "small"):
+        assert (run / stage / "final" / "config.json").is_file()
+        assert (run / stage / "samples" / "step_0000004.png").is_file()
+    stems = json.loads((run / "selection.json").read_text())["stems"]
+    assert len(stems) == 6
+    assert main(["sample", "--run", str(run), "--num", "5", "--out", str(syn), "--batch-size", "2",
+                 "--seed", "3", "--quiet"]) == 0
+    assert sorted(p.name for p in (syn / "images").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    manifest = json.loads((syn / "manifest.json").read_text())
+    assert manifest["train_stems"] == stems and manifest["switch"] == 0.4
+    assert manifest["timesteps"]["large"] == list(range(19, 7, -1))
+    assert manifest["timesteps"]["small"] == list(range(7, -1, -1))
+    assert manifest["class_map"]["names"] == ["background", "scratch", "spot", "patch"]
+    for s in manifest["samples"]:
+        mask = np.asarray(Image.open(syn / "masks" / s["file"]))
+        assert mask.shape == (16, 16)
+        assert sum(s["class_pixels"].values()) == 256
+        assert s["class_pixels"]["scratch"] == int((mask == 1).sum())
+    assert (syn / "grid.png").is_file()
+    # the output is a dataset in its own right: the evaluation reads it like real data
+    assert open_dataset(syn).class_map.names == ("background", "scratch", "spot", "patch")
+    # same seed and index -> same pair, whatever the batch size
+    assert main(["sample", "--run", str(run), "--num", "3", "--out", str(tmp_path / "syn2"), "--batch-size", "3",
+                 "--seed", "3", "--quiet"]) == 0
+    for i in range(3):
+        a = np.asarray(Image.open(syn / "images" / f"{i:06d}.png"))
+        b = np.asarray(Image.open(tmp_path / "syn2" / "images" / f"{i:06d}.png"))
+        assert np.array_equal(a, b)
+
+
+def test_existing_outputs_are_not_overwritten(tmp_path: Path, demo_data: Path, tiny_config: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config), "--data", str(demo_data), "--out", str(run), "--quiet",
+            "--stage", "large"]
+    assert main(args) == 0
+    # same config and data: the finished stage is skipped, the small stage can be added later
+    assert main(args) == 0
+    assert main([*args, "--set", "train.lr=0.5"]) == 2
+    assert "different config" in capsys.readouterr().err
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    (syn / "keep.txt").write_text("user data")
+    assert main(["sample", "--run", str(run), "--num", "1", "--out", str(syn), "--switch", "0", "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err and (syn / "keep.txt").read_text() == "user data"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("x")
+    assert main(["train", "--config", str(tiny_config), "--data", str(demo_data), "--out", str(other), "--quiet"]) == 2
+    assert "not a defectgen run" in capsys.readouterr().err
+
+
+def test_unfinished_stage_needs_resume(tmp_path: Path, demo_data: Path, tiny_config: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.sample_every=0"])
+    data, ds = _data(demo_data, cfg)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config), "--data", str(demo_data), "--out", str(run), "--quiet",
+            "--stage", "large", "--set", "train.sample_every=0"]
+    assert main(args) == 0
+    import shutil
+    shutil.rmtree(run / "large" / "final")  # as if the run had died before finishing
+    assert main(args) == 2
+    assert "--resume latest" in capsys.readouterr().err
+    assert main([*args, "--resume", "latest"]) == 0
+    assert (run / "large" / "final" / "config.json").is_file()
+
+
+def test_cli_reports_bad_data_and_config(tmp_path: Path, tiny_config: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--config", str(tiny_config), "--data", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    assert main(["inspect", "--config", str(tiny_config), "--set", "large.base=3"]) == 2
+    assert "unknown config key 'large.base'" in capsys.readouterr().err
+    assert main(["sample", "--run", str(tmp_path), "--num", "1", "--out", str(tmp_path / "s")]) == 2
+    assert "no trained generator" in capsys.readouterr().err
+
+
+def test_inspect_prints_parameters_and_receptive_field(tiny_config: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["inspect", "--config", str(tiny_config)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["large"]["whole_image"] is True and report["small"]["receptive_field_px"] < 16
+    assert report["large"]["parameters"] > report["small"]["parameters"] > 0
