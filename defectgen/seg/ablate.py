@@ -45,7 +45,7 @@ class AblateConfig:
     list_file: str | None = None  # or exact training stems (as for the generator)
     test_split: str = "test"
     test_list: str | None = None
-    sources: dict[str, str] = field(default_factory=dict)  # name -> sample folder (defectgen sample / copypaste)
+    sources: dict[str, str] = field(default_factory=dict)  # name -> sample folder; an empty folder name skips it
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
     models: list[str] = field(default_factory=lambda: ["deeplabv3plus-r18", "unet-small"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -67,10 +67,12 @@ class Cell:
 
 
 def check_config(cfg: AblateConfig) -> None:
+    """Refuse a config that cannot run, naming the key; drops sources given an empty folder."""
     if not cfg.data:
         raise ConfigError("config key 'data': the real data folder is required")
-    if not isinstance(cfg.sources, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.sources.items()):
+    if not isinstance(cfg.sources, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in cfg.sources.items()):
         raise ConfigError("config key 'sources': expected a mapping of name -> sample folder")
+    cfg.sources = {k: v for k, v in cfg.sources.items() if v}  # `--set sources.NAME=` leaves a source out
     if REAL in cfg.sources:
         raise ConfigError(f"config key 'sources': '{REAL}' is reserved for the ratio-0 cells")
     for m in cfg.models:

@@ -10,13 +10,18 @@ import sys
 from pathlib import Path
 
 from defectgen.config import load_config, save_config
-from defectgen.data import load_pairs
-from defectgen.data import add_selection_args, selection_from_args
-from defectgen.io import atomic_write_json, ensure_empty_output
+from defectgen.data import add_selection_args, load_pairs, selection_from_args
+from defectgen.io import OutputExistsError, atomic_write_json, ensure_empty_output
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
 from defectgen.seg.copypaste import run_copypaste
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
 from defectgen.seg.models import MODELS
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """Fail before any work when ``out`` holds something and ``--overwrite`` was not given."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
 
 
 def _seeds(text: str) -> list[int]:
@@ -57,11 +62,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model is not None:
         cfg.seg.model = args.model
     ds, train = selection_from_args(args)
-    out = ensure_empty_output(args.out, args.overwrite)
-    save_config(cfg, out / "config.yaml")
+    refuse_existing(args.out, args.overwrite)
     results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=args.device)
     results["selection"].update({"split": args.split, "shots": args.shots, "seed": args.seed,
                                  "list": str(args.list_file) if args.list_file else None})
+    out = ensure_empty_output(args.out, args.overwrite)  # earlier results are only replaced once new ones exist
+    save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "results.json", results)
     agg = results["aggregate"]
     print(f"mIoU all {100 * agg['miou_all']['mean']:.1f} ± {100 * agg['miou_all']['std']:.1f}, "
@@ -117,7 +123,7 @@ def cmd_copypaste(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ValueError(f"--num must be at least 1, got {args.num}")
     ds, train = selection_from_args(args)
-    ensure_empty_output(args.out, args.overwrite)
+    refuse_existing(args.out, args.overwrite)
     images, masks = load_pairs(train, ds.class_map, args.size)
     run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed, args.balanced)
     print(f"{args.num} copy-paste pairs from {len(train)} real training pairs -> {args.out}")
