@@ -14,7 +14,7 @@ CM = ClassMap(("background", "scratch", "spot", "hole"))
 def test_num_synthetic_is_ratio_times_real():
     assert [num_synthetic(30, r) for r in (0, 0.2, 0.5, 1, 2, 3)] == [0, 6, 15, 30, 60, 90]
     assert num_synthetic(7, 0.5) == 4  # 3.5 rounds half up
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError):
         num_synthetic(10, -1)
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from defectgen.config import load_config, save_config
+from defectgen.config import ConfigError, load_config, save_config
 from defectgen.data import add_selection_args, load_pairs, selection_from_args
 from defectgen.io import OutputExistsError, atomic_write_json, ensure_empty_output
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
@@ -121,7 +121,7 @@ def add_copypaste_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 def cmd_copypaste(args: argparse.Namespace) -> int:
     if args.num < 1:
-        raise ValueError(f"--num must be at least 1, got {args.num}")
+        raise ConfigError(f"--num must be at least 1, got {args.num}")
     ds, train = selection_from_args(args)
     refuse_existing(args.out, args.overwrite)
     images, masks = load_pairs(train, ds.class_map, args.size)

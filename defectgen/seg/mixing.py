@@ -113,7 +113,7 @@ def check_no_leak(train_stems: Sequence[str], test_stems: Sequence[str], synthet
 def num_synthetic(num_real: int, ratio: float) -> int:
     """Synthetic pairs to add for ``num_real`` real pairs at ``ratio`` (rounded half up)."""
     if ratio < 0:
-        raise ValueError(f"ratio must be >= 0, got {ratio}")
+        raise DataError(f"ratio must be >= 0, got {ratio}")
     return int(math.floor(num_real * ratio + 0.5))
 
 

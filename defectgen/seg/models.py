@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from defectgen.config import ConfigError
+
 with warnings.catch_warnings():  # smp imports timm, which warns about deprecated module paths
     warnings.simplefilter("ignore")
     import segmentation_models_pytorch as smp
@@ -68,7 +70,7 @@ class Segmenter(nn.Module):
 
     def check_size(self, height: int, width: int) -> None:
         if height % self.divisor or width % self.divisor:
-            raise ValueError(f"model '{self.name}' needs image sides divisible by {self.divisor}, got {height}x{width}")
+            raise ConfigError(f"model '{self.name}' needs image sides divisible by {self.divisor}, got {height}x{width}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
@@ -85,12 +87,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file gets the same message
-        raise ValueError(f"{path}: not a readable PyTorch/safetensors state dict ({err})") from err
+        raise ConfigError(f"{path}: not a readable PyTorch/safetensors state dict ({err})") from err
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise ConfigError(f"{path}: expected a state dict, got {type(state).__name__}")
     return {k.removeprefix("encoder."): v for k, v in state.items()}
 
 
@@ -102,19 +104,19 @@ def load_encoder_weights(model: Segmenter, path: str | Path) -> None:
     own = encoder.state_dict()
     missing = [k for k in own if k not in state]
     if len(missing) == len(own):
-        raise ValueError(f"{path}: no key matches the '{model.name}' encoder (e.g. expected '{next(iter(own))}')")
+        raise ConfigError(f"{path}: no key matches the '{model.name}' encoder (e.g. expected '{next(iter(own))}')")
     if missing:
-        raise ValueError(f"{path}: {len(missing)} encoder weights missing, e.g. {missing[:3]}")
+        raise ConfigError(f"{path}: {len(missing)} encoder weights missing, e.g. {missing[:3]}")
     for k, v in own.items():
         if state[k].shape != v.shape:
-            raise ValueError(f"{path}: '{k}' has shape {tuple(state[k].shape)}, the encoder needs {tuple(v.shape)}")
+            raise ConfigError(f"{path}: '{k}' has shape {tuple(state[k].shape)}, the encoder needs {tuple(v.shape)}")
     encoder.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
 def build_model(name: str, num_classes: int, encoder_weights_path: str | Path | None = None) -> Segmenter:
     """A fresh model from the registry; ``encoder_weights_path`` optionally initialises its encoder."""
     if name not in MODELS:
-        raise ValueError(f"unknown segmentation model '{name}' (choose from {', '.join(MODELS)})")
+        raise ConfigError(f"unknown segmentation model '{name}' (choose from {', '.join(MODELS)})")
     spec = MODELS[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

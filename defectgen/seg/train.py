@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from defectgen.config import ConfigError
 from defectgen.seg.models import Segmenter, build_model
 
 
@@ -113,7 +114,7 @@ def fit_segmenter(
     """
     _check_inputs(images, masks)
     if cfg.batch_size < 2:
-        raise ValueError("batch_size must be at least 2 (BatchNorm needs more than one sample)")
+        raise ConfigError("config key 'seg.batch_size' must be at least 2 (BatchNorm needs more than one sample)")
     torch.set_num_threads(cfg.threads if cfg.threads > 0 else auto_threads())
     dev = resolve_device(device)
     seed_everything(seed)
