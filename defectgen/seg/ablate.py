@@ -175,9 +175,9 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
             run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log)
             done = {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
             atomic_write_json(path, done)
-            write_summary(out, cfg, finished + [done], len(real.train_stems), len(real.test_stems))
+            write_summary(out, cfg, finished + [done], len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})")
         finished.append(done)
-    write_summary(out, cfg, finished, len(real.train_stems), len(real.test_stems))
+    write_summary(out, cfg, finished, len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})")
     return finished
 
 
@@ -291,7 +291,7 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_train: int, n_test: int) -> None:
+def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_train: int, test: str) -> None:
     rows = summarize(cfg, cells)
     atomic_write_text(out / "results.csv", _csv(cell_rows(cells)))
     atomic_write_text(out / "summary.csv", _csv(rows))
@@ -303,7 +303,7 @@ def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_t
         f"- Real data: `{cfg.data}`, {n_train} training pairs "
         f"({f'{cfg.shots} per defect class' if cfg.list_file is None and cfg.shots else 'selection: ' + str(cfg.list_file or 'all')}"
         f"{', split ' + cfg.split if cfg.split else ''}, selection seed {cfg.selection_seed}); "
-        f"{n_test} test pairs ({cfg.test_list or 'split ' + cfg.test_split}).\n"
+        f"{test}.\n"
         f"- Sources: {', '.join(f'{k} = `{v}`' for k, v in cfg.sources.items()) or 'none'}; ratio = synthetic pairs per real pair"
         f"{', drawn balanced over defect classes' if cfg.balanced else ''}.\n"
         f"- Training (identical for every cell): {seg.steps} steps, batch {seg.batch_size}, {seg.size} px, AdamW lr {seg.lr:g} "
