@@ -140,3 +140,8 @@ def test_mask_agreement_trains_the_real_data_segmenter(encoder):
     assert set(m["iou"]) == set(NAMES)
     assert 0.0 <= m["iou"]["background"] <= 1.0
     assert m["segmenter_iou_on_its_training_images"] is not None
+    # the same real subset and settings reuse the trained model (a comparison scores many rows)
+    from defectgen.quality.mask_agreement import real_data_segmenter
+
+    first, _ = real_data_segmenter(images, masks, len(NAMES), 0, seg)
+    assert real_data_segmenter(images, masks, len(NAMES), 0, seg)[0] is first

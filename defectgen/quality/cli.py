@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from defectgen.quality.features import FEATURE_EXTRACTORS
@@ -89,7 +90,7 @@ def run_metrics(args: argparse.Namespace) -> int:
         m = compute_metrics(
             args.synthetic, args.data, cfg, out=args.out, overwrite=args.overwrite, split=args.split,
             shots=args.shots, seed=args.seed, list_file=args.list_file, format=args.format,
-            mask_suffix=args.mask_suffix, seg_config=seg_cfg,
+            mask_suffix=args.mask_suffix, seg_config=seg_cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True),
         )
     except FeatureExtractorError as err:
         raise SystemExit(f"defectgen metrics: error: {err}") from err

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -74,6 +74,7 @@ def evaluate(
     ignore_index: int = 255,
     encoder: FeatureEncoder | None = None,
     seg_config: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> QualityResult:
     """Every metric for arrays at a common size: images (N,H,W,3) uint8, masks (N,H,W) uint8 class ids.
 
@@ -84,7 +85,9 @@ def evaluate(
     """
     cfg = cfg or MetricsConfig()
     check_config(cfg)
+    log = log or (lambda msg: None)
     timings: dict[str, float] = {}
+    log(f"features of {len(real_images)} real and {len(generated_images)} generated images")
     t = time.perf_counter()
     encoder = encoder or FeatureEncoder(cfg.device)
     f_real = encoder(real_images, cfg.batch_size)
@@ -116,7 +119,7 @@ def evaluate(
     real_cs = class_statistics(real_masks, class_names, ignore_index)
     gen_cs = class_statistics(generated_masks, class_names, ignore_index)
     agreement = _agreement(real_images, real_masks, generated_images, generated_masks, class_names,
-                           cfg, predictor, seg_config, ignore_index)
+                           cfg, predictor, seg_config, ignore_index, log)
     timings["class_stats_mask_agreement"] = time.perf_counter() - t
 
     metrics = {
@@ -134,12 +137,14 @@ def evaluate(
 
 
 def _agreement(real_images, real_masks, gen_images, gen_masks, class_names, cfg, predictor, seg_config,
-               ignore_index) -> dict[str, Any]:
+               ignore_index, log) -> dict[str, Any]:
     if predictor is None and not cfg.mask_agreement:
         return {"skipped": "disabled (--no-mask-agreement)"}
     info: dict[str, Any] = {"segmenter": "given predictor"}
     if predictor is None:
-        predictor, seg_info = real_data_segmenter(real_images, real_masks, len(class_names), cfg.seed, seg_config, cfg.device)
+        log(f"training the real-data segmenter on {len(real_images)} images (mask agreement)")
+        predictor, seg_info = real_data_segmenter(real_images, real_masks, len(class_names), cfg.seed, seg_config,
+                                                  cfg.device, log)
         info = {"segmenter": seg_info}
     fit = mask_agreement(predictor, real_images, real_masks, class_names, ignore_index)
     out = mask_agreement(predictor, gen_images, gen_masks, class_names, ignore_index)
@@ -176,6 +181,7 @@ def compute_metrics(
     predictor: Predictor | None = None,
     seg_config: Any = None,
     encoder: FeatureEncoder | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics of the synthetic folder ``synthetic`` (``images/``, ``masks/``, ``manifest.json``) against
     the real training subset of ``real``; with ``out``, also writes the report there.
@@ -202,7 +208,7 @@ def compute_metrics(
     real_images, real_masks = load_pairs(real_recs, ds.class_map, cfg.size)
     gen_images, gen_masks = load_pairs(syn.records, syn.class_map, cfg.size)
     result = evaluate(real_images, real_masks, gen_images, gen_masks, ds.class_map.names, cfg, predictor,
-                      ds.class_map.ignore_index, encoder=encoder, seg_config=seg_config)
+                      ds.class_map.ignore_index, encoder=encoder, seg_config=seg_config, log=log)
     m = result.metrics
     m["inputs"] = {
         "synthetic": str(synthetic),

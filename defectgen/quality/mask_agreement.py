@@ -11,6 +11,7 @@ few shots, so read it next to the segmenter's quality on real data.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -57,6 +58,9 @@ def mask_agreement(
     }
 
 
+_SEGMENTER_CACHE: dict[str, tuple[Predictor, dict[str, Any]]] = {}
+
+
 def real_data_segmenter(
     images: np.ndarray,
     masks: np.ndarray,
@@ -64,12 +68,24 @@ def real_data_segmenter(
     seed: int = 0,
     seg_config: Any = None,
     device: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Predictor, dict[str, Any]]:
-    """Train the project's segmenter on the real subset; return its predict function and its settings."""
+    """Train the project's segmenter on the real subset; return its predict function and its settings.
+
+    The last trained segmenter is kept in memory: a comparison scores many synthetic sets against the
+    same real subset, and retraining an identical model (same data, settings, seed) for each is waste.
+    """
     from defectgen.config import to_dict
     from defectgen.seg import train as seg_train
 
     cfg = seg_config if seg_config is not None else seg_train.SegConfig()
-    model = seg_train.fit_segmenter(images, masks, cfg, num_classes=num_classes, seed=seed, device=device)
     info = {"config": to_dict(cfg), "seed": seed, "n_train": int(len(images)), "input_size": int(images.shape[1])}
-    return (lambda x: seg_train.predict(model, x, cfg.eval_batch_size)), info
+    key = hashlib.sha1(
+        b"".join([images.tobytes(), masks.tobytes(), repr((images.shape, info, num_classes, device)).encode()])
+    ).hexdigest()
+    if key not in _SEGMENTER_CACHE:
+        on_step = (lambda r: log(f"  segmenter step {r['step']}/{cfg.steps} loss {r['loss']:.3f}")) if log else None
+        model = seg_train.fit_segmenter(images, masks, cfg, num_classes=num_classes, seed=seed, device=device, log=on_step)
+        _SEGMENTER_CACHE.clear()  # one model at a time bounds the memory
+        _SEGMENTER_CACHE[key] = ((lambda x: seg_train.predict(model, x, cfg.eval_batch_size)), info)
+    return _SEGMENTER_CACHE[key]
