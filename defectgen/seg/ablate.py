@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from defectgen.config import ConfigError, save_config, to_dict
-from defectgen.data import DataError, open_dataset, select_records
+from defectgen.data import open_dataset, select_records
 from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from defectgen.seg.evaluate import RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.metrics import SCALAR_METRICS

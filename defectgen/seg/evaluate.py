@@ -147,7 +147,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def protocol_key(results: dict[str, Any]) -> dict[str, Any]:
     """What must match between a result and its ratio-0 baseline for a paired gain to be honest."""
-    seg = dict(results["config"]["seg"])
+    seg = {k: v for k, v in results["config"]["seg"].items() if k not in ("threads", "eval_batch_size")}  # no effect on numbers
     return {
         "seg": seg, "train_stems": results["selection"]["train_stems"], "test_stems": results["selection"]["test_stems"],
         "detect_min_area": results["config"]["detect_min_area"],

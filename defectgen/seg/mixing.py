@@ -98,14 +98,14 @@ def check_no_leak(train_stems: Sequence[str], test_stems: Sequence[str], synthet
     both = sorted(test & set(train_stems))
     if both:
         raise LeakError(
-            f"{len(both)} test images are also in the real training selection, e.g. {both[:5]}; "
+            f"found {len(both)} test image(s) in the real training selection, e.g. {both[:5]}; "
             "restrict the selection to the training split (e.g. --split train)"
         )
     if synthetic is not None:
         seen = sorted(test & set(synthetic.train_stems))
         if seen:
             raise LeakError(
-                f"{synthetic.root / 'manifest.json'}: the generator was trained on {len(seen)} test images, "
+                f"{synthetic.root / 'manifest.json'}: the generator was trained on {len(seen)} test image(s), "
                 f"e.g. {seen[:5]}; its samples cannot be used to evaluate on this test split"
             )
 
