@@ -142,7 +142,8 @@ def _agreement(real_images, real_masks, gen_images, gen_masks, class_names, cfg,
         return {"skipped": "disabled (--no-mask-agreement)"}
     info: dict[str, Any] = {"segmenter": "given predictor"}
     if predictor is None:
-        log(f"training the real-data segmenter on {len(real_images)} images (mask agreement)")
+        log(f"training the real-data segmenter on {len(real_images)} images (mask agreement; on a CPU this takes "
+            "minutes: --seg-set model=unet-small or --no-mask-agreement are faster)")
         predictor, seg_info = real_data_segmenter(real_images, real_masks, len(class_names), cfg.seed, seg_config,
                                                   cfg.device, log)
         info = {"segmenter": seg_info}
