@@ -33,7 +33,6 @@ from defectgen.generator_config import GeneratorConfig
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from defectgen.quality.compute import MetricsConfig
 from defectgen.seg.evaluate import EvalConfig
-from defectgen.seg.train import SegConfig
 
 Log = Callable[[str], None]
 
@@ -56,8 +55,7 @@ class CompareConfig:
     sample_seed: int = 0
     sample_batch_size: int = 100
     switches: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.4, 0.6])
-    small_variants: dict[str, list[str]] = field(default_factory=lambda: {
-        "rf25": ["small.layers_per_block=1"], "rf41": ["small.layers_per_block=3"]})
+    small_variants: dict[str, list[str]] = field(default_factory=dict)  # name -> overrides of `small`
     variant_switch: float = 0.4
     copy_paste: bool = True
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ratio=1.0))
@@ -95,54 +93,73 @@ def _selection(cfg: CompareConfig) -> tuple[DefectDataset, list[PairRecord]]:
 
 # ---- generate ------------------------------------------------------------------------------
 
-def train_generators(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], log: Log) -> dict:
-    """The two-stage run and one small-only run per receptive-field variant."""
-    from defectgen.run import selection_info, train_generator
+def train_main(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], log: Log) -> Path:
+    """The two-stage run (or the one named by ``run:``)."""
+    from defectgen.run import train_generator
 
-    sel = selection_info(ds, recs, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed, list=cfg.list_file)
-    main = Path(cfg.run) if cfg.run else out / "generator"
-    if not cfg.run:
-        log(f"training the two-stage generator in {main}")
-        train_generator(main, _generator_config(cfg), ds, recs, sel, resume=True)
-    variants = {}
-    for name, overrides in cfg.small_variants.items():
-        vdir = out / "variants" / name
-        log(f"training small-model variant {name} ({', '.join(overrides)}) in {vdir}")
-        train_generator(vdir, _generator_config(cfg, overrides), ds, recs, sel, stages=("small",), resume=True)
-        variants[name] = vdir
-    return {"main": main, "variants": variants}
+    if cfg.run:
+        return Path(cfg.run)
+    main = out / "generator"
+    log(f"training the two-stage generator in {main}")
+    train_generator(main, _generator_config(cfg), ds, recs, _sel(cfg, ds, recs), resume=True, progress=False)
+    return main
 
 
-def _pipeline_for(row: Row, runs: dict, device: str):
+def train_variant(cfg: CompareConfig, out: Path, name: str, ds: DefectDataset, recs: list[PairRecord],
+                  log: Log) -> Path:
+    """A small model of another receptive field (the large model is shared with the main run)."""
+    from defectgen.run import train_generator
+
+    vdir = out / "variants" / name
+    overrides = cfg.small_variants[name]
+    log(f"training small-model variant {name} ({', '.join(overrides)}) in {vdir}")
+    train_generator(vdir, _generator_config(cfg, overrides), ds, recs, _sel(cfg, ds, recs), stages=("small",),
+                    resume=True, progress=False)
+    return vdir
+
+
+def _sel(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord]) -> dict:
+    from defectgen.run import selection_info
+
+    return selection_info(ds, recs, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed, list=cfg.list_file)
+
+
+def _pipeline_for(row: Row, main: Path, variant: Path | None, device: str):
     from diffusers import UNet2DModel
 
     from defectgen.run import load_generator
 
-    pipe = load_generator(runs["main"], device)
-    if row.variant:
-        pipe.unet_2 = UNet2DModel.from_pretrained(runs["variants"][row.variant] / "small" / "final").to(device)
+    pipe = load_generator(main, device)
+    if variant is not None:
+        pipe.unet_2 = UNet2DModel.from_pretrained(variant / "small" / "final").to(device)
     return pipe
 
 
 def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], device: str,
                   log: Log) -> None:
+    """Cheap rows first, then the main generator's rows, then each variant: an interrupted run
+    leaves the most useful rows finished."""
     from defectgen.export import export_samples
     from defectgen.seg.copypaste import run_copypaste
 
-    runs = train_generators(cfg, out, ds, recs, log)
     size = _generator_config(cfg).size
-    for row in rows(cfg):
+    order = sorted(rows(cfg), key=lambda r: {"copy-paste": 0, "rf-variant": 2}.get(r.kind, 1))
+    main = None
+    for row in order:
         target = out / "rows" / row.name / "samples"
         if (target / "manifest.json").is_file():
             continue
-        log(f"sampling {cfg.num_samples} pairs for {row.name}")
         if row.kind == "copy-paste":
+            log(f"copy-paste: {cfg.num_samples} pairs")
             images, masks = load_pairs(recs, ds.class_map, size)
             run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, target, cfg.num_samples,
                           seed=cfg.sample_seed)
             continue
-        pipe = _pipeline_for(row, runs, device)
-        identity = {"pipeline": str(runs["main"]), "variant": row.variant, "train_stems": [r.stem for r in recs]}
+        main = main or train_main(cfg, out, ds, recs, log)
+        variant = train_variant(cfg, out, row.variant, ds, recs, log) if row.variant else None
+        log(f"sampling {cfg.num_samples} pairs for {row.name}")
+        pipe = _pipeline_for(row, main, variant, device)
+        identity = {"pipeline": str(main), "variant": row.variant, "train_stems": [r.stem for r in recs]}
         export_samples(pipe, target, cfg.num_samples, seed=cfg.sample_seed, switch=row.switch, sampler=cfg.sampler,
                        steps=cfg.steps, batch_size=cfg.sample_batch_size, identity=identity, progress=False)
 
@@ -161,7 +178,7 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
         base_cfg = dataclasses.replace(cfg.eval, ratio=0.0)
         atomic_write_json(base_path, run_evaluation(ds, recs, base_cfg, device=device, log=None))
     baseline = json.loads(base_path.read_text())
-    encoder = None
+    encoder, predictor = None, None
     for row in rows(cfg):
         rdir = out / "rows" / row.name
         if not (rdir / "samples" / "manifest.json").is_file():
@@ -170,13 +187,22 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
         if not (rdir / "metrics" / "metrics.json").is_file():
             log(f"metrics for {row.name}")
             encoder = encoder or FeatureEncoder(cfg.metrics.device)
+            predictor = predictor or _real_segmenter(cfg, ds, recs, device)  # one segmenter serves every row
             compute_metrics(rdir / "samples", cfg.data, cfg.metrics, out=rdir / "metrics", format=cfg.format,
-                            mask_suffix=cfg.mask_suffix, encoder=encoder, overwrite=True,
+                            mask_suffix=cfg.mask_suffix, encoder=encoder, overwrite=True, predictor=predictor,
                             list_file=_stem_file(out, recs))
         if not (rdir / "eval.json").is_file():
             log(f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
             atomic_write_json(rdir / "eval.json", run_evaluation(ds, recs, cfg.eval, synthetic=rdir / "samples",
                                                                   baseline=baseline, device=device, log=None))
+
+
+def _real_segmenter(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord], device: str | None):
+    from defectgen.quality.mask_agreement import real_data_segmenter
+
+    images, masks = load_pairs(recs, ds.class_map, cfg.metrics.size)
+    predict, _ = real_data_segmenter(images, masks, ds.class_map.num_classes, cfg.metrics.seed, cfg.eval.seg, device)
+    return predict
 
 
 def _stem_file(out: Path, recs: list[PairRecord]) -> Path:

@@ -128,10 +128,19 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return nested
 
 
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], override: dict[str, Any], cls: type | None = None) -> dict[str, Any]:
+    """Override ``base`` key by key. With ``cls``, only nested configs (dataclass fields) merge and a
+    mapping-valued field is replaced whole (a file's ``sources:`` replaces the default); without it,
+    mappings merge too (``--set sources.a=x`` changes one entry)."""
+    hints = typing.get_type_hints(cls) if cls is not None else {}
     out = dict(base)
     for k, v in override.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        sub = hints.get(k)
+        nested = cls is None or dataclasses.is_dataclass(sub)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and nested:
+            out[k] = merge(out[k], v, sub if cls is not None else None)
+        else:
+            out[k] = v
     return out
 
 
@@ -152,7 +161,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             from_dict(cls, loaded)  # reports unknown keys against the file
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from err
-        data = merge(data, loaded)
+        data = merge(data, loaded, cls)
     data = merge(data, parse_overrides(overrides))
     return from_dict(cls, data)
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 

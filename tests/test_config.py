@@ -36,3 +36,13 @@ def test_unknown_key_in_file_names_file(tmp_path: Path) -> None:
     bad.write_text("train:\n  stepz: 3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.stepz'"):
         load_config(GeneratorConfig, bad)
+
+
+def test_mapping_fields_replace_from_files_and_merge_from_set(tmp_path: Path) -> None:
+    from defectgen.compare import CompareConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("small_variants:\n  a: [small.layers_per_block=1]\n  b: [small.layers_per_block=3]\n")
+    cfg = load_config(CompareConfig, path, ["small_variants.b=[small.base_channels=16]", "eval.ratio=2"])
+    assert cfg.small_variants == {"a": ["small.layers_per_block=1"], "b": ["small.base_channels=16"]}
+    assert cfg.eval.ratio == 2.0 and cfg.eval.seeds == [0, 1, 2]  # nested configs keep their other defaults

@@ -132,7 +132,8 @@ def test_cli_reports_bad_data_and_config(tmp_path: Path, tiny_config: Path, caps
 
 
 def test_inspect_prints_parameters_and_receptive_field(tiny_config: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["inspect", "--config", str(tiny_config)]) == 0
+    assert main(["inspect", "--config", str(tiny_config), "--set", "size=48"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["large"]["whole_image"] is True and report["small"]["receptive_field_px"] < 16
+    assert report["large"]["receptive_field_px"] == 48 and report["large"]["whole_image"] is True
+    assert report["small"]["receptive_field_px"] == 25 and report["small"]["whole_image"] is False
     assert report["large"]["parameters"] > report["small"]["parameters"] > 0
