@@ -84,3 +84,4 @@ def test_mean_std_skips_undefined_values():
     s = mean_std([0.2, None, 0.4, float("nan")])
     assert s["n"] == 2 and s["mean"] == pytest.approx(0.3) and s["std"] == pytest.approx(math.sqrt(0.02))
     assert mean_std([])["mean"] is None
+    assert mean_std([0.5]) == {"mean": 0.5, "std": None, "n": 1}

@@ -24,6 +24,12 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
 
 
+def _pct(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "undefined"
+    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
+
+
 def _seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
@@ -70,8 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "results.json", results)
     agg = results["aggregate"]
-    print(f"mIoU all {100 * agg['miou_all']['mean']:.1f} ± {100 * agg['miou_all']['std']:.1f}, "
-          f"defect {100 * agg['miou_defect']['mean']:.1f} ± {100 * agg['miou_defect']['std']:.1f} -> {out / 'results.json'}")
+    print(f"mIoU all {_pct(agg['miou_all'])}, defect {_pct(agg['miou_defect'])} (%, over {len(cfg.seeds)} seeds) "
+          f"-> {out / 'results.json'}")
     if results["paired_gain"]:
         g = results["paired_gain"]["miou_defect"]
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"

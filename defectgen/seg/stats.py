@@ -40,13 +40,13 @@ def _clean(values: Sequence[float | None]) -> list[float]:
 
 
 def mean_std(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    """Mean and sample standard deviation (ddof=1) of the defined values."""
+    """Mean and sample standard deviation (ddof=1; ``None`` for a single value) of the defined values."""
     vals = _clean(values)
     n = len(vals)
     if n == 0:
         return {"mean": None, "std": None, "n": 0}
     mean = sum(vals) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None  # undefined for one value
     return {"mean": mean, "std": std, "n": n}
 
 
