@@ -103,7 +103,7 @@ def test_explicit_selection_and_missing_inception_weights(folders, tmp_path, enc
     m = compute_metrics(folders / "syn", folders / "real", MetricsConfig(size=32, mask_agreement=False, kid_subsets=5),
                         list_file=listing, encoder=encoder)
     assert m["inputs"]["real_stems"] == ["r06", "r07", "r08"]
-    assert m["inputs"]["real_chosen_by"] == "selection options"
+    assert m["inputs"]["real_chosen_by"] == "list file"
     with pytest.raises(MissingWeightsError, match="missing.pth"):
         run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(tmp_path / "o2"),
                 "--inception-weights", str(tmp_path / "missing.pth"), "--no-mask-agreement")

@@ -17,7 +17,7 @@ import numpy as np
 
 from defectgen.config import ConfigError, to_dict
 from defectgen.quality.class_stats import class_statistics, compare_class_statistics
-from defectgen.quality.diversity import intra_cluster_diversity, mean_pairwise_distance
+from defectgen.quality.diversity import diversity
 from defectgen.quality.features import EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, extractor_label
 from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, resolve_inception_weights
 from defectgen.quality.mask_agreement import Predictor, mask_agreement, real_data_segmenter
@@ -105,14 +105,7 @@ def evaluate(
 
     t = time.perf_counter()
     nn = memorisation(generated_images, real_images, f_gen, f_real, cfg.memorisation_percentile)
-    ic = intra_cluster_diversity(f_gen, nn["feature"].nn_index, "cosine")
-    div = {
-        "distance": "cosine",
-        "features": encoder.label,
-        "mean_pairwise": mean_pairwise_distance(f_gen),
-        "train_mean_pairwise": mean_pairwise_distance(f_real),
-        "intra_cluster": ic,
-    }
+    div = {"features": encoder.label, **diversity(f_gen, f_real, "cosine")}
     timings["memorisation_diversity"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -158,7 +151,8 @@ def _real_records(ds, manifest: dict[str, Any], split, shots, seed, list_file):
     from defectgen.data import DataError, select_records
 
     if list_file is not None or shots is not None or not manifest.get("train_stems"):
-        return select_records(ds, split=split, shots=shots, seed=seed, list_file=list_file), "selection options"
+        how = "list file" if list_file is not None else f"{shots} shots, seed {seed}" if shots is not None else "all images"
+        return select_records(ds, split=split, shots=shots, seed=seed, list_file=list_file), how + (f" of split {split}" if split else "")
     index = {r.stem: r for r in ds.records}
     missing = [s for s in manifest["train_stems"] if s not in index]
     if missing:
