@@ -282,7 +282,7 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
             ax.set_ylabel("mIoU defect classes (%)" if key == "miou_defect" else "mIoU all classes (%)")
             ax.grid(alpha=0.3)
             if row_i == 1:
-                ax.set_xlabel("synthetic pairs per real pair")
+                ax.set_xlabel("synthetic pairs per real pair (0 = real only)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
