@@ -6,5 +6,6 @@
 - ``diversity``: mean pairwise and intra-cluster (IC-LPIPS-style) feature distances
 - ``mask_agreement``: IoU between a real-data segmenter's prediction and the generated mask
 - ``class_stats``: class frequency and defect-area distributions, real vs generated
+- ``compute``: ``MetricsConfig``, ``evaluate`` (arrays) and ``compute_metrics`` (folders) run all of the above
 - ``report``: ``metrics.json``, ``metrics.md`` and the figures; ``cli``: ``defectgen metrics``
 """
