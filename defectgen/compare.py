@@ -143,7 +143,12 @@ def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[P
     from defectgen.seg.copypaste import run_copypaste
 
     size = _generator_config(cfg).size
-    order = sorted(rows(cfg), key=lambda r: {"copy-paste": 0, "rf-variant": 2}.get(r.kind, 1))
+    def priority(r: Row) -> int:  # the method's own row right after the cheap one
+        if r.kind == "two-stage" and r.switch == cfg.variant_switch:
+            return 1
+        return {"copy-paste": 0, "rf-variant": 3}.get(r.kind, 2)
+
+    order = sorted(rows(cfg), key=priority)
     main = None
     for row in order:
         target = out / "rows" / row.name / "samples"

@@ -4,8 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from defectgen.demo import make_demo_dataset
+
+# Tiny models gain nothing from a second thread, and on a busy machine torch's thread barriers
+# make every small op tens of times slower.
+torch.set_num_threads(1)
 
 SHARED_NEU = Path(__file__).resolve().parents[2] / "shared" / "data" / "neu_seg"
 
