@@ -8,7 +8,6 @@ count and feeds the large model a state at the wrong noise level.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,19 +117,3 @@ class DefectGenPipeline(DiffusionPipeline):
             x = scheduler.step(out, t, x, generator=generator).prev_sample
         images, masks = decode_pairs(x, self.config.image_channels)
         return PairSamples(images, masks, {"large": large_ts, "small": small_ts})
-
-
-def load_pipeline(path: str | Path, device: str | torch.device = "cpu") -> DefectGenPipeline:
-    """Load a saved generator folder (both UNets, the scheduler, the class map and the switch)."""
-    pipe = DefectGenPipeline.from_pretrained(path)
-    return pipe.to(device)
-
-
-def pipeline_identity(path: str | Path) -> dict[str, object]:
-    """What identifies a saved generator: its folder, config and the training run's info if present."""
-    path = Path(path)
-    info = {"path": str(path.resolve())}
-    index = path / "model_index.json"
-    if index.is_file():
-        info["model_index"] = json.loads(index.read_text())
-    return info

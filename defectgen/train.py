@@ -7,7 +7,6 @@ an uninterrupted one. Checkpoints are written to a temporary folder and renamed 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -192,12 +191,3 @@ def ema_unet(ema: EMAModel, like: UNet2DModel) -> UNet2DModel:
     model.load_state_dict(like.state_dict())
     ema.copy_to(model.parameters())
     return model.to(like.device).eval()
-
-
-def steps_per_second_note(log_path: Path) -> str:
-    lines = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln] if log_path.is_file() else []
-    if len(lines) < 2:
-        return ""
-    dt = lines[-1]["seconds"] - lines[0]["seconds"]
-    ds = lines[-1]["step"] - lines[0]["step"]
-    return f"{dt / ds:.3f} s/step" if ds > 0 and math.isfinite(dt) else ""

@@ -11,7 +11,7 @@ from PIL import Image
 
 from defectgen.cli import main
 from defectgen.config import load_config
-from defectgen.data import load_pairs, open_dataset, select_records
+from defectgen.data import load_pairs, open_dataset
 from defectgen.generator_config import GeneratorConfig
 from defectgen.pairs import encode_pairs
 from defectgen.train import latest_checkpoint, train_stage
