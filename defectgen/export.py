@@ -20,8 +20,17 @@ from defectgen.viz import pair_grid
 
 
 def class_pixels(mask: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
-    counts = np.bincount(mask.ravel(), minlength=len(names))
+    """Pixels of each class in a mask (ignore pixels are not counted)."""
+    counts = np.bincount(mask[mask < len(names)].ravel(), minlength=len(names))
     return {name: int(counts[i]) for i, name in enumerate(names)}
+
+
+def save_pair(folder: Path, index: int, image: np.ndarray, mask: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Write pair ``index`` into ``folder/images`` and ``folder/masks``; return its manifest entry."""
+    name = f"{index:06d}.png"
+    Image.fromarray(image).save(folder / "images" / name)
+    Image.fromarray(mask).save(folder / "masks" / name)
+    return {"index": index, "file": name, "class_pixels": class_pixels(mask, names)}
 
 
 def export_samples(
@@ -57,10 +66,7 @@ def export_samples(
             res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False)
             timesteps = res.timesteps
             for i, s, img, mask in zip(idx, seeds, res.images, res.masks):
-                name = f"{i:06d}.png"
-                Image.fromarray(img).save(tmp / "images" / name)
-                Image.fromarray(mask).save(tmp / "masks" / name)
-                samples.append({"index": i, "file": name, "seed": s, "class_pixels": class_pixels(mask, names)})
+                samples.append({**save_pair(tmp, i, img, mask, names), "seed": s})
             if len(grid_imgs) < 16:
                 grid_imgs.extend(res.images[: 16 - len(grid_imgs)])
                 grid_masks.extend(res.masks[: 16 - len(grid_masks)])

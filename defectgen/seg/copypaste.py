@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from defectgen.data import ClassMap, DataError
+from defectgen.export import save_pair
 from defectgen.io import atomic_dir, atomic_write_json
 
 
@@ -67,11 +67,6 @@ def make_copypaste(
     return np.stack(out_img), np.stack(out_mask), meta
 
 
-def class_pixels(mask: np.ndarray, class_map: ClassMap) -> dict[str, int]:
-    counts = np.bincount(mask[mask != class_map.ignore_index].ravel(), minlength=class_map.num_classes)
-    return {name: int(counts[i]) for i, name in enumerate(class_map.names) if counts[i] > 0}
-
-
 def write_sample_folder(
     out: Path,
     images: np.ndarray,
@@ -85,12 +80,8 @@ def write_sample_folder(
     with atomic_dir(Path(out)) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        entries = []
-        for i, (img, mask, sample) in enumerate(zip(images, masks, samples)):
-            name = f"{i:06d}.png"
-            Image.fromarray(img).save(tmp / "images" / name)
-            Image.fromarray(mask).save(tmp / "masks" / name)
-            entries.append({"index": i, "file": name, **sample, "class_pixels": class_pixels(mask, class_map)})
+        entries = [{**save_pair(tmp, i, img, mask, class_map.names), **sample}
+                   for i, (img, mask, sample) in enumerate(zip(images, masks, samples))]
         manifest = {**(extra or {}), "class_map": class_map.to_dict(), "train_stems": list(train_stems), "samples": entries}
         atomic_write_json(tmp / "manifest.json", manifest)
 
