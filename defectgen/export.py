@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from defectgen import __version__
-from defectgen.io import OutputExistsError, atomic_dir, atomic_write_json
+from defectgen.io import atomic_dir, atomic_write_json, refuse_existing
 from defectgen.pipeline import DefectGenPipeline, sample_seed
 from defectgen.viz import pair_grid
 
@@ -48,8 +48,7 @@ def export_samples(
 ) -> dict[str, object]:
     """Sample ``num`` pairs (sample i seeded by (seed, i)) and write them to ``out``; return the manifest."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    refuse_existing(out, overwrite)
     if pipe.class_map is None:
         raise ValueError("the pipeline has no class map; load it with DefectGenPipeline.from_pretrained")
     names = pipe.class_map.names

@@ -68,14 +68,20 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
 
 
-def ensure_empty_output(path: Path, overwrite: bool = False) -> Path:
-    """Create ``path``; refuse a non-empty existing folder unless ``overwrite`` is given."""
+def refuse_existing(path: Path, overwrite: bool = False) -> None:
+    """Fail before any work when ``path`` holds something and ``overwrite`` was not given."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{path} exists and is not empty; choose another folder or pass --overwrite")
+
+
+def ensure_empty_output(path: Path, overwrite: bool = False) -> Path:
+    """Create ``path``; refuse a non-empty existing folder unless ``overwrite`` is given."""
+    path = Path(path)
+    refuse_existing(path, overwrite)
     if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{path} exists and is not empty; choose another folder or pass --overwrite")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -186,14 +186,14 @@ def compute_metrics(
     ``encoder`` to reuse the feature network across many calls (e.g. one per comparison row).
     """
     from defectgen.data import load_pairs, open_dataset
-    from defectgen.io import ensure_empty_output
+    from defectgen.io import ensure_empty_output, refuse_existing
     from defectgen.quality.report import class_stats_png, nearest_neighbours_png, write_report
 
     cfg = cfg or MetricsConfig()
     check_config(cfg)
     synthetic, real = Path(synthetic), Path(real)
-    if out is not None and not overwrite and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
-        ensure_empty_output(Path(out), overwrite)  # raises now rather than after minutes of work
+    if out is not None:
+        refuse_existing(Path(out), overwrite)  # raises now rather than after minutes of work
     syn = open_dataset(synthetic, "index")
     manifest_path = synthetic / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}

@@ -11,17 +11,11 @@ from pathlib import Path
 
 from defectgen.config import ConfigError, load_config, save_config
 from defectgen.data import add_selection_args, load_pairs, selection_from_args
-from defectgen.io import OutputExistsError, atomic_write_json, ensure_empty_output
+from defectgen.io import atomic_write_json, ensure_empty_output, refuse_existing
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
 from defectgen.seg.copypaste import run_copypaste
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
 from defectgen.seg.models import MODELS
-
-
-def refuse_existing(out: Path, overwrite: bool) -> None:
-    """Fail before any work when ``out`` holds something and ``--overwrite`` was not given."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
 
 
 def _pct(stat: dict) -> str:
