@@ -147,6 +147,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     from defectgen.quality import cli as quality_cli
 
     quality_cli.add_metrics_parser(sub)
+    quality_cli.add_filter_parser(sub)
     from defectgen import compare
 
     compare.add_compare_parser(sub)

@@ -101,3 +101,60 @@ def run_metrics(args: argparse.Namespace) -> int:
         print(f"memorised ({space}): {s['n_memorised']}/{m['counts']['n_generated']}")
     print(f"wrote {args.out / 'metrics.json'}, metrics.md, nearest_neighbours.png, class_stats.png")
     return 0
+
+
+def add_filter_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``filter``: keep the pairs whose mask a real-data segmenter agrees with."""
+    from defectgen.data import add_selection_args
+    from defectgen.quality import filtering
+
+    p = subparsers.add_parser(
+        "filter", help="keep generated pairs whose mask a segmenter trained on the real subset agrees with",
+        description=filtering.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_selection_args(p, data_flag="--real")
+    p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
+    p.add_argument("--out", type=Path, required=True, help="new sample folder for the kept pairs")
+    p.add_argument("--min-agreement", type=float, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the segmenter")
+    p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
+    p.add_argument("--seg-seed", type=int, default=0, help="seed of the segmenter's training")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=run_filter)
+    return p
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    import json
+
+    from defectgen.config import load_config
+    from defectgen.data import DataError, load_pairs, open_dataset
+    from defectgen.io import refuse_existing
+    from defectgen.quality.compute import real_records
+    from defectgen.quality.filtering import check_threshold, filter_samples
+    from defectgen.quality.mask_agreement import real_data_segmenter
+    from defectgen.seg.train import SegConfig
+
+    check_threshold(args.min_agreement)
+    refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
+    manifest_path = args.synthetic / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
+    seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
+    ds = open_dataset(args.data, args.format, args.mask_suffix)
+    ds.class_map.check_compatible(open_dataset(args.synthetic, "index").class_map, f"{args.synthetic} vs {args.data}")
+    recs, chosen_by = real_records(ds, json.loads(manifest_path.read_text()), args.split, args.shots, args.seed,
+                                   args.list_file)
+    images, masks = load_pairs(recs, ds.class_map, seg_cfg.size)
+    print(f"training the segmenter on {len(recs)} real pairs ({chosen_by})", file=sys.stderr, flush=True)
+    predict, info = real_data_segmenter(images, masks, ds.class_map.num_classes, args.seg_seed, seg_cfg, args.device)
+    summary = filter_samples(args.synthetic, args.out, predict, args.min_agreement, seg_cfg.size,
+                             {**info, "real_chosen_by": chosen_by, "real_stems": [r.stem for r in recs]},
+                             args.overwrite)
+    print(f"kept {summary['n_kept']}/{summary['n_in']} pairs with agreement >= {args.min_agreement} "
+          f"(median score {summary['score_quantiles']['0.5']:.2f}) -> {args.out}")
+    print("masks with each class, in -> kept: " + ", ".join(
+        f"{n} {summary['masks_with_class']['in'][n]} -> {summary['masks_with_class']['kept'][n]}"
+        for n in summary["masks_with_class"]["in"]))
+    return 0

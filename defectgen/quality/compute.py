@@ -146,7 +146,7 @@ def _agreement(real_images, real_masks, gen_images, gen_masks, class_names, cfg,
     return {**out, **info}
 
 
-def _real_records(ds, manifest: dict[str, Any], split, shots, seed, list_file):
+def real_records(ds, manifest: dict[str, Any], split, shots, seed, list_file):
     """The real training subset: the explicit selection if given, else the manifest's ``train_stems``."""
     from defectgen.data import DataError, select_records
 
@@ -199,7 +199,7 @@ def compute_metrics(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     ds = open_dataset(real, format, mask_suffix)
     ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {real}")
-    real_recs, chosen_by = _real_records(ds, manifest, split, shots, seed, None if list_file is None else Path(list_file))
+    real_recs, chosen_by = real_records(ds, manifest, split, shots, seed, None if list_file is None else Path(list_file))
     real_images, real_masks = load_pairs(real_recs, ds.class_map, cfg.size)
     gen_images, gen_masks = load_pairs(syn.records, syn.class_map, cfg.size)
     result = evaluate(real_images, real_masks, gen_images, gen_masks, ds.class_map.names, cfg, predictor,

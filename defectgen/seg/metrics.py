@@ -94,7 +94,7 @@ class SegMetrics:
     def compute(self) -> dict[str, Any]:
         """All metrics as a JSON-ready dict (``None`` for undefined values)."""
         iou, dice = iou_dice(self.cm)
-        gt_bg, pr_bg = self.cm[0, :].sum(), self.cm[:, 0].sum()
+        gt_bg = self.cm[0, :].sum()
         gt_defect = self.cm[1:, :].sum()
         fp_pixels = self.cm[0, 1:].sum()  # background predicted as any defect
         fn_pixels = self.cm[1:, 0].sum()  # defect predicted as background

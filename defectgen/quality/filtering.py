@@ -1,0 +1,95 @@
+"""``defectgen filter``: keep the generated pairs whose mask a real-data segmenter agrees with.
+
+Each generated image is segmented by the segmenter that mask agreement uses (trained on the real
+training subset); a pair's score is the mean IoU between that prediction and the generated mask over
+the defect classes either of them contains (1.0 when both say "no defect"). Pairs scoring at least
+``min_agreement`` are copied, with their manifest entries, into a new sample folder that every other
+command (``evaluate``, ``metrics``, ``ablate``) reads like ``defectgen sample`` output.
+
+The threshold is a setting chosen up front, never tuned on the test split.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectgen.io import atomic_dir, atomic_write_json, refuse_existing
+from defectgen.quality.mask_agreement import Predictor, iou_per_class
+
+
+def per_image_agreement(pred: np.ndarray, masks: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """One score per image: mean defect-class IoU of prediction vs mask (1.0 when neither has a defect)."""
+    scores = np.ones(len(masks))
+    for i, (p, m) in enumerate(zip(np.asarray(pred), np.asarray(masks))):
+        inter, union = iou_per_class(p[None], m[None], num_classes, ignore_index)
+        present = [c for c in range(1, num_classes) if union[c] > 0]
+        if present:
+            scores[i] = float(np.mean([inter[c] / union[c] for c in present]))
+    return scores
+
+
+def check_threshold(min_agreement: float) -> None:
+    from defectgen.config import ConfigError
+
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ConfigError(f"--min-agreement must be within [0, 1], got {min_agreement}")
+
+
+def classes_present(masks: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    """How many masks contain each defect class."""
+    return {n: int(sum((m == c).any() for m in masks)) for c, n in enumerate(names) if c > 0}
+
+
+def filter_samples(
+    synthetic: Path,
+    out: Path,
+    predictor: Predictor,
+    min_agreement: float,
+    size: int,
+    segmenter_info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Score every pair of ``synthetic`` with ``predictor``; write the kept ones to ``out``; return the summary."""
+    from defectgen.data import DataError, load_pairs, open_dataset
+    from defectgen.viz import pair_grid
+
+    synthetic, out = Path(synthetic), Path(out)
+    check_threshold(min_agreement)
+    refuse_existing(out, overwrite)
+    manifest_path = synthetic / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
+    manifest = json.loads(manifest_path.read_text())
+    syn = open_dataset(synthetic, "index")
+    images, masks = load_pairs(syn.records, syn.class_map, size)
+    scores = per_image_agreement(predictor(images), masks, syn.class_map.num_classes, syn.class_map.ignore_index)
+    keep = [i for i, s in enumerate(scores) if s >= min_agreement]
+    by_stem = {Path(e["file"]).stem: e for e in manifest.get("samples", [])}
+    names = tuple(syn.class_map.names)
+    summary = {
+        "source": str(synthetic), "min_agreement": min_agreement, "n_in": len(scores), "n_kept": len(keep),
+        "score_quantiles": {q: float(np.quantile(scores, float(q))) for q in ("0.1", "0.25", "0.5", "0.75", "0.9")},
+        "masks_with_class": {"in": classes_present(masks, names), "kept": classes_present(masks[keep], names)},
+        "segmenter": segmenter_info or {},
+    }
+    with atomic_dir(out) as tmp:
+        kept_entries = []
+        for sub in ("images", "masks"):
+            (tmp / sub).mkdir()
+        for i in keep:
+            rec = syn.records[i]
+            shutil.copyfile(rec.image, tmp / "images" / rec.image.name)
+            shutil.copyfile(rec.mask, tmp / "masks" / rec.mask.name)
+            kept_entries.append({**by_stem.get(rec.stem, {"file": rec.image.name}), "agreement": float(scores[i])})
+        if keep:
+            show = keep[:16]
+            pair_grid(images[show], masks[show], ncols=4, scale=max(1, 128 // size)).save(tmp / "grid.png")
+        atomic_write_json(tmp / "manifest.json", {
+            **manifest, "num_samples": len(keep), "samples": kept_entries,
+            "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},
+        })
+    return summary

@@ -1,0 +1,97 @@
+"""Sample filtering by mask agreement: per-image scores with known answers, the kept folder, the CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defectgen.cli import main
+from defectgen.config import ConfigError
+from defectgen.data import ClassMap, load_pairs, open_dataset
+from defectgen.io import OutputExistsError
+from defectgen.quality.filtering import filter_samples, per_image_agreement
+from defectgen.seg.copypaste import write_sample_folder
+
+NAMES = ("background", "spot", "line")
+
+
+def test_per_image_agreement_known_values():
+    mask = np.zeros((4, 4, 4), np.uint8)
+    pred = np.zeros_like(mask)
+    mask[0, :2, :2] = 1; pred[0, :2, :2] = 1          # identical: 1
+    mask[1, :2, :2] = 1; pred[1, 2:, 2:] = 1          # disjoint: 0
+    mask[2, 0, :4] = 1; pred[2, 0, :2] = 1            # 2 of 4 pixels: 0.5
+    mask[3] = 0                                       # neither has a defect: 1
+    scores = per_image_agreement(pred, mask, 3)
+    assert scores.tolist() == [1.0, 0.0, 0.5, 1.0]
+
+
+def test_per_image_agreement_averages_classes_and_skips_ignore():
+    mask = np.zeros((1, 4, 4), np.uint8)
+    pred = np.zeros_like(mask)
+    mask[0, 0, :2] = 1; pred[0, 0, :2] = 1            # class 1 right
+    mask[0, 3, :2] = 2; pred[0, 3, :2] = 1            # class 2 missed, predicted as 1
+    mask[0, 2, :] = 255; pred[0, 2, :] = 2            # ignored pixels predicted as class 2 do not count
+    # class 1: inter 2, union 4 -> 0.5; class 2: inter 0, union 2 -> 0; mean 0.25
+    assert per_image_agreement(pred, mask, 3)[0] == pytest.approx(0.25)
+
+
+def bright_spot_samples(folder: Path) -> list[bool]:
+    """Six pairs whose image shows a bright square; the mask is right for some and elsewhere for others."""
+    good = [True, False, True, False, True, True]
+    images = np.full((6, 16, 16, 3), 40, np.uint8)
+    masks = np.zeros((6, 16, 16), np.uint8)
+    for i, ok in enumerate(good):
+        images[i, 2:6, 2:6] = 230
+        if ok:
+            masks[i, 2:6, 2:6] = 1
+        else:
+            masks[i, 10:14, 10:14] = 1
+    write_sample_folder(folder, images, masks, ClassMap(NAMES), ["a", "b"], [{"seed": i} for i in range(6)],
+                        {"generator": "test"})
+    return good
+
+
+def threshold_predictor(images: np.ndarray) -> np.ndarray:
+    return (images[..., 0] > 128).astype(np.uint8)
+
+
+def test_filter_keeps_exactly_the_pairs_whose_mask_matches_the_image(tmp_path):
+    good = bright_spot_samples(tmp_path / "syn")
+    summary = filter_samples(tmp_path / "syn", tmp_path / "kept", threshold_predictor, 0.5, size=16)
+    assert (summary["n_in"], summary["n_kept"]) == (6, sum(good))
+    manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert [s["seed"] for s in manifest["samples"]] == [i for i, ok in enumerate(good) if ok]
+    assert manifest["num_samples"] == sum(good) and manifest["train_stems"] == ["a", "b"]
+    assert all(s["agreement"] == 1.0 for s in manifest["samples"])
+    assert sorted(manifest["filter"]["scores"].values()) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    kept = open_dataset(tmp_path / "kept", "index")
+    images, masks = load_pairs(kept.records, kept.class_map, 16)
+    assert len(kept.records) == sum(good) and (masks[:, 2:6, 2:6] == 1).all() and (images[:, 2:6, 2:6] == 230).all()
+    assert (tmp_path / "kept" / "grid.png").is_file()
+    with pytest.raises(OutputExistsError):
+        filter_samples(tmp_path / "syn", tmp_path / "kept", threshold_predictor, 0.5, size=16)
+    with pytest.raises(ConfigError, match="min-agreement"):
+        filter_samples(tmp_path / "syn", tmp_path / "other", threshold_predictor, 1.5, size=16)
+
+
+def test_filter_command_trains_the_segmenter_and_writes_a_readable_folder(tmp_path, demo_data, capsys):
+    from defectgen.data import select_records
+    from defectgen.seg.copypaste import run_copypaste
+
+    ds = open_dataset(demo_data)
+    recs = select_records(ds, shots=2, seed=0)
+    images, masks = load_pairs(recs, ds.class_map, 24)
+    run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, tmp_path / "cp", 8)
+    args = ["filter", "--real", str(demo_data), "--synthetic", str(tmp_path / "cp"), "--out", str(tmp_path / "kept"),
+            "--min-agreement", "0.0", "--seg-set", "steps=2", "--seg-set", "size=32", "--seg-set", "batch_size=4"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 8  # threshold 0 keeps everything
+    assert manifest["filter"]["segmenter"]["real_stems"] == [r.stem for r in recs]  # the manifest's train_stems
+    assert "kept 8/8" in capsys.readouterr().out
+    assert main(args) == 2  # an existing output is never overwritten
+    assert main([*args[:6], str(tmp_path / "new"), "--min-agreement", "2"]) == 2
+    assert "within [0, 1]" in capsys.readouterr().err
