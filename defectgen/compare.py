@@ -58,6 +58,7 @@ class CompareConfig:
     small_variants: dict[str, list[str]] = field(default_factory=dict)  # name -> overrides of `small`
     variant_switch: float = 0.4
     copy_paste: bool = True
+    only_rows: list[str] = field(default_factory=list)  # produce just these rows (names as in results.csv); [] = all
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ratio=1.0))
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -77,7 +78,10 @@ def rows(cfg: CompareConfig) -> list[Row]:
             for v in cfg.small_variants]
     if cfg.copy_paste:
         out.append(Row("copy-paste", "copy-paste"))
-    return out
+    unknown = sorted(set(cfg.only_rows) - {r.name for r in out})
+    if unknown:
+        raise ConfigError(f"only_rows: no row named {unknown}; this config's rows are {[r.name for r in out]}")
+    return [r for r in out if r.name in cfg.only_rows] if cfg.only_rows else out
 
 
 def _generator_config(cfg: CompareConfig, extra: list[str] = ()) -> GeneratorConfig:
@@ -337,10 +341,8 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
         raise ConfigError("compare config needs 'data' (the real data folder)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "config.yaml").is_file():
-        import yaml
-
-        if yaml.safe_load((out / "config.yaml").read_text()) != to_dict(cfg):
+    if (out / "config.yaml").is_file():  # read through the dataclass: options added later keep their defaults
+        if to_dict(load_config(CompareConfig, out / "config.yaml")) != to_dict(cfg):
             raise ConfigError(f"{out}/config.yaml: this comparison was made with a different config; "
                               "choose another --out")
     else:

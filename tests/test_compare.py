@@ -9,6 +9,7 @@ import pytest
 
 from defectgen.cli import main
 from defectgen.compare import CompareConfig, rows
+from defectgen.config import ConfigError
 from defectgen.data import open_dataset, select_records
 
 
@@ -40,6 +41,11 @@ def test_rows_cover_the_alternatives() -> None:
     assert names == ["vanilla-ddpm", "small-only", "two-stage-u0.10", "two-stage-u0.40", "two-stage-u0.40-rf25",
                      "copy-paste"]
     assert [r.switch for r in rows(cfg)][:2] == [0.0, 1.0]
+    cfg.only_rows = ["two-stage-u0.40", "copy-paste"]
+    assert [r.name for r in rows(cfg)] == ["two-stage-u0.40", "copy-paste"]
+    cfg.only_rows = ["two-stage-u0.50"]
+    with pytest.raises(ConfigError, match="two-stage-u0.50"):
+        rows(cfg)
 
 
 @pytest.mark.slow
@@ -72,6 +78,15 @@ def test_compare_end_to_end_and_resume(tmp_path: Path, demo_data: Path, tiny_con
     assert "training" not in capsys.readouterr().out
     # and refuses to mix a different protocol into the same folder
     assert main(["compare", "--config", str(cfg_path), "--out", str(out), "--set", "num_samples=7"]) == 2
+    # a folder saved before an option existed resumes (the option takes its default)
+    saved = (out / "config.yaml").read_text()
+    assert "only_rows: []" in saved
+    (out / "config.yaml").write_text(saved.replace("only_rows: []\n", ""))
+    assert main(["compare", "--config", str(cfg_path), "--out", str(out), "--only", "score"]) == 0
+    # a subset of rows: only they are listed
+    assert main(["compare", "--config", str(cfg_path), "--out", str(tmp_path / "sub"),
+                 "--set", "only_rows=[copy-paste]", "--only", "generate"]) == 0
+    assert sorted(p.name for p in (tmp_path / "sub" / "rows").iterdir()) == ["copy-paste"]
 
 
 def test_demo_command_runs_the_whole_path(tmp_path: Path, tiny_config: Path) -> None:
