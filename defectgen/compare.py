@@ -58,7 +58,9 @@ class CompareConfig:
     small_variants: dict[str, list[str]] = field(default_factory=dict)  # name -> overrides of `small`
     variant_switch: float = 0.4
     copy_paste: bool = True
-    only_rows: list[str] = field(default_factory=list)  # produce just these rows (names as in results.csv); [] = all
+    # produce just these rows (names as in results.csv; [] = all). Not part of the comparison's identity,
+    # so several processes or machines can share out one folder's rows.
+    only_rows: list[str] = field(default_factory=list)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ratio=1.0))
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -231,13 +233,14 @@ def _get(d: Any, *keys: str) -> Any:
 
 
 def summarise(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
+    """Every row of the comparison (whatever ``only_rows`` this invocation produced), finished or not."""
     table = []
     base = _read(out / "rows" / "real-only" / "eval.json")
     if base:
         table.append({"row": "real-only", "kind": "baseline",
                       "miou_defect": _get(base, "aggregate", "miou_defect", "mean"),
                       "miou_defect_std": _get(base, "aggregate", "miou_defect", "std")})
-    for row in rows(cfg):
+    for row in rows(dataclasses.replace(cfg, only_rows=[])):
         m = _read(out / "rows" / row.name / "metrics" / "metrics.json") or {}
         e = _read(out / "rows" / row.name / "eval.json") or {}
         gain = _get(e, "paired_gain", "miou_defect") or {}
@@ -334,6 +337,11 @@ def write_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
     return table
 
 
+def _identity(cfg: CompareConfig) -> dict[str, Any]:
+    """What must match for two invocations to share an output folder."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "only_rows"}
+
+
 def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | None = None,
                 log: Log = print) -> list[dict[str, Any]]:
     """Train/sample (``generate``), score (``score``) or both (``all``); always rewrite the tables."""
@@ -342,7 +350,7 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "config.yaml").is_file():  # read through the dataclass: options added later keep their defaults
-        if to_dict(load_config(CompareConfig, out / "config.yaml")) != to_dict(cfg):
+        if _identity(load_config(CompareConfig, out / "config.yaml")) != _identity(cfg):
             raise ConfigError(f"{out}/config.yaml: this comparison was made with a different config; "
                               "choose another --out")
     else:

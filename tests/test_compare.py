@@ -83,6 +83,10 @@ def test_compare_end_to_end_and_resume(tmp_path: Path, demo_data: Path, tiny_con
     assert "only_rows: []" in saved
     (out / "config.yaml").write_text(saved.replace("only_rows: []\n", ""))
     assert main(["compare", "--config", str(cfg_path), "--out", str(out), "--only", "score"]) == 0
+    # rows can be shared out between processes: only_rows is not part of the folder's identity
+    assert main(["compare", "--config", str(cfg_path), "--out", str(out), "--only", "score",
+                 "--set", "only_rows=[copy-paste]"]) == 0
+    assert [r["row"] for r in csv.DictReader((out / "results.csv").open())] == [r["row"] for r in table]
     # a subset of rows: only they are listed
     assert main(["compare", "--config", str(cfg_path), "--out", str(tmp_path / "sub"),
                  "--set", "only_rows=[copy-paste]", "--only", "generate"]) == 0
