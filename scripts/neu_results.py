@@ -15,8 +15,9 @@ Reads the run folders the real-data commands wrote (nothing is recomputed here):
     python scripts/neu_results.py --compare runs/compare_neu64_cpu --ablate none --out results/neu64_cpu \
         --extra eps=runs/compare_neu64_cpu_eps --filtered runs/filter/cpu-u0.40
 
-``--extra NAME=COMPARE_DIR`` adds another comparison's rows (e.g. another prediction type) and
-``--filtered DIR`` a ``scripts/neu_filter.sh`` output to the diagnostics table.
+``--extra NAME=COMPARE_DIR`` adds another comparison's rows (e.g. another prediction type),
+``--filtered DIR`` a ``scripts/neu_filter.sh`` output and ``--samples LABEL=DIR`` any sample folder
+(e.g. the same generator sampled with all 1000 steps) to the diagnostics table.
 """
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def gain(eval_json: Path) -> dict[str, float | None]:
     return {"gain": g.get("mean"), "gain_ci_low": g.get("ci_low"), "gain_ci_high": g.get("ci_high")}
 
 
-def diagnostics(compares: list[tuple[str, Path]], filtered: list[Path]) -> dict[str, dict[str, float | None]]:
+def diagnostics(compares: list[tuple[str, Path]], filtered: list[Path],
+                samples: list[tuple[str, Path]] = ()) -> dict[str, dict[str, float | None]]:
     """Per sample set: fine texture and defect area next to FID, memorisation, mask agreement and the gain."""
     out = real_stats(compares[0][1])
     for label, cmp in compares:
@@ -119,6 +121,8 @@ def diagnostics(compares: list[tuple[str, Path]], filtered: list[Path]) -> dict[
         name = f"{Path(info['source']).parent.name} filtered (agreement >= {info['min_agreement']}, " \
                f"{info['n_kept']}/{info['n_in']} kept)"
         out[name] = {**folder_stats(f / "samples"), **gain(f / "eval" / "results.json")}
+    for label, folder in samples:
+        out[label] = folder_stats(folder)
     return out
 
 
@@ -152,6 +156,8 @@ def main() -> None:
                     help="another comparison's rows in the diagnostics table, labelled NAME")
     ap.add_argument("--filtered", action="append", default=[], type=Path, metavar="DIR",
                     help="a scripts/neu_filter.sh output folder")
+    ap.add_argument("--samples", action="append", default=[], metavar="LABEL=DIR",
+                    help="any other sample folder (texture and defect area only)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     extras = [(name + ": ", Path(d)) for name, d in (e.split("=", 1) for e in args.extra)]
@@ -163,7 +169,8 @@ def main() -> None:
             gen["sampling"][manifest.parent.parent.name] = {
                 "seconds_per_sample": m["seconds_per_sample"], "steps": m["steps"], "sampler": m["sampler"]}
     gen["extra_timings"] = {name.rstrip(": "): stage_timings(d / "generator") for name, d in extras}
-    gen["diagnostics"] = diagnostics([("", args.compare), *extras], args.filtered)
+    samples = [(label, Path(d)) for label, d in (e.split("=", 1) for e in args.samples)]
+    gen["diagnostics"] = diagnostics([("", args.compare), *extras], args.filtered, samples)
     atomic_write_json(args.out / "generator.json", gen)
     md = [f"# NEU-Seg, 10 images per class, 64 px ({args.compare})\n", "## Generator training\n",
           "| run | stage | steps | s/step | final loss |", "|---|---|---|---|---|"]
