@@ -5,9 +5,10 @@
 #   2. the two-stage generator sampled again with all 1000 DDPM steps (30 pairs, the row's first seeds):
 #      does the strided 100-step sampler make the images smooth?
 #   3. sample filtering by mask agreement (scripts/neu_filter.sh) of the two-stage u0.40 pairs of the
-#      GPU run (runs/compare_neu64, when present) and of this run;
+#      GPU run (runs/compare_neu64, when present);
 #   4. python scripts/neu_results.py -> results/neu64_cpu (and results/neu64 for the GPU run).
-# EPS=1 adds configs/compare_neu64_cpu_eps.yaml (epsilon instead of x0 prediction; about 45 more minutes).
+# Optional, not in the README's numbers for lack of CPU time: EPS=1 adds configs/compare_neu64_cpu_eps.yaml
+# (epsilon instead of x0 prediction, about 45 minutes), FILTER_CPU=1 filters this run's u0.40 pairs too.
 # Every step resumes where it stopped; rerun the same line after an interruption.
 #
 #   scripts/neu_compare_cpu.sh
@@ -26,14 +27,17 @@ mkdir -p runs/data
 $DEFECTGEN compare --config configs/compare_neu64_cpu.yaml --out $CMP
 [ -f runs/diag/cpu-u0.40-1000steps/manifest.json ] || $DEFECTGEN sample --run $CMP/generator --num 30 --steps 1000 \
   --switch 0.4 --sampler ddpm --batch-size 30 --out runs/diag/cpu-u0.40-1000steps
-scripts/neu_filter.sh $CMP/rows/two-stage-u0.40/samples $CMP/rows/real-only/eval.json runs/filter/cpu-u0.40
 extra=()
+if [ "${FILTER_CPU:-0}" = 1 ]; then
+  scripts/neu_filter.sh $CMP/rows/two-stage-u0.40/samples $CMP/rows/real-only/eval.json runs/filter/cpu-u0.40
+  extra+=(--filtered runs/filter/cpu-u0.40)
+fi
 if [ "${EPS:-0}" = 1 ]; then
   $DEFECTGEN compare --config configs/compare_neu64_cpu_eps.yaml --out runs/compare_neu64_cpu_eps
-  extra=(--extra eps=runs/compare_neu64_cpu_eps)
+  extra+=(--extra eps=runs/compare_neu64_cpu_eps)
 fi
 python scripts/neu_results.py --compare $CMP --ablate none --out results/neu64_cpu "${extra[@]}" \
-  --filtered runs/filter/cpu-u0.40 --samples "two-stage-u0.40, 1000 DDPM steps=runs/diag/cpu-u0.40-1000steps"
+  --samples "two-stage-u0.40, 1000 DDPM steps=runs/diag/cpu-u0.40-1000steps"
 if [ -f runs/compare_neu64/rows/two-stage-u0.40/samples/manifest.json ]; then
   scripts/neu_filter.sh runs/compare_neu64/rows/two-stage-u0.40/samples \
     runs/compare_neu64/rows/real-only/eval.json runs/filter/gpu-u0.40

@@ -111,11 +111,11 @@ def diagnostics(compares: list[tuple[str, Path]], filtered: list[Path],
     out = real_stats(compares[0][1])
     for label, cmp in compares:
         for r in json.loads((cmp / "results.json").read_text()):
-            samples = cmp / "rows" / r["row"] / "samples"
-            if r["kind"] == "baseline" or not (samples / "manifest.json").is_file():
+            folder = cmp / "rows" / r["row"] / "samples"
+            if r["kind"] == "baseline" or not (folder / "manifest.json").is_file():
                 continue
             keep = ("fid", "memorised_pixel", "mask_agreement", "gain", "gain_ci_low", "gain_ci_high")
-            out[label + r["row"]] = {**folder_stats(samples), **{k: r.get(k) for k in keep}}
+            out[label + r["row"]] = {**folder_stats(folder), **{k: r.get(k) for k in keep}}
     for f in filtered:
         info = json.loads((f / "samples" / "manifest.json").read_text())["filter"]
         name = f"{Path(info['source']).parent.name} filtered (agreement >= {info['min_agreement']}, " \
