@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from defectgen.config import ConfigError
 from defectgen.io import atomic_dir, atomic_write_json, refuse_existing
 from defectgen.quality.mask_agreement import Predictor, iou_per_class
 
@@ -33,8 +34,6 @@ def per_image_agreement(pred: np.ndarray, masks: np.ndarray, num_classes: int, i
 
 
 def check_threshold(min_agreement: float) -> None:
-    from defectgen.config import ConfigError
-
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"--min-agreement must be within [0, 1], got {min_agreement}")
 
