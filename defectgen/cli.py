@@ -45,13 +45,50 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from defectgen.export import export_samples
     from defectgen.run import load_generator, pipeline_path, train_stems
 
+    request = _guided_request(args)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.switch is not None and not 0.0 <= args.switch <= 1.0:
+        raise ConfigError(f"--switch must be in [0, 1], got {args.switch}")
     pipe = load_generator(args.run, args.device)
+    condition, num = None, args.num
+    if request is not None:
+        from defectgen.guided import build_conditions
+
+        ref = pipe.unet if pipe.unet is not None else pipe.unet_2
+        condition, num = build_conditions(request, pipeline_path(args.run).parent, pipe.class_map,
+                                          ref.config.sample_size, pipe.config.image_channels, args.num, args.seed)
+    if num is None:
+        raise ConfigError("--num is required: how many pairs to sample")
+    if num < 1:
+        raise ConfigError(f"--num must be at least 1, got {num}")
     identity = {"pipeline": str(pipeline_path(args.run).resolve()), "train_stems": train_stems(pipeline_path(args.run).parent)}
-    m = export_samples(pipe, args.out, args.num, seed=args.seed, switch=args.switch, sampler=args.sampler,
+    m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
                        steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
-                       progress=not args.quiet)
-    print(f"[defectgen] {args.num} pairs in {args.out} ({m['seconds_per_sample']:.3f} s/sample, "
+                       progress=not args.quiet, condition=condition, request=request)
+    print(f"[defectgen] {num} pairs ({m['mode']}) in {args.out} ({m['seconds_per_sample']:.3f} s/sample, "
           f"large t={len(m['timesteps']['large'])} steps, small t={len(m['timesteps']['small'])} steps)")
+
+
+def _guided_request(args: argparse.Namespace):
+    """The guided mode the flags ask for, or None for unconditional sampling."""
+    from defectgen.guided import GuidedRequest
+
+    if args.onto is not None and args.into_training:
+        raise ConfigError("--onto and --into-training exclude each other: one background at a time")
+    if args.masks is not None and args.mask_source not in (None, "folder"):
+        raise ConfigError(f"--masks gives the masks; it cannot be combined with --mask-source {args.mask_source}")
+    mode = "onto" if args.onto is not None else "into-training" if args.into_training else \
+        "masks" if (args.masks is not None or args.mask_source is not None) else None
+    if mode is None:
+        if args.classes:
+            raise ConfigError("--classes needs a guided mode (--onto, --into-training, --masks or --mask-source)")
+        return None
+    source = "folder" if args.masks is not None else args.mask_source or "train"
+    request = GuidedRequest(mode, source, good=args.onto, masks=args.masks, pairing=args.pairing,
+                            classes=args.classes, blend=args.blend, resample=args.resample)
+    request.check()
+    return request
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -106,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="sample new image + mask pairs from a trained generator")
     p.add_argument("--run", type=Path, required=True, help="run folder or pipeline folder")
-    p.add_argument("--num", type=int, required=True)
+    p.add_argument("--num", type=int, default=None, help="number of pairs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--switch", type=float, default=None, help="fraction of the schedule (0.4 = t 400 of 1000)")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
@@ -115,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    g = p.add_argument_group("guided sampling (defects onto real surfaces, images for given masks)")
+    g.add_argument("--onto", type=Path, default=None, metavar="GOOD_DIR",
+                   help="paint defects onto these good (defect-free) images; outside the defect they stay as they are")
+    g.add_argument("--into-training", action="store_true",
+                   help="paint new defects into the generator's own training images, keeping their defects and labels")
+    g.add_argument("--masks", type=Path, default=None, metavar="MASK_DIR",
+                   help="class-id masks to use (alone: generate an image for each mask)")
+    g.add_argument("--mask-source", choices=("train", "model"), default=None,
+                   help="masks from the training pairs (random flip/turn/shift) or chosen by the model (default: train)")
+    g.add_argument("--pairing", choices=("stem", "random"), default="stem",
+                   help="--onto with --masks: pair image and mask by file stem, or draw masks at random")
+    g.add_argument("--classes", default=None, metavar="A,B | A=N,B=M",
+                   help="defect classes to paint, or a count per class (sets the number of pairs)")
+    g.add_argument("--blend", type=int, default=2, help="soft band around a painted region, in pixels")
+    g.add_argument("--resample", type=int, default=1, help="RePaint resampling: each step R times (cost x R)")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
 

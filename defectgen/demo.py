@@ -1,7 +1,8 @@
 """Built-in demo data: procedural textured surfaces with scratches, spots and patches.
 
 Every mask is exact because the defect is drawn from it. Written in the ``index`` layout
-(``images/``, ``masks/``, ``labels.txt``) so the demo runs the same code path as real data.
+(``images/``, ``masks/``, ``labels.txt``) so the demo runs the same code path as real data, plus
+defect-free surfaces in ``good/`` for painting defects onto (``defectgen sample --onto``).
 """
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ def render_sample(rng: np.random.Generator, size: int, classes: list[int]) -> tu
     return np.repeat(grey[..., None], 3, axis=2), mask
 
 
-def make_demo_dataset(out: Path, per_class: int = 8, size: int = 64, seed: int = 0) -> Path:
-    """Write ``per_class`` images per defect class (a quarter also carry a second defect)."""
+def make_demo_dataset(out: Path, per_class: int = 8, size: int = 64, seed: int = 0, good: int = 8) -> Path:
+    """Write ``per_class`` images per defect class (a quarter also carry a second defect) and ``good`` defect-free ones."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -90,4 +91,10 @@ def make_demo_dataset(out: Path, per_class: int = 8, size: int = 64, seed: int =
             Image.fromarray(mask).save(out / "masks" / f"demo_{k:04d}.png")
             k += 1
     (out / "labels.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+    if good > 0:
+        (out / "good").mkdir(exist_ok=True)
+        good_rng = np.random.default_rng([seed, 1])  # its own stream: the defect images do not change
+        for k in range(good):
+            img, _ = render_sample(good_rng, size, [])
+            Image.fromarray(img).save(out / "good" / f"good_{k:04d}.png")
     return out

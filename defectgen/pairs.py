@@ -33,3 +33,9 @@ def decode_pairs(x: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.n
         img = img.expand(-1, 3, -1, -1)
     masks = x[:, image_channels:].argmax(dim=1).to(torch.uint8)
     return img.permute(0, 2, 3, 1).numpy().copy(), masks.numpy()
+
+
+def dihedral(array: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 symmetries of the square (k in 0..7) applied to the first two axes of an image or mask."""
+    out = np.rot90(array, k % 4, axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)

@@ -5,14 +5,21 @@ the small model continues from that same state at the next timestep of the same 
 to 0. ``switch = 1`` is the small model alone, ``switch = 0`` the large model alone (vanilla DDPM).
 This fixes two faults of the authors' published code, which restarts the small model's timestep
 count and feeds the large model a state at the wrong noise level.
+
+Guided sampling stays inside the same loop: with a ``Known`` (known pair-space values and a weight
+per channel and pixel), after every step the known part of the state is replaced by the known
+values noised to the next timestep (RePaint), optionally with resampling jumps. Known pixels keep a
+real background, known mask channels fix the label; in "model mask" mode the model chooses the
+defect region itself until the switch, where its mask estimate is frozen.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DModel
 
 from defectgen.data import ClassMap
@@ -26,6 +33,55 @@ class PairSamples:
     images: np.ndarray  # (N,H,W,3) uint8
     masks: np.ndarray  # (N,H,W) uint8 class ids
     timesteps: dict[str, list[int]]  # which timesteps each model ran
+
+
+@dataclass
+class Known:
+    """What is known of each sample of a batch, in pair space (as ``encode_pairs`` makes it).
+
+    ``weight`` is 1 where ``values`` are kept, 0 where the model generates, in between in the blend
+    band around a painted region. ``free_mask`` (N,H,W) marks the pixels whose label the model
+    chooses ("model mask" mode): there the image weight follows the model's own mask estimate,
+    dilated by ``blend`` pixels, until the mask is frozen at the switch. ``allowed`` (N, classes)
+    lists the classes the model may choose there.
+    """
+
+    values: torch.Tensor
+    weight: torch.Tensor
+    free_mask: torch.Tensor | None = None
+    allowed: torch.Tensor | None = None
+    blend: int = 2
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Known":
+        move = lambda t, dt=None: None if t is None else t.to(device, dt or t.dtype)  # noqa: E731
+        return replace(self, values=move(self.values, dtype), weight=move(self.weight, dtype),
+                       free_mask=move(self.free_mask), allowed=move(self.allowed))
+
+    def follow(self, x0: torch.Tensor, image_channels: int, freeze: bool) -> "Known":
+        """In model-mask mode, the image weights follow the mask estimate ``x0``; ``freeze`` fixes the mask."""
+        if self.free_mask is None:
+            return self
+        logits = x0[:, image_channels:].float()
+        if self.allowed is not None:
+            logits = logits.masked_fill(~self.allowed[:, :, None, None], float("-inf"))
+        labels = logits.argmax(dim=1)
+        region = (labels != 0) & self.free_mask
+        values, weight = self.values.clone(), self.weight.clone()
+        weight[:, :image_channels] = 1.0 - soft_region(region, self.blend).to(weight.dtype)
+        if not freeze:
+            return replace(self, weight=weight)
+        onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).to(values.dtype) * 2 - 1
+        free = self.free_mask.unsqueeze(1)
+        values[:, image_channels:] = torch.where(free, onehot, values[:, image_channels:])
+        weight[:, image_channels:] = 1.0
+        return replace(self, values=values, weight=weight, free_mask=None)
+
+
+def soft_region(region: torch.Tensor, blend: int) -> torch.Tensor:
+    """(N,H,W) bool -> (N,1,H,W) in [0,1]: 1 on the region, falling linearly to 0 over ``blend`` pixels."""
+    r = region.float().unsqueeze(1)
+    rings = [r] + [F.max_pool2d(r, 2 * k + 1, stride=1, padding=k) for k in range(1, blend + 1)]
+    return torch.stack(rings).mean(dim=0)
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -91,6 +147,24 @@ class DefectGenPipeline(DiffusionPipeline):
             raise ValueError(f"this switch needs the {which} model, which the pipeline does not hold")
         return model
 
+    def _alpha_bar(self, scheduler, t: int) -> float:
+        """ᾱ at timestep ``t``; ``t < 0`` is the clean end of the trajectory (ᾱ = 1)."""
+        return 1.0 if t < 0 else float(scheduler.alphas_cumprod[t])
+
+    def _noise(self, like: torch.Tensor, generator: list[torch.Generator]) -> torch.Tensor:
+        """Fresh noise drawn from each sample's own generator (independent of the batch)."""
+        return torch.stack([torch.randn(like.shape[1:], generator=g) for g in generator]).to(like.device, like.dtype)
+
+    def _impose(self, x: torch.Tensor, known: Known, a_bar: float, generator: list[torch.Generator]) -> torch.Tensor:
+        """Replace the known part of ``x`` by the known values noised to the same level (RePaint)."""
+        noised = a_bar**0.5 * known.values + (1 - a_bar) ** 0.5 * self._noise(x, generator) if a_bar < 1 else known.values
+        return known.weight * noised + (1 - known.weight) * x
+
+    def _renoise(self, x: torch.Tensor, a_from: float, a_to: float, generator: list[torch.Generator]) -> torch.Tensor:
+        """One forward jump q(x_to | x_from) from a less to a more noisy timestep (a resampling jump)."""
+        ratio = a_to / a_from
+        return ratio**0.5 * x + (1 - ratio) ** 0.5 * self._noise(x, generator)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -99,21 +173,43 @@ class DefectGenPipeline(DiffusionPipeline):
         sampler: str = "ddpm",
         num_inference_steps: int | None = None,
         progress: bool = True,
+        known: Known | None = None,
+        resample: int = 1,
     ) -> PairSamples:
-        """Sample one pair per generator (the batch size is ``len(generator)``)."""
+        """Sample one pair per generator (the batch size is ``len(generator)``).
+
+        ``known``: guided sampling (see ``Known``); ``resample`` > 1 repeats each step with a jump
+        back to its noise level in between, so the generated part harmonises with the known part.
+        """
         switch = self.config.switch if switch is None else switch
+        if resample < 1:
+            raise ValueError(f"resample must be at least 1, got {resample}")
         scheduler = sampler_scheduler(self.scheduler, sampler)
         total = scheduler.config.num_train_timesteps
         scheduler.set_timesteps(num_inference_steps or total)
         timesteps = [int(t) for t in scheduler.timesteps]
         large_ts, small_ts = split_timesteps(timesteps, switch, total)
+        freeze_at = switch * total if 0 < switch < 1 else 0.5 * total  # model-mask mode: fix the mask here
         ref = self.unet if self.unet is not None else self.unet_2
         shape = (len(generator), ref.config.in_channels, ref.config.sample_size, ref.config.sample_size)
         x = torch.stack([torch.randn(shape[1:], generator=g) for g in generator]).to(self.device, ref.dtype)
+        if known is not None:
+            if known.values.shape != x.shape:
+                raise ValueError(f"known values have shape {tuple(known.values.shape)}, samples {tuple(x.shape)}")
+            known = known.to(x.device, x.dtype)
         self.set_progress_bar_config(disable=not progress, leave=False)
-        for t in self.progress_bar(timesteps):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             model = self._model_for(t in large_ts)
-            out = model(x, torch.full((x.shape[0],), t, device=x.device)).sample
-            x = scheduler.step(out, t, x, generator=generator).prev_sample
+            t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            for r in range(resample if known is not None else 1):
+                if r > 0:
+                    x = self._renoise(prev, self._alpha_bar(scheduler, t_next), self._alpha_bar(scheduler, t), generator)
+                out = model(x, torch.full((x.shape[0],), t, device=x.device)).sample
+                step = scheduler.step(out, t, x, generator=generator)
+                prev = step.prev_sample
+                if known is not None:
+                    known = known.follow(step.pred_original_sample, self.config.image_channels, freeze=t_next < freeze_at)
+                    prev = self._impose(prev, known, self._alpha_bar(scheduler, t_next), generator)
+            x = prev
         images, masks = decode_pairs(x, self.config.image_channels)
         return PairSamples(images, masks, {"large": large_ts, "small": small_ts})

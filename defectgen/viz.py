@@ -28,17 +28,23 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.where(defect, (1 - alpha) * img + alpha * col, img).round().astype(np.uint8)
 
 
-def pair_grid(images: np.ndarray, masks: np.ndarray, ncols: int = 4, scale: int = 1) -> Image.Image:
-    """Pairs as tiles of [image | overlay], ``ncols`` pairs per row."""
+def pair_grid(images: np.ndarray, masks: np.ndarray, ncols: int = 4, scale: int = 1,
+              backgrounds: np.ndarray | None = None) -> Image.Image:
+    """Pairs as tiles of [image | overlay] (or [background | image | overlay]), ``ncols`` pairs per row."""
     n, h, w = masks.shape
     ncols = max(1, min(ncols, n))
     nrows = (n + ncols - 1) // ncols
     pad = 2
-    canvas = np.full((nrows * (h + pad) + pad, ncols * (2 * w + 2 * pad) + pad, 3), 255, np.uint8)
+    panels = 2 if backgrounds is None else 3
+    tile = panels * w + 2 * pad
+    canvas = np.full((nrows * (h + pad) + pad, ncols * tile + pad, 3), 255, np.uint8)
     for i in range(n):
         r, c = divmod(i, ncols)
-        y, x = pad + r * (h + pad), pad + c * (2 * w + 2 * pad)
-        canvas[y : y + h, x : x + w] = images[i]
-        canvas[y : y + h, x + w : x + 2 * w] = overlay(images[i], masks[i])
+        y, x = pad + r * (h + pad), pad + c * tile
+        row = [images[i], overlay(images[i], masks[i])]
+        if backgrounds is not None:
+            row.insert(0, backgrounds[i])
+        for k, panel in enumerate(row):
+            canvas[y : y + h, x + k * w : x + (k + 1) * w] = panel
     grid = Image.fromarray(canvas)
     return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid

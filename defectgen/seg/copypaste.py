@@ -15,12 +15,7 @@ import numpy as np
 from defectgen.data import ClassMap, DataError
 from defectgen.export import save_pair
 from defectgen.io import atomic_dir, atomic_write_json
-
-
-def dihedral(array: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 symmetries of the square (k in 0..7) applied to the first two axes."""
-    out = np.rot90(array, k % 4, axes=(0, 1))
-    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
+from defectgen.pairs import dihedral
 
 
 def paste(

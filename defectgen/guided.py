@@ -1,0 +1,382 @@
+"""Guided sampling requests: defects onto good images, images for given masks, defects into training images.
+
+One trained pair of UNets does all of this at sampling time (``DefectGenPipeline`` with a
+``Known``): this module only decides, per sample, what is known.
+
+- ``onto``: a good (defect-free) image is the background. Outside the defect region the output
+  is that image; inside, the generator paints the defect.
+- ``masks``: mask -> image. The mask is fixed; the whole image is generated.
+- ``into-training``: a training image of the generator is the background; its own defects and
+  labels are kept, a new defect is painted where its mask is background (a learned copy-paste).
+
+The defect region comes from a mask folder (``folder``), from the generator's training masks after a
+random flip/turn/shift (``train``), or from the model itself (``model``: the large model chooses
+where and what, the mask is frozen at the switch and the small model paints it). Every sample's
+choices come from its own seed, so the output does not depend on batching.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from defectgen.data import ClassMap, DataError, load_pairs, open_dataset, read_labels_file
+from defectgen.data.loading import _mask_array, _open, _to_rgb
+from defectgen.pairs import dihedral, encode_pairs
+from defectgen.pipeline import Known, sample_seed, soft_region
+
+MODES = ("unconditional", "onto", "masks", "into-training")
+MASK_SOURCES = ("folder", "train", "model")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class Condition:
+    """What one sample is asked to be.
+
+    ``image``: background (H,W,3) uint8, or None to generate the whole image. ``mask``: the full
+    output mask (kept labels and the new defect), or None when the model chooses the new defect.
+    ``base``: labels that are kept (a training image's own defects; zeros for a good image).
+    ``allowed``: class ids the new defect may take.
+    """
+
+    image: np.ndarray | None
+    mask: np.ndarray | None
+    base: np.ndarray
+    allowed: tuple[int, ...]
+    info: dict = field(default_factory=dict)
+
+
+def known_batch(conds: Sequence[Condition], class_map: ClassMap, image_channels: int, blend: int) -> Known:
+    """The pipeline's ``Known`` for a batch of conditions (all with given masks, or all model-chosen)."""
+    model_mode = conds[0].mask is None
+    if any((cd.mask is None) != model_mode for cd in conds):
+        raise ValueError("a batch mixes model-chosen and given masks")
+    n, c = len(conds), class_map.num_classes
+    h, w = conds[0].base.shape
+    images = np.stack([cd.image if cd.image is not None else np.zeros((h, w, 3), np.uint8) for cd in conds])
+    masks = np.stack([cd.base if model_mode else cd.mask for cd in conds])
+    values = encode_pairs(images, masks, c, image_channels)
+    weight = torch.zeros_like(values)
+    free = torch.zeros((n, h, w), dtype=torch.bool)
+    allowed = torch.zeros((n, c), dtype=torch.bool)
+    for i, cd in enumerate(conds):
+        if not model_mode:  # the label is given: every mask channel is known, the image outside the region
+            weight[i, image_channels:] = 1.0
+            if cd.image is not None:
+                region = torch.from_numpy(cd.mask != cd.base)[None]
+                weight[i, :image_channels] = 1.0 - soft_region(region, blend)[0]
+            continue
+        kept = torch.from_numpy((cd.base > 0) & (cd.base != class_map.ignore_index))
+        free[i] = ~kept
+        weight[i, :image_channels] = 1.0
+        weight[i, image_channels:, kept] = 1.0
+        allowed[i, [0, *cd.allowed]] = True
+        for cid in set(class_map.defect_ids) - set(cd.allowed):  # held "off" where the model chooses
+            weight[i, image_channels + cid, ~kept] = 1.0
+    if not model_mode:
+        return Known(values, weight, blend=blend)
+    return Known(values, weight, free, allowed, blend)
+
+
+# ---------------------------------------------------------------- reading the user's folders
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{folder}: no images (.png, .jpg, .bmp, .tif) in this folder")
+    return files
+
+
+def _resize_image(rgb: np.ndarray, size: int, mode: str) -> np.ndarray:
+    im = Image.fromarray(rgb)
+    if mode == "center-crop":
+        w, h = im.size
+        s = min(w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+class Loaded(NamedTuple):
+    array: np.ndarray  # at the model size
+    size: tuple[int, int]  # original (width, height)
+    path: Path
+
+
+def read_good_images(folder: Path, size: int, image_channels: int, resize_mode: str = "resize") -> dict[str, Loaded]:
+    """Good images by stem, resized the way training data is; channel count checked against the model."""
+    out: dict[str, Loaded] = {}
+    for path in _image_files(Path(folder)):
+        im = _open(path)
+        rgb = _to_rgb(im)
+        grey = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+        if image_channels == 1 and not grey:
+            raise DataError(f"{path}: colour image, but the generator makes grey (1-channel) images")
+        if image_channels == 3 and im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1"):
+            raise DataError(f"{path}: grey ({im.mode}) image, but the generator makes RGB (3-channel) images")
+        if path.stem in out:
+            raise DataError(f"{path}: duplicate stem '{path.stem}' in {folder}")
+        out[path.stem] = Loaded(_resize_image(rgb, size, resize_mode), im.size, path)
+    return out
+
+
+def _folder_class_map(folder: Path) -> ClassMap | None:
+    for base in (folder, folder.parent):
+        if (base / "class_map.json").is_file():
+            return ClassMap.load(base / "class_map.json")
+        if (base / "labels.txt").is_file():
+            return read_labels_file(base / "labels.txt")
+    return None
+
+
+def read_mask_folder(folder: Path, class_map: ClassMap, size: int) -> dict[str, Loaded]:
+    """Class-id masks by stem, ids checked against the generator's class map, resized (nearest)."""
+    folder = Path(folder)
+    files = _image_files(folder)
+    own = _folder_class_map(folder)
+    if own is not None:
+        class_map.check_compatible(own, str(folder))
+    out: dict[str, Loaded] = {}
+    for path in files:
+        raw = _mask_array(_open(path), path)
+        bad = sorted(set(np.unique(raw).tolist()) - set(range(class_map.num_classes)) - {class_map.ignore_index})
+        if bad:
+            raise DataError(f"{path}: mask ids {bad} are not classes of the generator "
+                            f"({', '.join(f'{i}={n}' for i, n in enumerate(class_map.names))}, 255 = ignore)")
+        if not ((raw > 0) & (raw != class_map.ignore_index)).any():
+            raise DataError(f"{path}: empty mask (no defect pixel); every mask must hold a defect")
+        im = Image.fromarray(raw.astype(np.uint8))
+        out[path.stem] = Loaded(np.asarray(im.resize((size, size), Image.NEAREST), dtype=np.uint8), im.size, path)
+    return out
+
+
+def training_pairs(run: Path, class_map: ClassMap, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The generator's own training pairs, read again from the data folder named in the run."""
+    import yaml
+
+    run = Path(run)
+    sel_path = next((p for p in (run / "selection.json", run.parent / "selection.json") if p.is_file()), None)
+    if sel_path is None:
+        raise DataError(f"{run}: no selection.json; training masks and images need the run folder, not a bare pipeline")
+    sel = json.loads(sel_path.read_text())
+    ds = open_dataset(sel["data"], sel.get("format"))
+    ds.class_map.check_compatible(class_map, str(sel["data"]))
+    records = [ds.by_stem(s) for s in sel["stems"]]
+    cfg_path = sel_path.parent / "config.yaml"
+    mode = (yaml.safe_load(cfg_path.read_text()) or {}).get("resize_mode", "resize") if cfg_path.is_file() else "resize"
+    images, masks = load_pairs(records, class_map, size, mode)
+    return images, masks, list(sel["stems"])
+
+
+# ---------------------------------------------------------------- masks and classes
+
+
+def parse_classes(spec: str | None, class_map: ClassMap, num: int | None) -> tuple[list[tuple[int, ...]], int]:
+    """``A,B`` (allowed classes) or ``A=50,B=20`` (per-class counts) -> per-sample allowed ids, and N.
+
+    Without a spec every defect class is allowed. Per-class counts fix N; ``--num`` must then be
+    absent or equal to their sum.
+    """
+    everything = tuple(class_map.defect_ids)
+    if not spec:
+        if num is None:
+            raise DataError("--num is required (or give per-class counts with --classes NAME=COUNT)")
+        return [everything] * num, num
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    counts: list[tuple[int, int]] = []
+    names: list[int] = []
+    for part in parts:
+        name, _, count = part.partition("=")
+        if name not in class_map.names or name == class_map.names[0]:
+            raise DataError(f"--classes: '{name}' is not a defect class of the generator "
+                            f"(choose from {', '.join(class_map.names[1:])})")
+        cid = class_map.id_of(name)
+        if count:
+            if not count.isdigit() or int(count) < 1:
+                raise DataError(f"--classes: count for '{name}' must be a positive integer, got '{count}'")
+            counts.append((cid, int(count)))
+        else:
+            names.append(cid)
+    if counts and names:
+        raise DataError("--classes: give either class names (A,B) or per-class counts (A=10,B=5), not both")
+    if counts:
+        total = sum(n for _, n in counts)
+        if num is not None and num != total:
+            raise DataError(f"--num {num} differs from the per-class counts in --classes (total {total})")
+        return [(cid,) for cid, n in counts for _ in range(n)], total
+    if num is None:
+        raise DataError("--num is required with --classes NAME[,NAME]")
+    return [tuple(sorted(set(names)))] * num, num
+
+
+def place_mask(mask: np.ndarray, allowed: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Keep the allowed classes of ``mask``, then a random flip/turn and a shift that keeps the defect inside."""
+    keep = np.isin(mask, allowed)
+    out = dihedral(np.where(keep, mask, 0).astype(np.uint8), int(rng.integers(0, 8)))
+    ys, xs = np.nonzero(out)
+    h, w = out.shape
+    dy = int(rng.integers(-ys.min(), h - ys.max()))
+    dx = int(rng.integers(-xs.min(), w - xs.max()))
+    return np.roll(out, (dy, dx), axis=(0, 1))  # the shift keeps every defect pixel, so nothing wraps
+
+
+def pick_mask(masks: Sequence[np.ndarray], allowed: tuple[int, ...], rng: np.random.Generator) -> int:
+    """Index of a mask that holds at least one allowed class."""
+    fits = [i for i, m in enumerate(masks) if np.isin(m, allowed).any()]
+    if not fits:
+        raise DataError(f"no mask holds any of the classes {list(allowed)}")
+    return int(rng.choice(fits))
+
+
+# ---------------------------------------------------------------- building the per-sample requests
+
+
+@dataclass
+class GuidedRequest:
+    """A guided sampling request as the user states it (the CLI's flags, or Python)."""
+
+    mode: str  # onto | masks | into-training
+    mask_source: str  # folder | train | model
+    good: Path | None = None
+    masks: Path | None = None
+    pairing: str = "stem"  # onto + mask folder: by stem, or at random
+    classes: str | None = None
+    blend: int = 2
+    resample: int = 1
+
+    def check(self) -> None:
+        if self.mode not in MODES[1:]:
+            raise DataError(f"unknown guided mode '{self.mode}'")
+        if self.mask_source not in MASK_SOURCES:
+            raise DataError(f"unknown mask source '{self.mask_source}' (choose from {', '.join(MASK_SOURCES)})")
+        if self.mode == "onto" and self.good is None:
+            raise DataError("onto mode needs a folder of good images (--onto GOOD_DIR)")
+        if self.mode == "masks" and self.mask_source == "model":
+            raise DataError("--mask-source model needs a background: add --onto GOOD_DIR or --into-training")
+        if self.mask_source == "folder" and self.masks is None:
+            raise DataError("a mask folder is needed (--masks MASK_DIR), or --mask-source train|model")
+        if self.pairing not in ("stem", "random"):
+            raise DataError(f"--pairing must be 'stem' or 'random', got '{self.pairing}'")
+        if self.blend < 0:
+            raise DataError(f"--blend must be 0 or more pixels, got {self.blend}")
+        if self.resample < 1:
+            raise DataError(f"--resample must be at least 1, got {self.resample}")
+
+
+@dataclass
+class _Inputs:
+    """Everything a request reads from disk, at the model size, by stem."""
+
+    backgrounds: dict[str, np.ndarray] = field(default_factory=dict)
+    bases: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    pairs: list[str] | None = None  # onto + mask folder by stem: the stems that have both
+
+
+def _read_inputs(req: GuidedRequest, run: Path, class_map: ClassMap, size: int, image_channels: int) -> _Inputs:
+    inp = _Inputs()
+    if req.mode == "onto":
+        good = read_good_images(req.good, size, image_channels, _run_resize_mode(run))
+        inp.backgrounds = {k: v.array for k, v in good.items()}
+    if req.mask_source == "folder":
+        folder = read_mask_folder(req.masks, class_map, size)
+        inp.masks = {k: v.array for k, v in folder.items()}
+        if req.mode == "onto" and req.pairing == "stem":
+            inp.pairs = _stem_pairs(req, good, folder)
+    if req.mask_source == "train" or req.mode == "into-training":
+        images, masks, stems = training_pairs(run, class_map, size)
+        if req.mode == "into-training":
+            inp.backgrounds, inp.bases = dict(zip(stems, images)), dict(zip(stems, masks))
+        if req.mask_source == "train":
+            inp.masks = dict(zip(stems, masks))
+    return inp
+
+
+def build_conditions(
+    req: GuidedRequest, run: Path, class_map: ClassMap, size: int, image_channels: int, num: int | None, seed: int
+) -> tuple[Callable[[int], Condition], int]:
+    """Check the request and read its inputs; return ``condition(i)`` for sample i, and the sample count."""
+    req.check()
+    plan, num = parse_classes(req.classes, class_map, num)
+    inp = _read_inputs(req, run, class_map, size, image_channels)
+    bg_stems, mask_stems = sorted(inp.backgrounds), sorted(inp.masks)
+    empty = np.zeros((size, size), np.uint8)
+
+    def condition(i: int) -> Condition:
+        rng = np.random.default_rng(sample_seed(seed, i))
+        allowed = plan[i]
+        info: dict[str, object] = {"mode": req.mode, "mask_source": req.mask_source,
+                                   "classes": [class_map.names[c] for c in allowed]}
+        bg = ms = None
+        if inp.pairs is not None:
+            bg = ms = inp.pairs[i % len(inp.pairs)]
+        elif bg_stems:
+            bg = bg_stems[int(rng.integers(len(bg_stems)))]
+        image, base = inp.backgrounds.get(bg), inp.bases.get(bg, empty)
+        if bg is not None:
+            info["source_image"] = bg
+        if req.mask_source == "model":
+            return Condition(image, None, base, allowed, info)
+        if ms is None:
+            ms = mask_stems[pick_mask([inp.masks[s] for s in mask_stems], allowed, rng)]
+        info["source_mask"] = ms
+        if req.mask_source == "train":
+            new = _placed(inp.masks[ms], allowed, base, rng, class_map)
+        else:  # the user's own mask is used where it is drawn, with only the requested classes
+            new = np.where(np.isin(inp.masks[ms], (0, class_map.ignore_index, *allowed)), inp.masks[ms], 0)
+        if req.mode == "masks":
+            return Condition(None, new.astype(np.uint8), empty, allowed, info)
+        paint = (new > 0) & (new != class_map.ignore_index) & (base == 0)
+        if not paint.any():
+            raise DataError(f"sample {i}: mask '{ms}' has no requested defect pixel on the background of '{bg}'")
+        mask = base.copy()
+        mask[paint] = new[paint]
+        return Condition(image, mask, base, allowed, info)
+
+    return condition, num
+
+
+def _run_resize_mode(run: Path) -> str:
+    import yaml
+
+    for cfg in (Path(run) / "config.yaml", Path(run).parent / "config.yaml"):
+        if cfg.is_file():
+            return (yaml.safe_load(cfg.read_text()) or {}).get("resize_mode", "resize")
+    return "resize"
+
+
+def _placed(mask: np.ndarray, allowed: tuple[int, ...], base: np.ndarray, rng: np.random.Generator,
+            class_map: ClassMap, tries: int = 50) -> np.ndarray:
+    """A transformed training mask whose defect lands on the background's free pixels (a few tries)."""
+    for _ in range(tries):
+        placed = place_mask(mask, allowed, rng)
+        if ((placed > 0) & (placed != class_map.ignore_index) & (base == 0)).any():
+            break
+    return placed
+
+
+def _stem_pairs(req: GuidedRequest, good: dict[str, "Loaded"], folder: dict[str, "Loaded"]) -> list[str]:
+    """Stems that have both a good image and a mask, with equal original sizes."""
+    common = sorted(set(good) & set(folder))
+    if not common:
+        raise DataError(f"{req.masks}: no mask has the stem of a good image in {req.good} "
+                        f"(masks {sorted(folder)[:3]}, images {sorted(good)[:3]}); name them alike or pass --pairing random")
+    unused = sorted(set(good) - set(common))
+    if unused:
+        print(f"[defectgen] {len(unused)} good images have no mask of the same stem and are not used: {unused[:3]}",
+              file=sys.stderr)
+    for stem in common:
+        if folder[stem].size != good[stem].size:
+            (mw, mh), (w, h) = folder[stem].size, good[stem].size
+            raise DataError(f"{folder[stem].path}: mask size {mw}x{mh} differs from image {good[stem].path.name} "
+                            f"size {w}x{h}")
+    return common
