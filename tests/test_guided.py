@@ -226,3 +226,17 @@ def test_bad_guided_input_is_one_clear_error(tiny_run, tmp_path: Path, capsys) -
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, (flags, err)
         assert not (tmp_path / f"out{k}" / "manifest.json").exists()
+
+
+def test_rgb_and_two_classes_keep_the_colour_background() -> None:
+    classes = ClassMap(("background", "dent"))
+    torch.manual_seed(0)
+    unet = build_unet(UNetConfig(8, (1,), 1, (), 8, False, norm_num_groups=8), 3 + 2, 8)
+    sched = DDPMScheduler(num_train_timesteps=10, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+                          timestep_spacing="trailing")
+    pipe = DefectGenPipeline(None, unet, sched, switch=1.0, image_channels=3)
+    good = np.random.default_rng(5).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)  # colour
+    mask = _mask(1)
+    conds = [Condition(g, mask, np.zeros((8, 8), np.uint8), (1,)) for g in good]
+    out = pipe(_gens(2), progress=False, known=known_batch(conds, classes, 3, blend=0))
+    assert np.array_equal(out.images[:, mask == 0], good[:, mask == 0]) and np.array_equal(out.masks[0], mask)
