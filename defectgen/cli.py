@@ -3,6 +3,7 @@
     defectgen demo --out DIR
     defectgen train --config configs/neu64.yaml --data DATA --shots 10 --out RUN [--stage both] [--resume latest]
     defectgen sample --run RUN --num 100 --out SYN [--switch 0.4] [--sampler ddpm|ddim] [--steps S]
+    defectgen data --data DATA                      (what the readers find: layout, classes, good images)
     defectgen inspect --config configs/neu64.yaml
     defectgen evaluate / ablate / copypaste / metrics / compare   (see --help of each)
 """
@@ -91,6 +92,17 @@ def _guided_request(args: argparse.Namespace):
     return request
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from defectgen.data.selection import dataset_from_args
+
+    ds = dataset_from_args(args, log=False)
+    recs = select_records(ds, split=args.split, shots=args.shots, seed=args.seed, list_file=args.list_file)
+    for line in ds.report:
+        print(f"[data] {line}")
+    print(f"[data] {ds.format}: {len(recs)} images selected of {len(ds.records)} defect images; "
+          f"{len(ds.good)} defect-free; classes {list(ds.class_map.names)}")
+
+
 def cmd_inspect(args: argparse.Namespace) -> None:
     from defectgen.models import build_unet, describe
 
@@ -169,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resample", type=int, default=1, help="RePaint resampling: each step R times (cost x R)")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("data", help="read a data folder and say what was found (layout, classes, good images, masks)")
+    add_selection_args(p)
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("inspect", help="parameters and receptive field of both networks")
     p.add_argument("--config", type=Path, default=None)

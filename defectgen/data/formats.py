@@ -1,16 +1,25 @@
-"""Readers for the three on-disk layouts. Each turns a folder into a ``DefectDataset``.
+"""Readers for the on-disk layouts. Each turns a folder into a ``DefectDataset``.
 
-- ``index``: an image folder and a mask folder matched by file stem, single-channel class-id masks
-  (0 background, 255 ignore), optional class-name file (VOC/NEU, mmseg ``img_dir``/``ann_dir``,
-  and ``defectgen sample`` output ``images``/``masks`` + ``manifest.json``).
+- ``index``: an image folder and a mask folder matched by file stem (VOC/NEU ``JPEGImages`` +
+  ``SegmentationClass``, ``images``/``masks``, ``img``/``ann``, ``images``/``labels``, mmseg
+  ``img_dir``/``ann_dir``, ``defectgen sample`` output, ... or any pair named with
+  ``images=``/``masks=``). Masks are class ids (0 background, 255 ignore) named by a class-name
+  file; without one, masks holding only 0/255 (or grey levels up to 255) are read as binary.
 - ``mvtec``: ``test/<defect>/*.png`` with ``ground_truth/<defect>/<stem>_mask.png``; binary masks,
-  class = defect folder; ``good`` is skipped.
+  class = defect folder; ``good`` folders hold the defect-free images.
 - ``binary-per-class``: one folder per defect class with images and binary masks matched by stem
-  plus a suffix (``X.jpg`` + ``X.png`` or ``X.png`` + ``X_mask.png``).
+  (``X.jpg`` + ``X.png`` or ``X.png`` + ``X_mask.png``), directly or one level down
+  (``Class/Imgs/``, ``Class/images/`` + ``Class/masks/``).
+
+Defect-free ("good") images are kept apart in ``DefectDataset.good``: folders named ``good``,
+``*Free*``, ``OK``, ``normal`` (or given with ``good=``), and images whose mask holds no defect
+pixel. They are never a class and never a few-shot example. ``open_dataset`` also checks every
+mask once (see ``checks.py``) and says what it found in ``DefectDataset.report``.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,20 +27,32 @@ from defectgen.data.classmap import ClassMap, read_labels_file
 from defectgen.data.errors import DataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-INDEX_DIR_PAIRS = (("JPEGImages", "SegmentationClass"), ("images", "masks"), ("img_dir", "ann_dir"))
+# Recognised image/mask folder names (case-insensitive). Pairs are tried in this order.
+IMAGE_DIR_NAMES = ("JPEGImages", "img_dir", "images", "image", "imgs", "img")
+MASK_DIR_NAMES = ("SegmentationClass", "ann_dir", "masks", "mask", "labels", "label", "annotations", "ann",
+                  "anns", "gt", "groundtruth")
+INDEX_DIR_PAIRS = tuple((a, b) for a in IMAGE_DIR_NAMES for b in MASK_DIR_NAMES)
 LABEL_FILES = ("labels.txt", "classes.txt", "class_names.txt")
 FORMATS = ("index", "mvtec", "binary-per-class")
+# A folder whose name holds one of these words (split at _ - . space) holds defect-free images.
+GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
 
 
 @dataclass(frozen=True)
 class PairRecord:
-    """One real image and its mask on disk. ``binary_class`` is set when the mask is binary."""
+    """One real image and its mask on disk.
+
+    ``binary_class`` is set when the mask is binary (pixels above ``threshold`` are that class;
+    ``threshold`` None = 127 for 8-bit masks, 0 for 0/1 masks). ``mask`` is None for a
+    defect-free image without a mask file (read as all background).
+    """
 
     stem: str
     image: Path
-    mask: Path
+    mask: Path | None
     label: str | None = None
     binary_class: int | None = None
+    threshold: int | None = None
 
 
 @dataclass
@@ -39,11 +60,13 @@ class DefectDataset:
     root: Path
     format: str
     class_map: ClassMap
-    records: list[PairRecord]
+    records: list[PairRecord]  # images with at least one defect pixel: the class examples
     splits: dict[str, list[str]] = field(default_factory=dict)
+    good: list[PairRecord] = field(default_factory=list)  # defect-free images (never a class, never a shot)
+    report: list[str] = field(default_factory=list)  # what the reader found, one line each ("warning: ..." first)
 
     def by_stem(self, stem: str) -> PairRecord:
-        for rec in self.records:
+        for rec in self.records + self.good:
             if rec.stem == stem:
                 return rec
         raise DataError(f"{self.root}: no image with stem '{stem}'")
@@ -51,6 +74,10 @@ class DefectDataset:
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
@@ -62,21 +89,106 @@ def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
     return out
 
 
+def is_good_name(name: str) -> bool:
+    """True for folder names that mean defect-free: ``good``, ``MT_Free``, ``OK``, ``normal`` ..."""
+    words = [w for w in re.split(r"[_\-. ]+", name.lower()) if w]
+    return any(w in GOOD_WORDS for w in words) or name.lower().replace("_", "").replace("-", "") in GOOD_WORDS
+
+
+def find_dir_pair(root: Path) -> tuple[Path, Path] | None:
+    """The first recognised image/mask folder pair directly under ``root`` (names case-insensitive)."""
+    children = {p.name.lower(): p for p in _subdirs(root)}
+    for a, b in INDEX_DIR_PAIRS:
+        if a.lower() in children and b.lower() in children:
+            return children[a.lower()], children[b.lower()]
+    return None
+
+
+# ---- layout detection: every layout says why it does not fit ----
+
+def _why_not_index(root: Path) -> str | None:
+    if (root / "manifest.json").is_file() and find_dir_pair(root):
+        return None
+    pair = find_dir_pair(root)
+    if pair is None:
+        names = [p.name for p in _subdirs(root)]
+        return f"no image/mask folder pair (e.g. images/+masks/, img/+ann/; found {names[:6] or 'no folders'})"
+    return None
+
+
+def _why_not_mvtec(root: Path) -> str | None:
+    if (root / "test").is_dir() and (root / "ground_truth").is_dir():
+        return None
+    return "no test/ + ground_truth/ folders"
+
+
+def _class_folder_files(folder: Path) -> tuple[list[Path], dict[str, Path]] | str:
+    """Images and their masks (by stem) of one class folder, or why none could be matched."""
+    files = _images_in(folder)
+    subs = _subdirs(folder)
+    if not files:
+        pair = find_dir_pair(folder)
+        if pair is not None:  # Class/images/ + Class/masks/
+            images = _images_in(pair[0])
+            masks = _by_stem(_images_in(pair[1]), pair[1])
+            if not images:
+                return f"{pair[0]}: no images"
+            return images, masks
+        with_images = [s for s in subs if _images_in(s)]
+        if len(with_images) == 1:  # Class/Imgs/X.jpg + X.png
+            files, folder = _images_in(with_images[0]), with_images[0]
+        elif with_images:
+            return f"{folder.name}/ has several image subfolders ({', '.join(s.name for s in with_images)}) and no image/mask pair among them"
+        else:
+            return f"{folder.name}/ holds no images"
+    return _split_images_masks(files, None, folder)
+
+
+def _why_not_binary(root: Path) -> str | None:
+    classes = [p for p in _subdirs(root) if not is_good_name(p.name)]
+    if not classes:
+        return "no class folders"
+    reasons = []
+    for folder in classes:
+        got = _class_folder_files(folder)
+        if isinstance(got, str):
+            reasons.append(got)
+        elif not got[1]:
+            reasons.append(f"{folder.name}/: {len(got[0])} images, none with a mask beside it (X.jpg + X.png or X_mask.png)")
+    if not reasons:
+        return None
+    hint = _stem_sharing_hint(root)
+    return "; ".join(reasons[:2]) + (f"; {hint}" if hint else "")
+
+
+def _stem_sharing_hint(root: Path) -> str:
+    """Two folders whose files share stems look like an image/mask pair under unusual names."""
+    subs = [s for s in _subdirs(root) if _images_in(s)]
+    stems = {s: {p.stem for p in _images_in(s)} for s in subs}
+    for i, a in enumerate(subs):
+        for b in subs[i + 1:]:
+            if len(stems[a] & stems[b]) >= max(1, min(len(stems[a]), len(stems[b])) // 2):
+                return f"{a.name}/ and {b.name}/ share file stems: an image/mask pair? pass --images {a} --masks {b}"
+    return ""
+
+
 def detect_format(root: Path) -> str:
+    """The layout of ``root``; when none fits, one error saying why each was refused."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    if (root / "manifest.json").is_file() or any((root / a).is_dir() and (root / b).is_dir() for a, b in INDEX_DIR_PAIRS):
-        return "index"
-    if (root / "test").is_dir() and (root / "ground_truth").is_dir():
-        return "mvtec"
-    if any(p.is_dir() and _images_in(p) for p in root.iterdir()):
-        return "binary-per-class"
-    raise DataError(
-        f"{root}: cannot tell the data layout (expected JPEGImages/+SegmentationClass/, images/+masks/, "
-        "img_dir/+ann_dir/, an MVTec test/+ground_truth/ folder, or one folder per class); name it with --format"
-    )
+    reasons = {}
+    for fmt, why_not in (("index", _why_not_index), ("mvtec", _why_not_mvtec), ("binary-per-class", _why_not_binary)):
+        reason = why_not(root)
+        if reason is None:
+            return fmt
+        reasons[fmt] = reason
+    tried = "; ".join(f"{fmt}: {why}" for fmt, why in reasons.items())
+    raise DataError(f"{root}: cannot tell the data layout. Tried {tried}. Name the layout with --format, "
+                    "or the folders with --images DIR --masks DIR")
 
+
+# ---- index ----
 
 def _read_splits(root: Path) -> dict[str, list[str]]:
     split_dir = root / "ImageSets" / "Segmentation"
@@ -85,7 +197,8 @@ def _read_splits(root: Path) -> dict[str, list[str]]:
     return {p.stem: [s.strip() for s in p.read_text().split() if s.strip()] for p in sorted(split_dir.glob("*.txt"))}
 
 
-def _index_class_map(root: Path, masks: list[Path]) -> ClassMap:
+def index_class_map(root: Path) -> ClassMap | None:
+    """The class map named by ``root``'s manifest, class_map.json or class-name file; None if none."""
     if (root / "manifest.json").is_file():
         try:
             return ClassMap.from_dict(json.loads((root / "manifest.json").read_text())["class_map"])
@@ -96,51 +209,63 @@ def _index_class_map(root: Path, masks: list[Path]) -> ClassMap:
     for name in LABEL_FILES:
         if (root / name).is_file():
             return read_labels_file(root / name)
-    from defectgen.data.loading import read_mask_ids  # derive from the largest id present
-
-    top = max((max(read_mask_ids(m), default=0) for m in masks), default=0)
-    return ClassMap(("background",) + tuple(f"class_{i}" for i in range(1, max(top, 1) + 1)))
+    return None
 
 
-def read_index(root: Path) -> DefectDataset:
+def read_index(root: Path, images: Path | None = None, masks: Path | None = None) -> DefectDataset:
+    """Read an image/mask folder pair; the class map is settled by ``checks.settle_class_map``."""
     root = Path(root)
-    pair = next(((a, b) for a, b in INDEX_DIR_PAIRS if (root / a).is_dir() and (root / b).is_dir()), None)
-    if pair is None:
-        raise DataError(f"{root}: index layout needs one of {', '.join(f'{a}/+{b}/' for a, b in INDEX_DIR_PAIRS)}")
-    img_root, mask_root = root / pair[0], root / pair[1]
+    if images is not None or masks is not None:
+        if images is None or masks is None:
+            raise DataError("--images and --masks go together: name both folders")
+        img_root, mask_root = Path(images), Path(masks)
+        for flag, d in (("--images", img_root), ("--masks", mask_root)):
+            if not d.is_dir():
+                raise DataError(f"{flag} {d}: folder not found")
+    else:
+        pair = find_dir_pair(root)
+        if pair is None:
+            raise DataError(f"{root}: index layout needs an image/mask folder pair ({_why_not_index(root)}); "
+                            "or name them with --images DIR --masks DIR")
+        img_root, mask_root = pair
+    if not _images_in(mask_root) and not _subdirs(mask_root) and any(mask_root.glob("*.txt")):
+        raise DataError(f"{mask_root}: holds text files, not mask images (YOLO-style boxes?); masks must be images")
     splits = _read_splits(root)
-    subdirs = sorted(p.name for p in img_root.iterdir() if p.is_dir())
+    subdirs = [p.name for p in _subdirs(img_root)]
     folders = [(img_root / s, mask_root / s) for s in subdirs] if subdirs else [(img_root, mask_root)]
     if subdirs:  # mmseg layout: img_dir/train, img_dir/val ...
         splits = {s: [p.stem for p in _images_in(img_root / s)] for s in subdirs}
     records: list[PairRecord] = []
-    all_masks: list[Path] = []
     seen: set[str] = set()
     for img_dir, mask_dir in folders:
-        images = _by_stem(_images_in(img_dir), img_dir)
-        masks = _by_stem(_images_in(mask_dir), mask_dir) if mask_dir.is_dir() else {}
-        for stem, img in images.items():
-            if stem not in masks:
+        imgs = _by_stem(_images_in(img_dir), img_dir)
+        masks_by = _by_stem(_images_in(mask_dir), mask_dir) if mask_dir.is_dir() else {}
+        for stem, img in imgs.items():
+            if stem not in masks_by:
                 raise DataError(f"{img}: missing mask (expected {mask_dir}/{stem}.png)")
             if stem in seen:
                 raise DataError(f"{img}: duplicate stem '{stem}' across split folders")
             seen.add(stem)
-            records.append(PairRecord(stem, img, masks[stem]))
-            all_masks.append(masks[stem])
+            records.append(PairRecord(stem, img, masks_by[stem]))
     if not records:
         raise DataError(f"{img_root}: no images found")
-    return DefectDataset(root, "index", _index_class_map(root, all_masks), records, splits)
+    names = index_class_map(root) or ClassMap(("background", "defect"))  # placeholder until the masks are read
+    ds = DefectDataset(root, "index", names, records, splits)
+    ds.report.append(f"index layout: images {img_root}, masks {mask_root}: {len(records)} pairs")
+    for g in _subdirs(root) if root.is_dir() else []:
+        if is_good_name(g.name) and g not in (img_root, mask_root):
+            ds.good += good_folder_records(g, prefix=f"{g.name}_")
+            ds.report.append(f"{g.name}/: defect-free folder (by its name)")
+    return ds
 
 
-def _category_root(root: Path) -> Path:
-    if (root / "test").is_dir():
-        return root
-    raise DataError(f"{root}: MVTec layout needs test/<defect>/ and ground_truth/<defect>/")
-
+# ---- mvtec ----
 
 def read_mvtec(root: Path) -> DefectDataset:
-    root = _category_root(Path(root))
-    defects = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
+    root = Path(root)
+    if not (root / "test").is_dir():
+        raise DataError(f"{root}: MVTec layout needs test/<defect>/ and ground_truth/<defect>/")
+    defects = sorted(p.name for p in _subdirs(root / "test") if p.name != "good")
     if not defects:
         raise DataError(f"{root / 'test'}: no defect folders (only 'good' or empty)")
     class_map = ClassMap(("background",) + tuple(defects))
@@ -154,8 +279,14 @@ def read_mvtec(root: Path) -> DefectDataset:
             if not mask.is_file():
                 raise DataError(f"{img}: missing mask (expected {mask})")
             records.append(PairRecord(f"{defect}_{img.stem}", img, mask, label=defect, binary_class=cid))
-    return DefectDataset(root, "mvtec", class_map, records, {})
+    good = [PairRecord(f"{part}_good_{p.stem}", p, None) for part in ("train", "test")
+            if (root / part / "good").is_dir() for p in _images_in(root / part / "good")]
+    ds = DefectDataset(root, "mvtec", class_map, records, {}, good)
+    ds.report.append(f"mvtec layout: {len(defects)} defect folders, {len(records)} pairs")
+    return ds
 
+
+# ---- binary-per-class ----
 
 def _split_images_masks(files: list[Path], suffix: str | None, folder: Path) -> tuple[list[Path], dict[str, Path]]:
     if suffix is None:
@@ -182,35 +313,119 @@ def _split_images_masks(files: list[Path], suffix: str | None, folder: Path) -> 
     return images, masks
 
 
-def read_binary_per_class(root: Path, mask_suffix: str | None = None) -> DefectDataset:
+def _class_pairs(folder: Path, mask_suffix: str | None) -> tuple[list[Path], dict[str, Path]]:
+    if mask_suffix is not None and _images_in(folder):
+        return _split_images_masks(_images_in(folder), mask_suffix, folder)
+    if mask_suffix is not None:
+        inner = [s for s in _subdirs(folder) if _images_in(s)]
+        if len(inner) == 1:
+            return _split_images_masks(_images_in(inner[0]), mask_suffix, inner[0])
+    got = _class_folder_files(folder)
+    if isinstance(got, str):
+        raise DataError(f"{folder}: cannot read this class folder: {got}")
+    return got
+
+
+def read_binary_per_class(root: Path, mask_suffix: str | None = None, threshold: int | None = None) -> DefectDataset:
     root = Path(root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "good")
+    folders = _subdirs(root)
+    good_dirs = [p for p in folders if is_good_name(p.name)]
+    classes = [p.name for p in folders if p not in good_dirs]
     if not classes:
-        raise DataError(f"{root}: no class folders found")
+        raise DataError(f"{root}: no class folders found" + (f" (only defect-free: {[p.name for p in good_dirs]})" if good_dirs else ""))
     class_map = ClassMap(("background",) + tuple(classes))
     records = []
     for cid, name in enumerate(classes, start=1):
-        folder = root / name
-        images, masks = _split_images_masks(_images_in(folder), mask_suffix, folder)
+        images, masks = _class_pairs(root / name, mask_suffix)
         if not images:
-            raise DataError(f"{folder}: no images found")
+            raise DataError(f"{root / name}: no images found")
         for img in images:
             if img.stem not in masks:
-                raise DataError(f"{img}: missing mask (suffix '{mask_suffix or '_mask or .png'}')")
-            records.append(PairRecord(f"{name}_{img.stem}", img, masks[img.stem], label=name, binary_class=cid))
-    return DefectDataset(root, "binary-per-class", class_map, records, {})
+                raise DataError(f"{img}: missing mask (X.jpg + X.png beside it, or suffix '{mask_suffix or '_mask'}')")
+            records.append(PairRecord(f"{name}_{img.stem}", img, masks[img.stem], label=name, binary_class=cid,
+                                      threshold=threshold))
+    ds = DefectDataset(root, "binary-per-class", class_map, records, {})
+    ds.report.append(f"binary-per-class layout: classes {classes}, {len(records)} pairs")
+    for g in good_dirs:
+        ds.good += good_folder_records(g, prefix=f"{g.name}_")
+        ds.report.append(f"{g.name}/: defect-free folder (by its name), not a class")
+    return ds
 
 
-def open_dataset(root: str | Path, format: str | None = None, mask_suffix: str | None = None) -> DefectDataset:
-    """Open a data folder in any supported layout (auto-detected unless ``format`` is given)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
-    fmt = format or detect_format(root)
-    if fmt == "index":
-        return read_index(root)
-    if fmt == "mvtec":
-        return read_mvtec(root)
-    if fmt == "binary-per-class":
-        return read_binary_per_class(root, mask_suffix)
-    raise DataError(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
+def good_folder_records(folder: Path, prefix: str = "") -> list[PairRecord]:
+    """Defect-free images of a folder (one level of nesting allowed); mask files beside them are ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: good-image folder not found")
+    files = _images_in(folder)
+    if not files:
+        inner = [s for s in _subdirs(folder) if _images_in(s)]
+        pair = find_dir_pair(folder)
+        src = pair[0] if pair else (inner[0] if len(inner) == 1 else None)
+        files = _images_in(src) if src else []
+    if not files:
+        raise DataError(f"{folder}: no images in this good-image folder")
+    images, _ = _split_images_masks(files, None, folder)
+    return [PairRecord(f"{prefix}{p.stem}", p, None) for p in sorted(images)]
+
+
+def open_dataset(
+    root: str | Path | None,
+    format: str | None = None,
+    mask_suffix: str | None = None,
+    *,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    good: str | Path | None = None,
+    threshold: int | None = None,
+) -> DefectDataset:
+    """Open a data folder in any supported layout (auto-detected unless ``format`` is given).
+
+    ``images``/``masks`` name an image/mask folder pair explicitly (index layout); ``good`` adds a
+    folder of defect-free images; ``threshold`` binarises binary masks (default 127 for 8-bit).
+    Every mask is read once to check it and to find empty ones (see ``DefectDataset.report``).
+    """
+    from defectgen.data.checks import check_dataset
+
+    if images is not None or masks is not None:
+        root = Path(root) if root is not None else Path(images or masks).parent
+        ds = read_index(root, Path(images) if images else None, Path(masks) if masks else None)
+    else:
+        if root is None:
+            raise DataError("no data given: pass --data DIR, or --images DIR --masks DIR")
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder not found")
+        fmt = format or detect_format(root)
+        if fmt == "index":
+            ds = read_index(root)
+        elif fmt == "mvtec":
+            ds = read_mvtec(root)
+        elif fmt == "binary-per-class":
+            ds = read_binary_per_class(root, mask_suffix, threshold)
+        else:
+            raise DataError(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if good is not None:
+        ds.good += good_folder_records(Path(good), prefix="good_")
+        ds.report.append(f"{good}: defect-free folder (--good)")
+    return check_dataset(ds, threshold)
+
+
+def good_images(source: str | Path | DefectDataset) -> list[Path]:
+    """Paths of the defect-free images of a data set, or of every image in a plain folder.
+
+    For guided sampling onto defect-free backgrounds and for segmentation negatives: a data set
+    gives its ``good`` images (good folders and empty masks); a folder that is not a data set
+    (e.g. ``MT_Free/`` or ``good/``) gives its images.
+    """
+    if isinstance(source, DefectDataset):
+        return [r.image for r in source.good]
+    folder = Path(source)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: good-image folder not found")
+    if not is_good_name(folder.name):
+        try:
+            return [r.image for r in open_dataset(folder).good]
+        except DataError:
+            pass  # not a data set: a plain folder of defect-free images
+    return [r.image for r in good_folder_records(folder)]

@@ -52,6 +52,23 @@ def _mask_array(im: Image.Image, path: Path) -> np.ndarray:
     return np.asarray(im).astype(np.int64)  # P: palette index = class id; L/I;16: the value
 
 
+def binary_threshold(raw: np.ndarray, threshold: int | None = None) -> int:
+    """Pixels above this value are defect in a binary mask.
+
+    Default: half the mask's full scale, so anti-aliased edges are split evenly: 127 for 8-bit
+    masks (0/255), 32767 for 16-bit ones, 0 for 0/1 masks.
+    """
+    if threshold is not None:
+        return threshold
+    top = int(raw.max()) if raw.size else 0
+    return 0 if top <= 1 else (127 if top <= 255 else 32767)
+
+
+def read_mask_array(path: Path) -> np.ndarray:
+    """The raw values of a mask file as int64 (H,W)."""
+    return _mask_array(_open(path), path)
+
+
 def read_mask_ids(path: Path) -> set[int]:
     """Distinct values of a mask file (ignore pixels included)."""
     return {int(v) for v in np.unique(_mask_array(_open(path), path))}
@@ -73,14 +90,17 @@ def load_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image as uint8 HxWx3 RGB and mask as uint8 HxW class ids (255 = ignore), both ``size``²."""
     img = Image.fromarray(_to_rgb(_open(record.image)))
-    raw = _mask_array(_open(record.mask), record.mask)
+    if record.mask is None:  # a defect-free image without a mask file
+        raw = np.zeros((img.size[1], img.size[0]), np.int64)
+    else:
+        raw = _mask_array(_open(record.mask), record.mask)
     if raw.shape != (img.size[1], img.size[0]):
         raise DataError(
             f"{record.mask}: mask size {raw.shape[1]}x{raw.shape[0]} differs from image "
             f"{record.image.name} size {img.size[0]}x{img.size[1]}"
         )
     if record.binary_class is not None:
-        mask = np.where(raw > 0, record.binary_class, 0)
+        mask = np.where(raw > binary_threshold(raw, record.threshold), record.binary_class, 0)
     else:
         mask = raw
         bad = sorted(set(np.unique(mask).tolist()) - set(range(class_map.num_classes)) - {class_map.ignore_index})
@@ -110,6 +130,8 @@ def load_pairs(
 
 def present_classes(record: PairRecord, class_map: ClassMap) -> set[int]:
     """Defect class ids present in the record's mask."""
+    if record.mask is None:
+        return set()
     if record.binary_class is not None:
         return {record.binary_class}
     ids = read_mask_ids(record.mask)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from pathlib import Path
 
 from defectgen.data.errors import DataError
@@ -79,16 +80,35 @@ def select_records(
 def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data", required: bool = True) -> None:
     """The shared options that pick the real images: every command that reads real data uses these."""
     g = parser.add_argument_group("real data selection")
-    g.add_argument(data_flag, dest="data", type=Path, required=required, help="data folder")
+    g.add_argument(data_flag, dest="data", type=Path, default=None,
+                   help="data folder" + (" (or --images DIR --masks DIR)" if required else ""))
     g.add_argument("--format", choices=FORMATS, default=None, help="data layout (auto-detected by default)")
+    g.add_argument("--images", type=Path, default=None, help="image folder of an image/mask folder pair (with --masks)")
+    g.add_argument("--masks", type=Path, default=None, help="mask folder matching --images by file stem")
+    g.add_argument("--good", type=Path, default=None, help="folder of defect-free images (never a class, never a shot)")
+    g.add_argument("--threshold", type=int, default=None,
+                   help="binary masks: pixels above this are defect (default 127 for 8-bit, 0 for 0/1 masks)")
     g.add_argument("--mask-suffix", default=None, help="binary-per-class: mask file suffix, e.g. _mask")
     g.add_argument("--split", default=None, help="restrict to a split file's stems, e.g. train")
     g.add_argument("--shots", type=int, default=None, help="K images per defect class")
     g.add_argument("--seed", type=int, default=0, help="seed of the few-shot selection")
     g.add_argument("--list", dest="list_file", type=Path, default=None, help="file of exact stems to use")
+    parser.set_defaults(data_required=required, data_flag=data_flag)
+
+
+def dataset_from_args(args: argparse.Namespace, log: bool = True) -> DefectDataset:
+    """Open the data named by the selection options; print what the reader found (to stderr)."""
+    if args.data is None and args.images is None and getattr(args, "data_required", True):
+        raise DataError(f"no data given: pass {getattr(args, 'data_flag', '--data')} DIR, or --images DIR --masks DIR")
+    ds = open_dataset(args.data, args.format, args.mask_suffix, images=args.images, masks=args.masks,
+                      good=args.good, threshold=args.threshold)
+    if log:
+        for line in ds.report:
+            print(f"[data] {line}", file=sys.stderr)
+    return ds
 
 
 def selection_from_args(args: argparse.Namespace) -> tuple[DefectDataset, list[PairRecord]]:
-    ds = open_dataset(args.data, args.format, args.mask_suffix)
+    ds = dataset_from_args(args)
     recs = select_records(ds, split=args.split, shots=args.shots, seed=args.seed, list_file=args.list_file)
     return ds, recs

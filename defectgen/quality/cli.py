@@ -130,6 +130,7 @@ def run_filter(args: argparse.Namespace) -> int:
 
     from defectgen.config import load_config
     from defectgen.data import DataError, load_pairs, open_dataset
+    from defectgen.data.selection import dataset_from_args
     from defectgen.io import refuse_existing
     from defectgen.quality.compute import real_records
     from defectgen.quality.filtering import check_threshold, filter_samples
@@ -142,7 +143,7 @@ def run_filter(args: argparse.Namespace) -> int:
     if not manifest_path.is_file():
         raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
-    ds = open_dataset(args.data, args.format, args.mask_suffix)
+    ds = dataset_from_args(args)
     ds.class_map.check_compatible(open_dataset(args.synthetic, "index").class_map, f"{args.synthetic} vs {args.data}")
     recs, chosen_by = real_records(ds, json.loads(manifest_path.read_text()), args.split, args.shots, args.seed,
                                    args.list_file)
