@@ -187,3 +187,31 @@ def test_binary_threshold_that_empties_every_mask_is_refused(tmp_path: Path) -> 
     root = make_img_ann(tmp_path / "d", n_defect=2, n_good=0)
     with pytest.raises(DataError, match="lower --threshold"):
         open_dataset(root, threshold=255)
+
+
+def test_evaluate_adds_defect_free_negatives_and_tests_on_empty_masks(tmp_path: Path) -> None:
+    import json
+
+    masks = []
+    for i in range(8):
+        m = np.zeros((24, 24), np.uint8)
+        if i < 6:
+            m[4:10, 3 + i:12 + i] = 1
+        masks.append(m)  # 6, 7: empty masks (defect-free)
+    root = _index(tmp_path / "d", masks, "background\nscratch\n")
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("0\n1\n2\n3\n")
+    (root / "ImageSets" / "Segmentation" / "test.txt").write_text("4\n5\n7\n")
+    for k in range(3):
+        _save(root / "good" / f"g{k}.png", _image(24, 24, 40 + k))
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--data", str(root), "--split", "train", "--model", "unet-tiny", "--seeds", "0",
+            "--set", "seg.size=16", "--set", "seg.steps=2", "--set", "seg.batch_size=2", "--set", "seg.threads=1",
+            "--negatives", "3", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["negatives"] == 3
+    assert res["selection"]["test_stems"] == ["4", "5", "7"]  # the empty-mask test image stays a test image
+    neg = res["per_seed"][0]["negative_stems"]
+    assert len(neg) == 3 and "7" not in neg and set(neg) <= {"6", "good_g0", "good_g1", "good_g2"}
+    assert main(argv[:-4] + ["--negatives", "9", "--out", str(tmp_path / "ev2")]) == 2  # only 4 outside the test set

@@ -121,6 +121,10 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
         ids = set(ds.class_map.defect_ids)
         defect = [sum(c for v, c in h.items() if v in ids) for h in hists]
         ignore = [h.get(ds.class_map.ignore_index, 0) for h in hists]
+    if (ds.root / "manifest.json").is_file():  # a written sample set: every pair stays a pair
+        n_empty = sum(d == 0 for d in defect)
+        ds.report.append(f"sample set: {len(ds.records)} pairs" + (f", {n_empty} without a defect pixel" if n_empty else ""))
+        return ds
     keep = [r for r, d in zip(ds.records, defect) if d > 0]
     empty = [r for r, d, i in zip(ds.records, defect, ignore) if d == 0 and i == 0]
     all_ignore = [r for r, d, i in zip(ds.records, defect, ignore) if d == 0 and i > 0]

@@ -42,6 +42,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--ratio", type=float, default=None, help="synthetic pairs per real training pair (0 = real only)")
     p.add_argument("--model", choices=list(MODELS), default=None, help="segmentation model")
     p.add_argument("--seeds", type=_seeds, default=None, help="training seeds, e.g. 0,1,2")
+    p.add_argument("--negatives", type=int, default=None,
+                   help="add this many defect-free images (all background) to each seed's training set")
     p.add_argument("--test-split", default=None, help="split naming the test stems (default: test)")
     p.add_argument("--test-list", default=None, help="file of exact test stems instead of a split")
     p.add_argument("--baseline", type=Path, default=None, help="ratio-0 results.json of the same protocol: adds the paired gain")
@@ -56,7 +58,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = load_config(EvalConfig, args.config, args.overrides)
-    for flag, key in (("ratio", "ratio"), ("seeds", "seeds"), ("test_split", "test_split"), ("test_list", "test_list")):
+    for flag, key in (("ratio", "ratio"), ("seeds", "seeds"), ("test_split", "test_split"), ("test_list", "test_list"),
+                      ("negatives", "negatives")):
         if getattr(args, flag) is not None:
             setattr(cfg, key, getattr(args, flag))
     if args.model is not None:

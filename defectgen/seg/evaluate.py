@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +43,7 @@ class EvalConfig:
     test_split: str = "test"  # split file naming the test stems (ImageSets/Segmentation/<name>.txt)
     test_list: str | None = None  # or a file of exact test stems
     detect_min_area: float = 0.005  # image flagged defective when predicted defect area > this fraction
+    negatives: int = 0  # defect-free images added to training (all-background masks), drawn per seed
     seg: SegConfig = field(default_factory=SegConfig)
 
 
@@ -56,6 +58,7 @@ class RealData:
     train_masks: np.ndarray
     test_images: np.ndarray
     test_masks: np.ndarray
+    good: list[PairRecord] = field(default_factory=list)  # defect-free images that may serve as negatives
 
 
 def test_records(
@@ -64,7 +67,8 @@ def test_records(
     """The held-out test pairs and a description of where they came from.
 
     From ``list_file`` if given, else the named split; a dataset without any split files is tested
-    on every image outside the training selection.
+    on every image outside the training selection. Defect-free images named by the split are test
+    images too (they score false alarms).
     """
     if list_file is not None:
         stems = read_stem_list(Path(list_file))
@@ -73,7 +77,7 @@ def test_records(
         if split not in ds.splits:
             raise DataError(f"{ds.root}: no test split '{split}' (available: {', '.join(sorted(ds.splits))})")
         keep = set(ds.splits[split])
-        return [r for r in ds.records if r.stem in keep], f"split {split}"
+        return [r for r in ds.records + ds.good if r.stem in keep], f"split {split}"
     chosen = {r.stem for r in train}
     rest = [r for r in ds.records if r.stem not in chosen]
     if not rest:
@@ -85,14 +89,33 @@ def load_real(ds: DefectDataset, train: list[PairRecord], test: list[PairRecord]
     check_no_leak([r.stem for r in train], [r.stem for r in test])
     tr_x, tr_y = load_pairs(train, ds.class_map, size)
     te_x, te_y = load_pairs(test, ds.class_map, size)
-    return RealData(ds.class_map, [r.stem for r in train], [r.stem for r in test], tr_x, tr_y, te_x, te_y)
+    test_stems = {r.stem for r in test}
+    good = [r for r in ds.good if r.stem not in test_stems]
+    return RealData(ds.class_map, [r.stem for r in train], [r.stem for r in test], tr_x, tr_y, te_x, te_y, good)
+
+
+def choose_negatives(real: RealData, count: int, seed: int) -> list[PairRecord]:
+    """``count`` defect-free training images drawn from ``seed`` (never a test image)."""
+    if count <= 0:
+        return []
+    if count > len(real.good):
+        raise DataError(f"negatives: {count} defect-free images asked for, the data has {len(real.good)} outside the test "
+                        "set (good/ or *Free* folders, empty masks, or --good DIR)")
+    return sorted(random.Random(seed).sample(real.good, count), key=lambda r: r.stem)
 
 
 def mixed_training_set(
-    real: RealData, synthetic: SyntheticSet | None, ratio: float, seed: int, balanced: bool, size: int
+    real: RealData, synthetic: SyntheticSet | None, ratio: float, seed: int, balanced: bool, size: int,
+    negatives: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Real pairs plus ``ratio`` × as many synthetic pairs drawn from ``seed``; also the chosen files."""
-    count = num_synthetic(len(real.train_images), ratio)
+    """Real pairs, ``negatives`` defect-free images and ``ratio`` × as many synthetic pairs as real
+    ones, drawn from ``seed``; also the chosen synthetic files."""
+    neg = choose_negatives(real, negatives, seed)
+    if neg:
+        neg_x, neg_y = load_pairs(neg, real.class_map, size)
+        real = replace(real, train_images=np.concatenate([real.train_images, neg_x]),
+                       train_masks=np.concatenate([real.train_masks, neg_y]))
+    count = num_synthetic(len(real.train_stems), ratio)
     if count == 0:
         return real.train_images, real.train_masks, []
     if synthetic is None:
@@ -115,9 +138,11 @@ def train_and_score(
     detect_min_area: float = 0.005,
     device: str | None = None,
     log: Log | None = None,
+    negatives: int = 0,
 ) -> dict[str, Any]:
     """One seed: mix, train for the fixed number of steps, predict the test split once, score."""
-    x, y, files = mixed_training_set(real, synthetic, ratio, seed, balanced, cfg.size)
+    x, y, files = mixed_training_set(real, synthetic, ratio, seed, balanced, cfg.size, negatives)
+    neg_stems = [r.stem for r in choose_negatives(real, negatives, seed)]
     losses: list[dict] = []
     start = time.perf_counter()
     model = fit_segmenter(x, y, cfg, real.class_map.num_classes, seed, device, real.class_map.ignore_index, losses.append)
@@ -128,11 +153,12 @@ def train_and_score(
     metrics = scorer.compute()
     if log:
         log(
-            f"seed {seed}: {len(real.train_images)} real + {len(files)} synthetic, {train_seconds:.0f}s, "
+            f"seed {seed}: {len(real.train_images)} real + {len(neg_stems)} defect-free + {len(files)} synthetic, {train_seconds:.0f}s, "
             f"mIoU all {metrics['miou_all']:.4f} defect {metrics['miou_defect']:.4f}"
         )
     return {
-        "seed": seed, "num_real": len(real.train_images), "num_synthetic": len(files), "synthetic_files": files,
+        "seed": seed, "num_real": len(real.train_images), "num_negatives": len(neg_stems), "negative_stems": neg_stems,
+        "num_synthetic": len(files), "synthetic_files": files,
         "train_seconds": round(train_seconds, 2), "final_loss": losses[-1]["loss"] if losses else None, "metrics": metrics,
     }
 
@@ -150,7 +176,7 @@ def protocol_key(results: dict[str, Any]) -> dict[str, Any]:
     seg = {k: v for k, v in results["config"]["seg"].items() if k not in ("threads", "eval_batch_size")}  # no effect on numbers
     return {
         "seg": seg, "train_stems": results["selection"]["train_stems"], "test_stems": results["selection"]["test_stems"],
-        "detect_min_area": results["config"]["detect_min_area"],
+        "detect_min_area": results["config"]["detect_min_area"], "negatives": results["config"].get("negatives", 0),
     }
 
 
@@ -221,7 +247,8 @@ def run_evaluation(
     if log:
         log(f"{cfg.seg.model}, ratio {cfg.ratio}: {len(train)} real training pairs, {len(test)} test pairs ({test_source})")
     runs = [
-        train_and_score(real, syn, cfg.ratio, s, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log) for s in cfg.seeds
+        train_and_score(real, syn, cfg.ratio, s, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log, cfg.negatives)
+        for s in cfg.seeds
     ]
     results: dict[str, Any] = {
         "command": "evaluate",
@@ -230,6 +257,7 @@ def run_evaluation(
         "selection": {
             "data": str(Path(dataset.root).resolve()), "format": dataset.format, "test_source": test_source,
             "train_stems": real.train_stems, "test_stems": real.test_stems,
+            "defect_free_available": len(real.good),
         },
         "synthetic": None,
         "environment": environment(device),
