@@ -67,7 +67,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
                        steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
                        progress=not args.quiet, condition=condition, request=request)
-    print(f"[defectgen] {num} pairs ({m['mode']}) in {args.out} ({m['seconds_per_sample']:.3f} s/sample, "
+    if args.layout != "defectgen":
+        from defectgen.data.layouts import relayout
+
+        relayout(args.out, args.layout)
+    print(f"[defectgen] {num} pairs ({m['mode']}) in {args.out} ({args.layout} layout, {m['seconds_per_sample']:.3f} s/sample, "
           f"large t={len(m['timesteps']['large'])} steps, small t={len(m['timesteps']['small'])} steps)")
 
 
@@ -179,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="defect classes to paint, or a count per class (sets the number of pairs)")
     g.add_argument("--blend", type=int, default=2, help="soft band around a painted region, in pixels")
     g.add_argument("--resample", type=int, default=1, help="RePaint resampling: each step R times (cost x R)")
+    p.add_argument("--layout", choices=("defectgen", "mmseg", "voc"), default="defectgen",
+                   help="folder layout: defectgen (images/, masks/), mmseg (img_dir/, ann_dir/) or voc")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
 
@@ -210,6 +216,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     from defectgen.seg import cli as seg_cli
 
     seg_cli.add_evaluate_parser(sub)
+    seg_cli.add_mix_parser(sub)
     seg_cli.add_ablate_parser(sub)
     seg_cli.add_copypaste_parser(sub)
     from defectgen.quality import cli as quality_cli

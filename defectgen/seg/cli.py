@@ -82,6 +82,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_mix_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from defectgen.data.layouts import LAYOUTS
+
+    p = subparsers.add_parser(
+        "mix", help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)",
+        description="Write the real training selection plus RATIO synthetic pairs per real pair (drawn from --mix-seed) "
+        "as split 'train', and the real test pairs as the test split, in a layout segmentation code reads; "
+        "OUT/manifest.json says where every pair came from.",
+    )
+    add_selection_args(p)
+    p.add_argument("--synthetic", type=Path, required=True, help="sample folder (images/, masks/, manifest.json)")
+    p.add_argument("--ratio", type=float, required=True, help="synthetic pairs per real training pair")
+    p.add_argument("--mix-seed", type=int, default=0, help="seed of the synthetic draw")
+    p.add_argument("--layout", choices=LAYOUTS, default="mmseg")
+    p.add_argument("--test-split", default="test", help="split of the real test pairs (written when the data has splits)")
+    p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not balance synthetic pairs over classes")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=cmd_mix)
+    return p
+
+
+def cmd_mix(args: argparse.Namespace) -> int:
+    from defectgen.data.layouts import mix_dataset
+    from defectgen.seg.evaluate import test_records
+    from defectgen.seg.mixing import open_synthetic
+
+    ds, train = selection_from_args(args)
+    test = test_records(ds, train, args.test_split)[0] if ds.splits else []
+    syn = open_synthetic(args.synthetic)
+    refuse_existing(args.out, args.overwrite)
+    m = mix_dataset(ds, train, test, syn, args.ratio, args.mix_seed, args.layout, args.out, args.balanced, args.test_split)
+    print(f"{m['num_real']} real + {m['num_synthetic']} synthetic training pairs, {len(test)} real test pairs "
+          f"-> {args.out} ({args.layout})")
+    return 0
+
+
 def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "ablate", help="the grid sources x ratios x models x seeds, resumable",
