@@ -30,6 +30,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from defectgen.run import selection_info, train_generator
 
     cfg = _config(args)
+    _threads(args)
     ds, records = selection_from_args(args)
     sel = selection_info(ds, records, split=args.split, shots=args.shots, seed=args.seed,
                          list=str(args.list_file) if args.list_file else None)
@@ -46,6 +47,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from defectgen.export import export_samples
     from defectgen.run import load_generator, pipeline_path, train_stems
 
+    from defectgen.run import run_sample_config
+
+    _threads(args)
+    own = run_sample_config(args.run)  # the run's own sample: settings are the defaults
+    args.sampler = args.sampler or own.sampler
+    args.steps = own.steps if args.steps is None else args.steps
+    args.batch_size = own.batch_size if args.batch_size is None else args.batch_size
     request = _guided_request(args)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -142,6 +150,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own choice)")
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="defectgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="'latest': continue from the newest checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     _add_common(p)
+    _add_threads(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample new image + mask pairs from a trained generator")
@@ -162,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=None, help="number of pairs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--switch", type=float, default=None, help="fraction of the schedule (0.4 = t 400 of 1000)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: every training timestep)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="default: the run's sample.sampler")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's sample.batch_size")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     g = p.add_argument_group("guided sampling (defects onto real surfaces, images for given masks)")
@@ -186,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("defectgen", "mmseg", "voc"), default="defectgen",
                    help="folder layout: defectgen (images/, masks/), mmseg (img_dir/, ann_dir/) or voc")
     _add_common(p)
+    _add_threads(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("data", help="read a data folder and say what was found (layout, classes, good images, masks)")

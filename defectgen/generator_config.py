@@ -55,7 +55,9 @@ class SampleConfig:
 class GeneratorConfig:
     size: int = 64
     image_channels: int = 3  # 1 trains on grey images
-    resize_mode: str = "resize"  # resize | center-crop
+    resize_mode: str = "resize"  # resize (squash to size²) | center-crop | crop (aspect kept, random size² crops)
+    long_side: int | None = None  # crop mode: scale images so their long side is this (None: native size)
+    crop_defect_prob: float = 0.5  # crop mode: share of crops placed over a defect pixel
     large: UNetConfig = field(
         default_factory=lambda: UNetConfig(
             base_channels=64, channel_mult=(1, 2, 2, 4), layers_per_block=2, attention_levels=(2, 3)

@@ -20,7 +20,8 @@ from diffusers import UNet2DModel
 
 from defectgen.config import save_config, to_dict
 from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
-from defectgen.generator_config import STAGES, GeneratorConfig
+from defectgen.data.geometry import CropSet, load_scaled
+from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import atomic_dir, atomic_write_json
 from defectgen.pairs import encode_pairs
 from defectgen.pipeline import DefectGenPipeline
@@ -67,8 +68,7 @@ def train_generator(
 ) -> Path:
     """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``."""
     prepare_run(out, cfg, selection, ds.class_map)
-    images, masks = load_pairs(records, ds.class_map, cfg.size, cfg.resize_mode)
-    data = encode_pairs(images, masks, ds.class_map.num_classes, cfg.image_channels)
+    data = training_data(records, ds.class_map, cfg)
     for stage in stages:
         stage_dir = out / stage
         if (stage_dir / "final" / "config.json").is_file():
@@ -83,6 +83,16 @@ def train_generator(
         atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2),
                                                       "resumed": resume})
     return assemble_pipeline(out, cfg)
+
+
+def training_data(records: list[PairRecord], class_map: ClassMap, cfg: GeneratorConfig) -> torch.Tensor | CropSet:
+    """Encoded pairs: all at ``size``² (resize, center-crop), or scaled images drawn as crops (crop)."""
+    if cfg.resize_mode != "crop":
+        images, masks = load_pairs(records, class_map, cfg.size, cfg.resize_mode)
+        return encode_pairs(images, masks, class_map.num_classes, cfg.image_channels)
+    images, masks = load_scaled(records, class_map, cfg.long_side, cfg.size)
+    items = [encode_pairs(i[None].copy(), m[None], class_map.num_classes, cfg.image_channels)[0] for i, m in zip(images, masks)]
+    return CropSet(items, masks, cfg.size, cfg.crop_defect_prob, class_map.num_classes)
 
 
 def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
@@ -116,6 +126,16 @@ def train_stems(run: Path) -> list[str]:
         if sel.is_file():
             return list(json.loads(sel.read_text())["stems"])
     return []
+
+
+def run_sample_config(run: Path) -> SampleConfig:
+    """The ``sample:`` section of the run's config.yaml (defaults when the pipeline stands alone)."""
+    from defectgen.config import from_dict
+
+    for cfg_path in (Path(run) / "config.yaml", pipeline_path(run).parent / "config.yaml"):
+        if cfg_path.is_file():
+            return from_dict(SampleConfig, (yaml.safe_load(cfg_path.read_text()) or {}).get("sample", {}))
+    return SampleConfig()
 
 
 def load_generator(run: Path, device: str | torch.device = "cpu") -> DefectGenPipeline:

@@ -21,6 +21,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from defectgen.data import ClassMap
+from defectgen.data.geometry import CropSet
 from defectgen.generator_config import GeneratorConfig, TrainConfig
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
 from defectgen.models import build_unet
@@ -68,7 +69,7 @@ def draw_batch(data: torch.Tensor, cfg: TrainConfig, scheduler: DDPMScheduler, k
     """Batch, timesteps and noise for one micro-step, from a generator seeded by ``key`` alone."""
     g = torch.Generator().manual_seed(key)
     idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-    x0 = augment(data[idx], g, cfg)
+    x0 = augment(data.crops(idx, g) if isinstance(data, CropSet) else data[idx], g, cfg)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     return x0, t, noise
@@ -116,7 +117,7 @@ def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, s
 
 def train_stage(
     cfg: GeneratorConfig,
-    data: torch.Tensor,
+    data: torch.Tensor | CropSet,
     class_map: ClassMap,
     stage_dir: Path,
     stage: str,

@@ -23,6 +23,7 @@ from defectgen.data.errors import DataError
 from defectgen.data.formats import DefectDataset, PairRecord, index_class_map
 from defectgen.data.loading import binary_threshold, read_mask_array
 
+SQUASH_NOTE = " (non-square: 'resize_mode: resize' squashes them to size x size; 'resize_mode: crop' keeps the aspect)"
 MAX_DERIVED_CLASSES = 20  # ids 1..K without a names file are classes only up to this K
 
 
@@ -101,11 +102,12 @@ def _sizes_line(records: list[PairRecord]) -> str:
         return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})"
     if len(sizes) == 1:
         (w, h), = sizes
-        return f"image size {w}x{h} (all {len(records)}), aspect {max(w, h) / min(w, h):.2f}"
+        aspect = max(w, h) / min(w, h)
+        return f"image size {w}x{h} (all {len(records)}), aspect {aspect:.2f}" + (SQUASH_NOTE if aspect > 1.05 else "")
     aspects = [max(w, h) / min(w, h) for w, h in sizes]
     longs = [max(w, h) for w, h in sizes]
     return (f"image sizes vary: {len(sizes)} sizes, long side {min(longs)}-{max(longs)} px, aspect {min(aspects):.2f}-{max(aspects):.2f}"
-            + (" (non-square: 'resize_mode: resize' squashes them to size x size; 'crop' keeps the aspect)" if max(aspects) > 1.05 else ""))
+            + (SQUASH_NOTE if max(aspects) > 1.05 else ""))
 
 
 def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectDataset:

@@ -154,7 +154,7 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
         check_no_leak([r.stem for r in train], [r.stem for r in test], syn)
         sources[name] = syn
     prepare_out(out, overwrite)
-    real = load_real(ds, train, test, cfg.seg.size)
+    real = load_real(ds, train, test, cfg.seg)
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "selection.json", {
         "data": str(Path(ds.root).resolve()), "class_map": ds.class_map.to_dict(), "test_source": test_source,

@@ -25,10 +25,11 @@ import numpy as np
 
 from defectgen.config import to_dict
 from defectgen.data import ClassMap, DataError, DefectDataset, PairRecord, load_pairs, read_stem_list
+from defectgen.data.geometry import load_scaled
 from defectgen.seg.metrics import SCALAR_METRICS, SegMetrics
 from defectgen.seg.mixing import SyntheticSet, check_no_leak, choose_synthetic, num_synthetic, open_synthetic
 from defectgen.seg.stats import mean_std, paired_gain
-from defectgen.seg.train import SegConfig, fit_segmenter, predict, resolve_device
+from defectgen.seg.train import SegConfig, fit_segmenter, predict, predict_whole, resolve_device
 
 Log = Callable[[str], None]
 
@@ -85,10 +86,25 @@ def test_records(
     return rest, "all images outside the training selection (the data has no split files)"
 
 
-def load_real(ds: DefectDataset, train: list[PairRecord], test: list[PairRecord], size: int) -> RealData:
+def load_for(records: list[PairRecord], class_map: ClassMap, cfg: SegConfig | int, native: bool = False) -> tuple[Any, Any]:
+    """Pairs as the segmenter sees them: arrays at ``size``², or (crop mode) lists of scaled images.
+
+    ``native``: synthetic pairs, already at the scale the generator was trained on.
+    """
+    if isinstance(cfg, int) or cfg.resize_mode != "crop":
+        return load_pairs(records, class_map, cfg if isinstance(cfg, int) else cfg.size)
+    return load_scaled(records, class_map, None if native else cfg.long_side, cfg.size)
+
+
+def _concat(a: Any, b: Any) -> Any:
+    return list(a) + list(b) if isinstance(a, list) else np.concatenate([a, b])
+
+
+def load_real(ds: DefectDataset, train: list[PairRecord], test: list[PairRecord], size: int | SegConfig) -> RealData:
+    """The real training and test pairs; ``size`` is the square side, or a SegConfig (crop mode)."""
     check_no_leak([r.stem for r in train], [r.stem for r in test])
-    tr_x, tr_y = load_pairs(train, ds.class_map, size)
-    te_x, te_y = load_pairs(test, ds.class_map, size)
+    tr_x, tr_y = load_for(train, ds.class_map, size)
+    te_x, te_y = load_for(test, ds.class_map, size)
     test_stems = {r.stem for r in test}
     good = [r for r in ds.good if r.stem not in test_stems]
     return RealData(ds.class_map, [r.stem for r in train], [r.stem for r in test], tr_x, tr_y, te_x, te_y, good)
@@ -105,25 +121,24 @@ def choose_negatives(real: RealData, count: int, seed: int) -> list[PairRecord]:
 
 
 def mixed_training_set(
-    real: RealData, synthetic: SyntheticSet | None, ratio: float, seed: int, balanced: bool, size: int,
+    real: RealData, synthetic: SyntheticSet | None, ratio: float, seed: int, balanced: bool, size: int | SegConfig,
     negatives: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Real pairs, ``negatives`` defect-free images and ``ratio`` × as many synthetic pairs as real
     ones, drawn from ``seed``; also the chosen synthetic files."""
     neg = choose_negatives(real, negatives, seed)
     if neg:
-        neg_x, neg_y = load_pairs(neg, real.class_map, size)
-        real = replace(real, train_images=np.concatenate([real.train_images, neg_x]),
-                       train_masks=np.concatenate([real.train_masks, neg_y]))
+        neg_x, neg_y = load_for(neg, real.class_map, size)
+        real = replace(real, train_images=_concat(real.train_images, neg_x), train_masks=_concat(real.train_masks, neg_y))
     count = num_synthetic(len(real.train_stems), ratio)
     if count == 0:
         return real.train_images, real.train_masks, []
     if synthetic is None:
         raise DataError(f"ratio {ratio} needs a synthetic set (--synthetic DIR)")
     chosen = [synthetic.records[i] for i in choose_synthetic(synthetic.classes, count, seed, balanced)]
-    syn_x, syn_y = load_pairs(chosen, synthetic.class_map, size)
+    syn_x, syn_y = load_for(chosen, synthetic.class_map, size, native=True)
     return (
-        np.concatenate([real.train_images, syn_x]), np.concatenate([real.train_masks, syn_y]),
+        _concat(real.train_images, syn_x), _concat(real.train_masks, syn_y),
         [r.image.name for r in chosen],
     )
 
@@ -141,15 +156,18 @@ def train_and_score(
     negatives: int = 0,
 ) -> dict[str, Any]:
     """One seed: mix, train for the fixed number of steps, predict the test split once, score."""
-    x, y, files = mixed_training_set(real, synthetic, ratio, seed, balanced, cfg.size, negatives)
+    x, y, files = mixed_training_set(real, synthetic, ratio, seed, balanced, cfg, negatives)
     neg_stems = [r.stem for r in choose_negatives(real, negatives, seed)]
     losses: list[dict] = []
     start = time.perf_counter()
     model = fit_segmenter(x, y, cfg, real.class_map.num_classes, seed, device, real.class_map.ignore_index, losses.append)
     train_seconds = time.perf_counter() - start
-    pred = predict(model, real.test_images, cfg.eval_batch_size)
     scorer = SegMetrics(real.class_map.names, real.class_map.ignore_index, detect_min_area)
-    scorer.update(pred, real.test_masks)
+    if isinstance(real.test_images, list):  # crop mode: whole scaled images, sliding window
+        for p, t in zip(predict_whole(model, real.test_images, cfg.size), real.test_masks):
+            scorer.update(p, t)
+    else:
+        scorer.update(predict(model, real.test_images, cfg.eval_batch_size), real.test_masks)
     metrics = scorer.compute()
     if log:
         log(
@@ -243,7 +261,7 @@ def run_evaluation(
         raise DataError(f"ratio {cfg.ratio} needs a synthetic set (--synthetic DIR)")
     if not cfg.seeds:
         raise DataError("no seeds given")
-    real = load_real(dataset, train, test, cfg.seg.size)
+    real = load_real(dataset, train, test, cfg.seg)
     if log:
         log(f"{cfg.seg.model}, ratio {cfg.ratio}: {len(train)} real training pairs, {len(test)} test pairs ({test_source})")
     runs = [

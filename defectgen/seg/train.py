@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from defectgen.config import ConfigError
+from defectgen.data.geometry import seg_crop_set, sliding_logits
 from defectgen.seg.models import Segmenter, build_model
 
 
@@ -28,7 +29,10 @@ class SegConfig:
     """How one segmentation model is trained (identical for every ratio and source)."""
 
     model: str = "deeplabv3plus-r18"
-    size: int = 64  # images and masks are resized to size x size
+    size: int = 64  # images and masks are resized to size x size (crop mode: the crop and window side)
+    resize_mode: str = "resize"  # resize: squash to size²; crop: aspect kept, train on crops, predict whole images
+    long_side: int | None = None  # crop mode: scale images so their long side is this (None: native size)
+    crop_defect_prob: float = 0.5  # crop mode: share of training crops placed over a defect pixel
     steps: int = 400  # optimisation steps, fixed: never epochs, never early stopping
     batch_size: int = 16
     lr: float = 1e-3  # AdamW peak learning rate
@@ -98,8 +102,8 @@ def _check_inputs(images: np.ndarray, masks: np.ndarray) -> None:
 
 
 def fit_segmenter(
-    images: np.ndarray,
-    masks: np.ndarray,
+    images: np.ndarray | list[np.ndarray],
+    masks: np.ndarray | list[np.ndarray],
     cfg: SegConfig,
     num_classes: int,
     seed: int,
@@ -110,8 +114,13 @@ def fit_segmenter(
     """Train ``cfg.model`` from ``seed`` on (N,H,W,3) uint8 images and (N,H,W) uint8 class-id masks.
 
     The seed fixes the initialisation, the batch order and the augmentation draws. ``log`` (if given)
-    receives ``{"step", "loss", "lr"}`` every 50 steps and at the end.
+    receives ``{"step", "loss", "lr"}`` every 50 steps and at the end. Lists of images of different
+    sizes are trained on ``cfg.size`` crops (``defectgen.data.geometry.CropSet``).
     """
+    crops = None
+    if isinstance(images, list):
+        crops = seg_crop_set(images, masks, cfg.size, cfg.crop_defect_prob, num_classes)
+        images, masks = np.zeros((1, cfg.size, cfg.size, 3), np.uint8), np.zeros((1, cfg.size, cfg.size), np.uint8)
     _check_inputs(images, masks)
     if cfg.batch_size < 2:
         raise ConfigError("config key 'seg.batch_size' must be at least 2 (BatchNorm needs more than one sample)")
@@ -127,8 +136,12 @@ def fit_segmenter(
     y_all = torch.from_numpy(np.ascontiguousarray(masks)).long().to(dev)
     model.train()
     running = 0.0
-    for step, idx in enumerate(batch_indices(len(images), cfg.batch_size, cfg.steps, gen)):
-        x, y = x_all[idx.to(dev)].float() / 255.0, y_all[idx.to(dev)]
+    for step, idx in enumerate(batch_indices(len(crops or images), cfg.batch_size, cfg.steps, gen)):
+        if crops is not None:
+            xy = crops.crops(idx, gen).to(dev)
+            x, y = xy[:, :3].float() / 255.0, xy[:, 3].long()
+        else:
+            x, y = x_all[idx.to(dev)].float() / 255.0, y_all[idx.to(dev)]
         if cfg.augment:
             x, y = augment_batch(x, y, gen)
         logits = model(x)
@@ -157,5 +170,18 @@ def predict(model: Segmenter, images: np.ndarray, batch_size: int = 32) -> np.nd
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2).to(dev).float() / 255.0
         out[i : i + batch_size] = model(x).argmax(1).to(torch.uint8).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def predict_whole(model: Segmenter, images: list[np.ndarray], window: int) -> list[np.ndarray]:
+    """Class ids of whole images of any size (each side >= ``window``), by a sliding window."""
+    model.eval()
+    model.check_size(window, window)
+    dev = next(model.parameters()).device
+    out = []
+    for im in images:
+        x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).to(dev).float() / 255.0
+        out.append(sliding_logits(model, x, window).argmax(0).to(torch.uint8).cpu().numpy())
     return out
 
