@@ -33,6 +33,7 @@ MASK_DIR_NAMES = ("SegmentationClass", "ann_dir", "masks", "mask", "labels", "la
                   "anns", "gt", "groundtruth")
 INDEX_DIR_PAIRS = tuple((a, b) for a in IMAGE_DIR_NAMES for b in MASK_DIR_NAMES)
 LABEL_FILES = ("labels.txt", "classes.txt", "class_names.txt")
+NOT_CLASS_DIRS = ("ImageSets", "splits")  # split-file folders next to data folders
 FORMATS = ("index", "mvtec", "binary-per-class")
 # A folder whose name holds one of these words (split at _ - . space) holds defect-free images.
 GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
@@ -145,7 +146,7 @@ def _class_folder_files(folder: Path) -> tuple[list[Path], dict[str, Path]] | st
 
 
 def _why_not_binary(root: Path) -> str | None:
-    classes = [p for p in _subdirs(root) if not is_good_name(p.name)]
+    classes = [p for p in _subdirs(root) if not is_good_name(p.name) and p.name not in NOT_CLASS_DIRS]
     if not classes:
         return "no class folders"
     reasons = []
@@ -168,8 +169,21 @@ def _stem_sharing_hint(root: Path) -> str:
     for i, a in enumerate(subs):
         for b in subs[i + 1:]:
             if len(stems[a] & stems[b]) >= max(1, min(len(stems[a]), len(stems[b])) // 2):
-                return f"{a.name}/ and {b.name}/ share file stems: an image/mask pair? pass --images {a} --masks {b}"
+                img, mask = (b, a) if _distinct_values(a) < _distinct_values(b) else (a, b)
+                return f"{a.name}/ and {b.name}/ share file stems: an image/mask pair? pass --images {img} --masks {mask}"
     return ""
+
+
+def _distinct_values(folder: Path) -> int:
+    """Distinct pixel values of the folder's first image: masks have few, photos many."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(_images_in(folder)[0]) as im:
+            return len(np.unique(np.asarray(im)))
+    except (OSError, ValueError):
+        return 0
 
 
 def detect_format(root: Path) -> str:
@@ -330,7 +344,7 @@ def read_binary_per_class(root: Path, mask_suffix: str | None = None, threshold:
     root = Path(root)
     folders = _subdirs(root)
     good_dirs = [p for p in folders if is_good_name(p.name)]
-    classes = [p.name for p in folders if p not in good_dirs]
+    classes = [p.name for p in folders if p not in good_dirs and p.name not in NOT_CLASS_DIRS]
     if not classes:
         raise DataError(f"{root}: no class folders found" + (f" (only defect-free: {[p.name for p in good_dirs]})" if good_dirs else ""))
     class_map = ClassMap(("background",) + tuple(classes))
