@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from defectgen.data import ClassMap, DataError, load_pairs, open_dataset, read_labels_file
+from defectgen.data import ClassMap, DataError, good_images, load_pairs, open_dataset, read_labels_file
 from defectgen.data.loading import _mask_array, _open, _to_rgb
 from defectgen.pairs import dihedral, encode_pairs
 from defectgen.pipeline import Known, sample_seed, soft_region
@@ -113,9 +113,13 @@ class Loaded(NamedTuple):
 
 
 def read_good_images(folder: Path, size: int, image_channels: int, resize_mode: str = "resize") -> dict[str, Loaded]:
-    """Good images by stem, resized the way training data is; channel count checked against the model."""
+    """Good images by stem, resized the way training data is; channel count checked against the model.
+
+    ``folder`` is a plain folder of images, a good folder with masks beside its images (``MT_Free/``)
+    or a whole data set, whose defect-free images are used (``defectgen.data.good_images``).
+    """
     out: dict[str, Loaded] = {}
-    for path in _image_files(Path(folder)):
+    for path in good_images(Path(folder)):
         im = _open(path)
         rgb = _to_rgb(im)
         grey = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
