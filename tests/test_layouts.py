@@ -215,3 +215,10 @@ def test_evaluate_adds_defect_free_negatives_and_tests_on_empty_masks(tmp_path: 
     neg = res["per_seed"][0]["negative_stems"]
     assert len(neg) == 3 and "7" not in neg and set(neg) <= {"6", "good_g0", "good_g1", "good_g2"}
     assert main(argv[:-4] + ["--negatives", "9", "--out", str(tmp_path / "ev2")]) == 2  # only 4 outside the test set
+
+
+def test_guided_onto_takes_a_good_folder_with_masks_beside(tmp_path: Path) -> None:
+    from defectgen.guided import read_good_images
+
+    root = make_mt(tmp_path / "mt")
+    assert sorted(read_good_images(root / "MT_Free", 16, 3)) == ["free0", "free1", "free2", "free3"]
