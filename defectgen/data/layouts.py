@@ -83,9 +83,11 @@ def relayout(folder: Path, layout: str, split: str = "train") -> None:
             _put(folder / "masks" / sample["file"], tmp / mask)
             sample.update(image=img, mask=mask)
             stems.append(stem)
-        for extra in folder.iterdir():
+        for extra in folder.iterdir():  # grid.png and anything else a writer added
             if extra.is_file() and extra.name != "manifest.json":
                 _put(extra, tmp / extra.name)
+            elif extra.is_dir() and extra.name not in ("images", "masks"):
+                shutil.copytree(extra, tmp / extra.name)
         write_index_files(tmp, layout, class_map, {split: stems})
         atomic_write_json(tmp / "manifest.json", {**manifest, "layout": layout})
     done = folder.with_name(folder.name + ".relayout")

@@ -181,7 +181,7 @@ def predict_whole(model: Segmenter, images: list[np.ndarray], window: int) -> li
     dev = next(model.parameters()).device
     out = []
     for im in images:
-        x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).to(dev).float() / 255.0
+        x = torch.from_numpy(np.array(im)).permute(2, 0, 1).to(dev).float() / 255.0
         out.append(sliding_logits(model, x, window).argmax(0).to(torch.uint8).cpu().numpy())
     return out
 
