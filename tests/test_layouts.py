@@ -136,7 +136,7 @@ def test_class_images_masks_subfolders_and_good_flag(tmp_path: Path) -> None:
     assert img.shape == (12, 12, 3) and mask.max() == 0
 
 
-def test_mvtec_good_folders(tmp_path: Path) -> None:
+def test_mvtec_good_folders_and_threshold(tmp_path: Path) -> None:
     for defect in ("crack",):
         _save(tmp_path / "test" / defect / "000.png", _image(12, 12, 0))
         _save(tmp_path / "ground_truth" / defect / "000_mask.png", _crack(12, 12))
@@ -145,6 +145,9 @@ def test_mvtec_good_folders(tmp_path: Path) -> None:
     ds = open_dataset(tmp_path)
     assert ds.format == "mvtec" and len(ds.records) == 1
     assert sorted(r.stem for r in ds.good) == ["test_good_000", "train_good_000"]
+    assert load_pair(ds.records[0], ds.class_map)[1].sum() == 8
+    loose = open_dataset(tmp_path, threshold=50)  # the 100-valued anti-aliased edge becomes defect
+    assert load_pair(loose.records[0], loose.class_map)[1].sum() == 16
 
 
 # ---- the silent cases, now loud ----

@@ -80,8 +80,11 @@ def _resize_pair(img: Image.Image, mask: Image.Image, size: int, mode: str) -> t
         s = min(w, h)
         box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
         img, mask = img.crop(box), mask.crop(box)
+    elif mode == "crop":
+        raise DataError("resize_mode 'crop' draws crops of scaled images during training (defectgen.data.geometry); "
+                        "loading pairs at one fixed size needs 'resize' or 'center-crop'")
     elif mode != "resize":
-        raise DataError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)})")
+        raise DataError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)}, or crop for training)")
     return img.resize((size, size), Image.BICUBIC), mask.resize((size, size), Image.NEAREST)
 
 
