@@ -177,7 +177,7 @@ def test_gapped_ids_without_names_file_are_refused(tmp_path: Path, capsys: pytes
     root = _index(tmp_path, [m], None)
     assert main(["data", "--data", str(root)]) == 2
     err = capsys.readouterr().err
-    assert "mask ids [38, 75] have gaps and there is no class-name file" in err and "Traceback" not in err
+    assert "mask ids [38, 75] are not class ids 1..K (K <= 20) and there is no class-name file" in err and "Traceback" not in err
 
 
 def test_data_without_any_defect_pixel_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

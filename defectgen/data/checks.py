@@ -57,8 +57,9 @@ def _settle_index_classes(ds: DefectDataset, hists: list[dict[int, int]]) -> boo
         return True
     if not present:
         return False  # no defect pixel at all: refused below with the counts
-    raise DataError(f"{ds.records[0].mask.parent}: mask ids {_short(present)} have gaps and there is no class-name file; "
-                    "add labels.txt (one name per id, background first) so the ids mean classes")
+    raise DataError(f"{ds.records[0].mask.parent}: mask ids {_short(present)} are not class ids 1..K (K <= {MAX_DERIVED_CLASSES}) "
+                    "and there is no class-name file; add labels.txt (one name per id, background first) so the ids "
+                    "mean classes, or give binary masks as 0/255")
 
 
 def _short(values: list[int]) -> str:
