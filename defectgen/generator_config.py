@@ -17,6 +17,10 @@ class DiffusionConfig:
     beta_schedule: str = "squaredcos_cap_v2"  # diffusers' name for the cosine schedule
     prediction_type: str = "sample"  # epsilon | sample (x0) | v_prediction
     clip_sample: bool = True
+    # Rescale the betas so that alpha_bar at the last timestep is exactly 0 (Lin et al. 2024, diffusers'
+    # ``rescale_betas_zero_snr``): training then sees pure noise at t = T, as sampling starts from it.
+    # With epsilon prediction the x0 estimate at t = T is undefined (clipped); v_prediction is its usual partner.
+    rescale_betas_zero_snr: bool = False
 
 
 @dataclass

@@ -36,6 +36,7 @@ def make_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
         beta_schedule=d.beta_schedule,
         prediction_type=d.prediction_type,
         clip_sample=d.clip_sample,
+        rescale_betas_zero_snr=d.rescale_betas_zero_snr,
         timestep_spacing="trailing",  # sampling starts from the top timestep, pure noise
     )
 
