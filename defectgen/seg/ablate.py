@@ -1,12 +1,12 @@
-"""The ablation grid: sources × ratios × models × seeds, resumable, with table, plot and report.
+"""The ablation grid: sources × usage modes × ratios × models × seeds, resumable, with table, plot and report.
 
 A cell is one trained-and-scored segmenter. Ratio 0 (real pairs only) is one cell per model and
-seed, shared by every source, and is the baseline of the paired gains. Each finished cell is written
+seed, shared by every source and usage mode, and is the baseline of the paired gains. Each finished cell is written
 to ``OUT/cells/<id>.json`` at once, so an interrupted run picks up where it stopped; a cell whose
 stored protocol differs from the current config is refused rather than silently mixed in.
 
 Outputs: ``results.csv`` (one row per cell), ``summary.csv`` (mean ± std and paired gain per
-model/source/ratio), ``miou_vs_ratio.png`` and ``report.md``.
+model/source/usage/ratio), ``miou_vs_ratio.png`` and ``report.md``.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from defectgen.seg.mixing import SyntheticSet, check_no_leak, open_synthetic
 from defectgen.seg.models import MODELS
 from defectgen.seg.stats import mean_std, paired_gain
 from defectgen.seg.train import SegConfig
+from defectgen.seg.usage import UsageConfig
 
 REAL = "real"  # the source name of ratio-0 cells
 
@@ -47,6 +48,7 @@ class AblateConfig:
     test_list: str | None = None
     sources: dict[str, str] = field(default_factory=dict)  # name -> sample folder; an empty folder name skips it
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
+    usages: list[UsageConfig] = field(default_factory=lambda: [UsageConfig()])  # how synthetic pairs are used
     models: list[str] = field(default_factory=lambda: ["deeplabv3plus-r18", "unet-small"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     balanced: bool = True
@@ -60,10 +62,12 @@ class Cell:
     source: str
     ratio: float
     seed: int
+    usage: str = "mix"  # UsageConfig.label(); "" for the real-only cells
 
     @property
     def id(self) -> str:
-        return f"{self.model}__{self.source}__r{self.ratio:g}__s{self.seed}"
+        suffix = f"__{self.usage}" if self.usage not in ("", "mix") else ""  # mix keeps the ids of earlier grids
+        return f"{self.model}__{self.source}__r{self.ratio:g}__s{self.seed}{suffix}"
 
 
 def check_config(cfg: AblateConfig) -> None:
@@ -84,6 +88,13 @@ def check_config(cfg: AblateConfig) -> None:
         raise ConfigError("config key 'sources': ratios above 0 need at least one synthetic source")
     if not cfg.seeds:
         raise ConfigError("config key 'seeds': at least one seed")
+    if not cfg.usages:
+        raise ConfigError("config key 'usages': at least one usage mode (e.g. [{mode: mix}])")
+    for i, u in enumerate(cfg.usages):
+        u.check(f"usages[{i}]")
+    labels = [u.label() for u in cfg.usages]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"config key 'usages': the same usage twice ({labels})")
 
 
 def grid(cfg: AblateConfig) -> list[Cell]:
@@ -92,9 +103,10 @@ def grid(cfg: AblateConfig) -> list[Cell]:
     for seed in cfg.seeds:
         for model in cfg.models:
             if 0 in cfg.ratios:
-                cells.append(Cell(model, REAL, 0.0, seed))
+                cells.append(Cell(model, REAL, 0.0, seed, ""))
             for source in cfg.sources:
-                cells += [Cell(model, source, float(r), seed) for r in cfg.ratios if r > 0]
+                for u in cfg.usages:
+                    cells += [Cell(model, source, float(r), seed, u.label()) for r in cfg.ratios if r > 0]
     return cells
 
 
@@ -108,7 +120,14 @@ def cell_key(cell: Cell, cfg: AblateConfig, real: RealData, syn: SyntheticSet | 
         "synthetic": syn.manifest_sha256 if syn is not None and cell.ratio > 0 else None,
         "train": real.train_stems, "test": real.test_stems,
     }
+    if cell.usage not in ("", "mix"):  # mix cells keep the keys of grids made before usage modes existed
+        blob["usage"] = to_dict(usage_of(cfg, cell))
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def usage_of(cfg: AblateConfig, cell: Cell) -> UsageConfig:
+    """The usage mode of a cell (mix for the real-only cells, where it makes no difference)."""
+    return next((u for u in cfg.usages if u.label() == cell.usage), UsageConfig())
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -172,7 +191,8 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
             if log:
                 log(f"[{i + 1}/{len(cells)}] {cell.id}")
             seg = SegConfig(**{**to_dict(cfg.seg), "model": cell.model})
-            run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log)
+            run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log,
+                                  usage=usage_of(cfg, cell))
             done = {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
             atomic_write_json(path, done)
             write_summary(out, cfg, finished + [done], len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})")
@@ -185,17 +205,18 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
 
 
 def summarize(cfg: AblateConfig, cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, source, ratio): mean ± std over seeds and the paired gain over ratio 0."""
+    """One row per (model, source, usage, ratio): mean ± std over seeds and the paired gain over ratio 0."""
     by: dict[tuple, dict[int, dict]] = {}
     for c in cells:
-        by.setdefault((c["cell"]["model"], c["cell"]["source"], c["cell"]["ratio"]), {})[c["seed"]] = c["metrics"]
+        usage = c["cell"].get("usage", "mix" if c["cell"]["ratio"] > 0 else "")
+        by.setdefault((c["cell"]["model"], c["cell"]["source"], usage, c["cell"]["ratio"]), {})[c["seed"]] = c["metrics"]
     rows = []
-    for (model, source, ratio), runs in by.items():
-        row: dict[str, Any] = {"model": model, "source": source, "ratio": ratio, "seeds": len(runs)}
+    for (model, source, usage, ratio), runs in by.items():
+        row: dict[str, Any] = {"model": model, "source": source, "usage": usage, "ratio": ratio, "seeds": len(runs)}
         for k in ("miou_all", "miou_defect", "mdice_defect", "pixel_fp_rate", "pixel_fn_rate", "image_recall", "image_fp_rate"):
             s = mean_std([m[k] for m in runs.values()])
             row[f"{k}_mean"], row[f"{k}_std"] = s["mean"], s["std"]
-        base = by.get((model, REAL, 0.0), {})
+        base = by.get((model, REAL, "", 0.0), {})
         common = sorted(set(runs) & set(base))
         for k in ("miou_all", "miou_defect"):
             g = paired_gain([runs[s][k] for s in common], [base[s][k] for s in common]) if ratio > 0 and common else None
@@ -205,7 +226,9 @@ def summarize(cfg: AblateConfig, cells: list[dict[str, Any]]) -> list[dict[str, 
         rows.append(row)
     order = {m: i for i, m in enumerate(cfg.models)}
     src_order = {s: i for i, s in enumerate([REAL, *cfg.sources])}
-    return sorted(rows, key=lambda r: (order.get(r["model"], 99), r["ratio"] > 0, src_order.get(r["source"], 99), r["ratio"]))
+    use_order = {u.label(): i for i, u in enumerate(cfg.usages)}
+    return sorted(rows, key=lambda r: (order.get(r["model"], 99), r["ratio"] > 0, src_order.get(r["source"], 99),
+                                       use_order.get(r["usage"], 99), r["ratio"]))
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -222,7 +245,8 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for c in cells:
         m = c["metrics"]
-        row = {"model": c["cell"]["model"], "source": c["cell"]["source"], "ratio": c["cell"]["ratio"], "seed": c["seed"],
+        row = {"model": c["cell"]["model"], "source": c["cell"]["source"], "usage": c["cell"].get("usage", ""),
+               "ratio": c["cell"]["ratio"], "seed": c["seed"],
                "num_real": c["num_real"], "num_synthetic": c["num_synthetic"]}
         row.update({k: m[k] for k in SCALAR_METRICS})
         row.update({f"iou_{n}": v["iou"] for n, v in m["per_class"].items()})
@@ -246,10 +270,11 @@ def _gain(row: dict[str, Any], k: str) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | source | ratio | seeds | mIoU defect | mIoU all | gain defect [95% CI] | gain all [95% CI] "
-            "| pixel FP | pixel FN | image recall |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| model | source | usage | ratio | seeds | mIoU defect | mIoU all | gain defect [95% CI] | gain all [95% CI] "
+            "| pixel FP | pixel FN | image recall |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [
-        f"| {r['model']} | {r['source']} | {r['ratio']:g} | {r['seeds']} | {_pct(r['miou_defect_mean'], r['miou_defect_std'])} "
+        f"| {r['model']} | {r['source']} | {r.get('usage') or '–'} | {r['ratio']:g} | {r['seeds']} "
+        f"| {_pct(r['miou_defect_mean'], r['miou_defect_std'])} "
         f"| {_pct(r['miou_all_mean'], r['miou_all_std'])} | {_gain(r, 'miou_defect')} | {_gain(r, 'miou_all')} "
         f"| {_pct(r['pixel_fp_rate_mean'])} | {_pct(r['pixel_fn_rate_mean'])} | {_pct(r['image_recall_mean'])} |"
         for r in rows
@@ -271,11 +296,14 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
         for row_i, key in enumerate(("miou_defect", "miou_all")):
             ax = axes[row_i][col]
             for source in cfg.sources:
-                pts = sorted(base + [r for r in rows if r["model"] == model and r["source"] == source], key=lambda r: r["ratio"])
-                pts = [p for p in pts if p[f"{key}_mean"] is not None]
-                if pts:
-                    ax.errorbar([p["ratio"] for p in pts], [100 * p[f"{key}_mean"] for p in pts],
-                                yerr=[100 * (p[f"{key}_std"] or 0) for p in pts], marker="o", capsize=3, label=source)
+                for usage in [u.label() for u in cfg.usages]:
+                    mine = [r for r in rows if r["model"] == model and r["source"] == source and r["usage"] == usage]
+                    pts = sorted(base + mine, key=lambda r: r["ratio"])
+                    pts = [p for p in pts if p[f"{key}_mean"] is not None]
+                    if mine and pts:
+                        name = source if len(cfg.usages) == 1 else f"{source}, {usage}"
+                        ax.errorbar([p["ratio"] for p in pts], [100 * p[f"{key}_mean"] for p in pts],
+                                    yerr=[100 * (p[f"{key}_std"] or 0) for p in pts], marker="o", capsize=3, label=name)
             if not cfg.sources and base:
                 ax.errorbar([0], [100 * base[0][f"{key}_mean"]], yerr=[100 * (base[0][f"{key}_std"] or 0)], marker="o", label=REAL)
             ax.set_title(f"{model}" if row_i == 0 else "")
@@ -283,7 +311,8 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
             ax.grid(alpha=0.3)
             if row_i == 1:
                 ax.set_xlabel("synthetic pairs per real pair (0 = real only)")
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:  # a partial grid may have no synthetic cell yet
+        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -305,7 +334,8 @@ def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_t
         f"{', split ' + cfg.split if cfg.split else ''}, selection seed {cfg.selection_seed}); "
         f"{test}.\n"
         f"- Sources: {', '.join(f'{k} = `{v}`' for k, v in cfg.sources.items()) or 'none'}; ratio = synthetic pairs per real pair"
-        f"{', drawn balanced over defect classes' if cfg.balanced else ''}.\n"
+        f"{', drawn balanced over defect classes' if cfg.balanced else ''}; "
+        f"usage modes: {', '.join(u.label() for u in cfg.usages)} (see docs/evaluation.md).\n"
         f"- Training (identical for every cell): {seg.steps} steps, batch {seg.batch_size}, {seg.size} px, AdamW lr {seg.lr:g} "
         f"with {seg.warmup_steps}-step warm-up and cosine decay, flips/90° turns, "
         f"{'encoder from ' + seg.encoder_weights_path if seg.encoder_weights_path else 'from scratch'}; "

@@ -16,6 +16,7 @@ from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, sum
 from defectgen.seg.copypaste import run_copypaste
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
 from defectgen.seg.models import MODELS
+from defectgen.seg.usage import USAGE_MODES, UsageConfig
 
 
 def _pct(stat: dict) -> str:
@@ -31,6 +32,29 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got '{text}'") from err
 
 
+def add_usage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--usage", choices=USAGE_MODES, default=None,
+                   help="how synthetic pairs are used: mix (one pool), pretrain (synthetic first, then real), "
+                   "weighted (mix with a synthetic loss weight); default: the config's (mix)")
+    p.add_argument("--synthetic-weight", type=float, default=None, help="--usage weighted: loss weight of a synthetic pair")
+    p.add_argument("--pretrain-fraction", type=float, default=None,
+                   help="--usage pretrain: share of the steps spent on synthetic pairs before the real fine-tune")
+
+
+def usage_from_args(args: argparse.Namespace, usage: UsageConfig) -> UsageConfig:
+    """``usage`` with the command line's --usage/--synthetic-weight/--pretrain-fraction applied and checked."""
+    if args.usage is not None:
+        usage.mode = args.usage
+    for flag, key, mode in (("synthetic_weight", "synthetic_weight", "weighted"), ("pretrain_fraction", "pretrain_fraction", "pretrain")):
+        value = getattr(args, flag)
+        if value is not None:
+            if usage.mode != mode:
+                raise ConfigError(f"--{flag.replace('_', '-')} applies to --usage {mode} only (the usage is {usage.mode})")
+            setattr(usage, key, value)
+    usage.check()
+    return usage
+
+
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate", help="train a segmenter on real + synthetic pairs and score it on the test split",
@@ -40,11 +64,13 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     add_selection_args(p)
     p.add_argument("--synthetic", type=Path, default=None, help="sample folder (images/, masks/, manifest.json)")
     p.add_argument("--ratio", type=float, default=None, help="synthetic pairs per real training pair (0 = real only)")
+    add_usage_args(p)
     p.add_argument("--model", choices=list(MODELS), default=None, help="segmentation model")
     p.add_argument("--seeds", type=_seeds, default=None, help="training seeds, e.g. 0,1,2")
     p.add_argument("--negatives", type=int, default=None,
                    help="add this many defect-free images (all background) to each seed's training set")
-    p.add_argument("--test-split", default=None, help="split naming the test stems (default: test)")
+    p.add_argument("--test-split", default=None,
+                   help="split whose stems are scored (default: test); use val for every choice, test once at the end")
     p.add_argument("--test-list", default=None, help="file of exact test stems instead of a split")
     p.add_argument("--baseline", type=Path, default=None, help="ratio-0 results.json of the same protocol: adds the paired gain")
     p.add_argument("--config", type=Path, default=None, help="YAML evaluation config (e.g. configs/seg_neu64.yaml)")
@@ -64,6 +90,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             setattr(cfg, key, getattr(args, flag))
     if args.model is not None:
         cfg.seg.model = args.model
+    cfg.usage = usage_from_args(args, cfg.usage)
     ds, train = selection_from_args(args)
     refuse_existing(args.out, args.overwrite)
     results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=args.device)
@@ -127,6 +154,7 @@ def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. configs/ablate_neu64.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_usage_args(p)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier ablation to resume)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier cells in OUT and start again")
@@ -136,6 +164,11 @@ def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     cfg = load_config(AblateConfig, args.config, args.overrides)
+    if any(getattr(args, k) is not None for k in ("usage", "synthetic_weight", "pretrain_fraction")):
+        if len(cfg.usages) != 1:
+            raise ConfigError("--usage/--synthetic-weight/--pretrain-fraction set one usage mode; the config sweeps "
+                              f"{len(cfg.usages)} (key 'usages'): change that key instead")
+        cfg.usages = [usage_from_args(args, cfg.usages[0])]
     cells = run_ablation(cfg, args.out, device=args.device, overwrite=args.overwrite)
     print(markdown_table(summarize(cfg, cells)))
     print(f"report: {args.out / 'report.md'}")

@@ -29,19 +29,21 @@ from defectgen.data.geometry import load_scaled
 from defectgen.seg.metrics import SCALAR_METRICS, SegMetrics
 from defectgen.seg.mixing import SyntheticSet, check_no_leak, choose_synthetic, num_synthetic, open_synthetic
 from defectgen.seg.stats import mean_std, paired_gain
-from defectgen.seg.train import SegConfig, fit_segmenter, predict, predict_whole, resolve_device
+from defectgen.seg.train import SegConfig, predict, predict_whole, resolve_device
+from defectgen.seg.usage import UsageConfig, fit_with_usage
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class EvalConfig:
-    """The protocol around one segmenter: mixing ratio, seeds, test split, detection threshold."""
+    """The protocol around one segmenter: mixing ratio, usage mode, seeds, test split, detection threshold."""
 
     ratio: float = 0.0  # synthetic pairs per real training pair (0 = real only)
+    usage: UsageConfig = field(default_factory=UsageConfig)  # mix | pretrain | weighted (see seg/usage.py)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     balanced: bool = True  # draw synthetic pairs balanced over defect classes
-    test_split: str = "test"  # split file naming the test stems (ImageSets/Segmentation/<name>.txt)
+    test_split: str = "test"  # split naming the scored stems (ImageSets/Segmentation/<name>.txt); val for choices
     test_list: str | None = None  # or a file of exact test stems
     detect_min_area: float = 0.005  # image flagged defective when predicted defect area > this fraction
     negatives: int = 0  # defect-free images added to training (all-background masks), drawn per seed
@@ -154,13 +156,18 @@ def train_and_score(
     device: str | None = None,
     log: Log | None = None,
     negatives: int = 0,
+    usage: UsageConfig | None = None,
 ) -> dict[str, Any]:
-    """One seed: mix, train for the fixed number of steps, predict the test split once, score."""
+    """One seed: draw the defect-free and synthetic pairs, train for the fixed number of steps as
+    ``usage`` says (default: mix; defect-free images count as real), predict the test split once, score."""
+    usage = usage or UsageConfig()
     x, y, files = mixed_training_set(real, synthetic, ratio, seed, balanced, cfg, negatives)
     neg_stems = [r.stem for r in choose_negatives(real, negatives, seed)]
+    n_real = len(x) - len(files)  # real (+ defect-free) pairs first, the synthetic ones last
     losses: list[dict] = []
     start = time.perf_counter()
-    model = fit_segmenter(x, y, cfg, real.class_map.num_classes, seed, device, real.class_map.ignore_index, losses.append)
+    model, phases = fit_with_usage(x[:n_real], y[:n_real], x[n_real:], y[n_real:], usage, cfg, real.class_map.num_classes,
+                                   seed, device, real.class_map.ignore_index, losses.append)
     train_seconds = time.perf_counter() - start
     scorer = SegMetrics(real.class_map.names, real.class_map.ignore_index, detect_min_area)
     if isinstance(real.test_images, list):  # crop mode: whole scaled images, sliding window
@@ -171,12 +178,14 @@ def train_and_score(
     metrics = scorer.compute()
     if log:
         log(
-            f"seed {seed}: {len(real.train_images)} real + {len(neg_stems)} defect-free + {len(files)} synthetic, {train_seconds:.0f}s, "
+            f"seed {seed}: {len(real.train_images)} real + {len(neg_stems)} defect-free + {len(files)} synthetic"
+            f"{f' ({usage.label()})' if files else ''}, {train_seconds:.0f}s, "
             f"mIoU all {metrics['miou_all']:.4f} defect {metrics['miou_defect']:.4f}"
         )
     return {
         "seed": seed, "num_real": len(real.train_images), "num_negatives": len(neg_stems), "negative_stems": neg_stems,
         "num_synthetic": len(files), "synthetic_files": files,
+        "usage": usage.label() if files else "real-only", "phases": phases,
         "train_seconds": round(train_seconds, 2), "final_loss": losses[-1]["loss"] if losses else None, "metrics": metrics,
     }
 
@@ -199,7 +208,11 @@ def protocol_key(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def gain_over(results: dict[str, Any], baseline: dict[str, Any], where: str) -> dict[str, Any]:
-    """Paired gain (per seed) of ``results`` over a ratio-0 ``baseline`` of the same protocol."""
+    """Paired gain (per seed) of ``results`` over a ratio-0 ``baseline`` of the same protocol.
+
+    Same protocol: training settings (model, steps, ...), selection, scored stems and every seed of
+    this run. The usage mode is not part of it: at ratio 0 every mode is the same real-only training.
+    """
     if baseline["config"]["ratio"] != 0:
         raise DataError(f"{where}: the baseline must be a ratio-0 run, it has ratio {baseline['config']['ratio']}")
     mine, theirs = protocol_key(results), protocol_key(baseline)
@@ -207,9 +220,10 @@ def gain_over(results: dict[str, Any], baseline: dict[str, Any], where: str) -> 
         if mine[key] != theirs[key]:
             raise DataError(f"{where}: the baseline differs in '{key}'; a paired gain needs the same protocol")
     base = {r["seed"]: r["metrics"] for r in baseline["per_seed"]}
-    seeds = [r["seed"] for r in results["per_seed"] if r["seed"] in base]
-    if not seeds:
-        raise DataError(f"{where}: no seed in common with this run")
+    seeds = [r["seed"] for r in results["per_seed"]]
+    lacking = [s for s in seeds if s not in base]
+    if lacking:
+        raise DataError(f"{where}: the baseline lacks seed(s) {lacking}; a paired gain needs every seed of this run")
     mets = {r["seed"]: r["metrics"] for r in results["per_seed"]}
     return {
         "baseline": where, "seeds": seeds,
@@ -261,11 +275,14 @@ def run_evaluation(
         raise DataError(f"ratio {cfg.ratio} needs a synthetic set (--synthetic DIR)")
     if not cfg.seeds:
         raise DataError("no seeds given")
+    cfg.usage.check()
     real = load_real(dataset, train, test, cfg.seg)
     if log:
-        log(f"{cfg.seg.model}, ratio {cfg.ratio}: {len(train)} real training pairs, {len(test)} test pairs ({test_source})")
+        log(f"{cfg.seg.model}, ratio {cfg.ratio}, usage {cfg.usage.label()}: {len(train)} real training pairs, "
+            f"{len(test)} scored pairs ({test_source})")
     runs = [
-        train_and_score(real, syn, cfg.ratio, s, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log, cfg.negatives)
+        train_and_score(real, syn, cfg.ratio, s, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log, cfg.negatives,
+                        cfg.usage)
         for s in cfg.seeds
     ]
     results: dict[str, Any] = {

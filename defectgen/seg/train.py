@@ -110,13 +110,20 @@ def fit_segmenter(
     device: str | None = None,
     ignore_index: int = 255,
     log: Callable[[dict], None] | None = None,
+    init: Segmenter | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> Segmenter:
     """Train ``cfg.model`` from ``seed`` on (N,H,W,3) uint8 images and (N,H,W) uint8 class-id masks.
 
     The seed fixes the initialisation, the batch order and the augmentation draws. ``log`` (if given)
     receives ``{"step", "loss", "lr"}`` every 50 steps and at the end. Lists of images of different
-    sizes are trained on ``cfg.size`` crops (``defectgen.data.geometry.CropSet``).
+    sizes are trained on ``cfg.size`` crops (``defectgen.data.geometry.CropSet``). ``init`` continues
+    training that model (fine-tuning, with a fresh optimiser and schedule) instead of a fresh one;
+    ``sample_weights`` (N,) scales each pair's pixel losses (the loss is still divided by the
+    number of valid pixels, so a weight below 1 shrinks that pair's share of the update).
     """
+    if sample_weights is not None and len(sample_weights) != len(images):
+        raise ValueError(f"sample_weights has {len(sample_weights)} entries for {len(images)} images")
     crops = None
     if isinstance(images, list):
         crops = seg_crop_set(images, masks, cfg.size, cfg.crop_defect_prob, num_classes)
@@ -127,8 +134,9 @@ def fit_segmenter(
     torch.set_num_threads(cfg.threads if cfg.threads > 0 else auto_threads())
     dev = resolve_device(device)
     seed_everything(seed)
-    model = build_model(cfg.model, num_classes, cfg.encoder_weights_path).to(dev)
+    model = (init if init is not None else build_model(cfg.model, num_classes, cfg.encoder_weights_path)).to(dev)
     model.check_size(*images.shape[1:3])
+    w_all = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float32).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps))
     gen = torch.Generator().manual_seed(seed)
@@ -146,7 +154,11 @@ def fit_segmenter(
             x, y = augment_batch(x, y, gen)
         logits = model(x)
         valid = (y != ignore_index).sum().clamp(min=1)
-        loss = F.cross_entropy(logits, y, ignore_index=ignore_index, reduction="sum") / valid
+        if w_all is None:
+            loss = F.cross_entropy(logits, y, ignore_index=ignore_index, reduction="sum") / valid
+        else:
+            pixel = F.cross_entropy(logits, y, ignore_index=ignore_index, reduction="none")  # 0 at ignored pixels
+            loss = (pixel * w_all[idx.to(dev)].view(-1, 1, 1)).sum() / valid
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
