@@ -1,0 +1,168 @@
+"""Real-only validation mIoU against training steps: the step count is chosen on val, never on test.
+
+Every point is a full training run of ``steps`` steps (its own warm-up and cosine decay to zero),
+scored once on the validation split, so the curve shows what ``seg.steps = N`` would give, not the
+intermediate checkpoints of one long run. The chosen step count is the smallest one whose mean
+(over seeds) is within ``tolerance`` of the best mean on the curve: the point where more steps stop
+paying. The choice and its numbers go to the protocol log.
+
+    OUT/cells/steps<N>__s<seed>.json   one trained-and-scored run (resumable)
+    OUT/curve.json  OUT/curve.csv  OUT/curve.md  OUT/curve.png
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from defectgen.config import ConfigError, to_dict
+from defectgen.data import DefectDataset, PairRecord
+from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from defectgen.seg.ablate import _csv, load_cell, prepare_out
+from defectgen.seg.evaluate import EvalConfig, environment, load_real, test_records, train_and_score
+from defectgen.seg.protocol import TEST_SPLITS, log_decision
+from defectgen.seg.stats import mean_std
+
+METRICS = ("miou_defect", "miou_all")
+
+
+def choose_converged(points: list[dict[str, Any]], metric: str, tolerance: float) -> int:
+    """The smallest step count whose mean ``metric`` is within ``tolerance`` of the best mean."""
+    scored = [p for p in points if p[metric]["mean"] is not None]
+    if not scored:
+        raise ConfigError(f"no step count has a defined mean {metric}")
+    best = max(p[metric]["mean"] for p in scored)
+    return min(p["steps"] for p in scored if p[metric]["mean"] >= best - tolerance)
+
+
+def _cell_key(cfg: EvalConfig, steps: int, seed: int, train: list[str], scored: list[str]) -> str:
+    seg = {**to_dict(cfg.seg), "steps": steps}
+    seg.pop("threads", None)
+    seg.pop("eval_batch_size", None)
+    blob = {"seg": seg, "seed": seed, "detect_min_area": cfg.detect_min_area, "train": train, "scored": scored}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_steps_curve(
+    dataset: DefectDataset,
+    train: list[PairRecord],
+    cfg: EvalConfig,
+    steps: list[int],
+    out: str | Path,
+    metric: str = "miou_defect",
+    tolerance: float = 0.01,
+    protocol_log: str | Path | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Real-only runs at each step count and seed, scored on ``cfg.test_split`` (a validation split).
+
+    Returns (and writes to ``out/curve.json``) the points, the chosen step count and the rule;
+    appends the decision ``seg.steps`` to ``protocol_log`` (default ``out/protocol.jsonl``).
+    """
+    if cfg.test_list is None and cfg.test_split in TEST_SPLITS:
+        raise ConfigError(f"the step count is chosen on a validation split, not on '{cfg.test_split}' (use --score-split val)")
+    if not steps or any(s < 1 for s in steps):
+        raise ConfigError(f"steps must be positive integers, got {steps}")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {list(METRICS)}, got '{metric}'")
+    if not cfg.seeds:
+        raise ConfigError("no seeds given")
+    out = Path(out)
+    scored, source = test_records(dataset, train, cfg.test_split, cfg.test_list)
+    on_test = sorted({r.stem for r in scored} & {s for t in TEST_SPLITS for s in dataset.splits.get(t, [])})
+    if on_test:
+        raise ConfigError(f"{len(on_test)} scored image(s) belong to the test split, e.g. {on_test[:3]}; "
+                          "the step count is chosen on validation images only")
+    prepare_out(out, overwrite)
+    real = load_real(dataset, train, scored, cfg.seg.size)
+    points = []
+    for n in sorted(set(steps)):
+        runs = []
+        for seed in cfg.seeds:
+            path = out / "cells" / f"steps{n}__s{seed}.json"
+            key = _cell_key(cfg, n, seed, real.train_stems, real.test_stems)
+            done = load_cell(path, key)
+            if done is None:
+                if log:
+                    log(f"{cfg.seg.model}, {n} steps, seed {seed}: real only, scored on {source}")
+                seg = dataclasses.replace(cfg.seg, steps=n, warmup_steps=min(cfg.seg.warmup_steps, n))
+                done = {"key": key, **train_and_score(real, None, 0.0, seed, seg, cfg.balanced, cfg.detect_min_area,
+                                                      device, log)}
+                atomic_write_json(path, done)
+            runs.append(done)
+        points.append({
+            "steps": n, "seeds": [r["seed"] for r in runs],
+            **{m: mean_std([r["metrics"][m] for r in runs]) for m in METRICS},
+            "per_seed": {str(r["seed"]): {m: r["metrics"][m] for m in METRICS} for r in runs},
+            "train_seconds": mean_std([r["train_seconds"] for r in runs])["mean"],
+        })
+    chosen = choose_converged(points, metric, tolerance)
+    rule = f"smallest step count whose mean {metric} is within {100 * tolerance:g} points of the best mean"
+    curve = {
+        "command": "steps-curve", "model": cfg.seg.model, "scored_on": source, "metric": metric, "tolerance": tolerance,
+        "chosen_steps": chosen, "rule": rule, "points": points, "config": to_dict(cfg),
+        "selection": {"data": str(Path(dataset.root).resolve()), "train_stems": real.train_stems,
+                      "scored_stems": real.test_stems},
+        "environment": environment(device),
+    }
+    write_outputs(out, curve)
+    log_decision(protocol_log or out / "protocol.jsonl", "seg.steps", chosen, split=cfg.test_split or "list", rule=rule,
+                 evidence={str(p["steps"]): p[metric]["mean"] for p in points}, source=str(out / "curve.json"),
+                 note=f"real only, {cfg.seg.model}, seeds {list(cfg.seeds)}, {len(real.train_stems)} training pairs")
+    return curve
+
+
+def _pct(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "–"
+    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
+
+
+def write_outputs(out: Path, curve: dict[str, Any]) -> None:
+    """curve.json, curve.csv, curve.md and curve.png."""
+    atomic_write_json(out / "curve.json", curve)
+    rows = [{"steps": p["steps"], "seeds": len(p["seeds"]), **{f"{m}_{k}": p[m][k] for m in METRICS for k in ("mean", "std")},
+             "train_seconds": p["train_seconds"]} for p in curve["points"]]
+    atomic_write_text(out / "curve.csv", _csv(rows))
+    table = "| steps | seeds | mIoU defect | mIoU all | train s/run |\n|---|---|---|---|---|\n" + "".join(
+        f"| {p['steps']}{' (chosen)' if p['steps'] == curve['chosen_steps'] else ''} | {len(p['seeds'])} "
+        f"| {_pct(p['miou_defect'])} | {_pct(p['miou_all'])} | {p['train_seconds']:.0f} |\n" for p in curve["points"])
+    seg = curve["config"]["seg"]
+    atomic_write_text(out / "curve.md", (
+        f"# Real-only segmentation: {curve['scored_on']} mIoU against training steps\n\n"
+        f"- Model `{curve['model']}`, {len(curve['selection']['train_stems'])} real training pairs, {seg['size']} px, "
+        f"batch {seg['batch_size']}, AdamW lr {seg['lr']:g}, each point a full run with its own warm-up and cosine decay.\n"
+        f"- Scored on {curve['scored_on']} ({len(curve['selection']['scored_stems'])} images), never on test; "
+        "values are mean ± std over seeds in %.\n"
+        f"- Chosen: **{curve['chosen_steps']} steps** ({curve['rule']}).\n\n" + table + "\n![curve](curve.png)\n"))
+    atomic_write_bytes(out / "curve.png", _plot(curve))
+
+
+def _plot(curve: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for m, label in (("miou_defect", "mIoU defect classes"), ("miou_all", "mIoU all classes")):
+        pts = [p for p in curve["points"] if p[m]["mean"] is not None]
+        ax.errorbar([p["steps"] for p in pts], [100 * p[m]["mean"] for p in pts],
+                    yerr=[100 * (p[m]["std"] or 0) for p in pts], marker="o", capsize=3, label=label)
+    ax.axvline(curve["chosen_steps"], color="grey", ls="--", lw=1, label=f"chosen: {curve['chosen_steps']}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training steps (each a full schedule)")
+    ax.set_ylabel(f"{curve['scored_on']} mIoU (%)")
+    ax.set_title(curve["model"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

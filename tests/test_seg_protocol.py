@@ -1,0 +1,91 @@
+"""Choosing on val, never on test: the steps curve script, the protocol log and scoring on val."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_seg_end_to_end import make_dataset
+
+from defectgen.cli import main
+from defectgen.config import ConfigError
+from defectgen.seg.curve import choose_converged
+from defectgen.seg.protocol import log_decision, log_final, read_protocol
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory):
+    """Train (12), val (5) and test (5) split files."""
+    root = make_dataset(tmp_path_factory.mktemp("protocol") / "data", n_train=12, n_test=10)
+    sets = root / "ImageSets" / "Segmentation"
+    held = (sets / "test.txt").read_text().split()
+    (sets / "val.txt").write_text("\n".join(held[:5]) + "\n")
+    (sets / "test.txt").write_text("\n".join(held[5:]) + "\n")
+    return root
+
+
+def _script(*argv):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "seg_steps_curve.py"), *map(str, argv)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def test_converged_is_the_smallest_step_count_near_the_best():
+    pts = [{"steps": s, "miou_defect": {"mean": m}} for s, m in ((100, 0.30), (200, 0.395), (400, 0.40), (800, 0.38))]
+    assert choose_converged(pts, "miou_defect", 0.01) == 200
+    assert choose_converged(pts, "miou_defect", 0.0) == 400
+    assert choose_converged(pts, "miou_defect", 0.2) == 100
+
+
+def test_protocol_log_refuses_test_choices_and_scores_test_once(tmp_path):
+    log = tmp_path / "results" / "protocol.jsonl"
+    log_decision(log, "usage", "pretrain-f0.5", split="val", rule="best mean val gain", evidence={"mix": 0.01})
+    log_decision(log, "usage", "pretrain-f0.5", split="val", rule="best mean val gain", evidence={"mix": 0.01})
+    with pytest.raises(ConfigError, match="validation split"):
+        log_decision(log, "ratio", 1.0, split="test", rule="best", evidence={})
+    log_final(log, "headline table", split="test", results="test.csv")
+    with pytest.raises(ConfigError, match="scored once"):
+        log_final(log, "headline table", split="test", results="test.csv")
+    entries = read_protocol(log)
+    assert [e["kind"] for e in entries] == ["decision", "final"]  # the repeated identical decision is logged once
+    assert entries[1]["decisions_before"] == ["usage"] and entries[0]["evidence"] == {"mix": 0.01}
+
+
+def test_steps_curve_script_chooses_on_val_and_resumes(split_data, tmp_path):
+    out, log = tmp_path / "curve", tmp_path / "protocol.jsonl"
+    argv = ["--data", split_data, "--split", "train", "--shots", "3", "--model", "unet-tiny", "--steps", "2,4",
+            "--seeds", "0,1", "--set", "seg.size=32", "--set", "seg.batch_size=4", "--set", "seg.threads=1",
+            "--set", "seg.warmup_steps=1", "--out", out, "--protocol-log", log]
+    done = _script(*argv)
+    assert done.returncode == 0, done.stderr
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["scored_on"] == "split val" and len(curve["selection"]["scored_stems"]) == 5
+    assert [p["steps"] for p in curve["points"]] == [2, 4] and curve["points"][1]["seeds"] == [0, 1]
+    means = {p["steps"]: p["miou_defect"]["mean"] for p in curve["points"]}
+    assert curve["chosen_steps"] == choose_converged(curve["points"], "miou_defect", 0.01)
+    for name in ("curve.csv", "curve.md", "curve.png"):
+        assert (out / name).is_file(), name
+    [entry] = read_protocol(log)
+    assert entry["decision"] == "seg.steps" and entry["split"] == "val" and entry["chosen"] == curve["chosen_steps"]
+    assert entry["evidence"] == {str(k): v for k, v in means.items()}
+    cells = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert len(cells) == 4
+    again = _script(*argv)  # resumes: nothing retrained, the same decision is not logged twice
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == cells
+    assert len(read_protocol(log)) == 1
+    refused = _script(*argv[:-4], "--score-split", "test", "--out", tmp_path / "bad")
+    assert refused.returncode == 2 and "validation split" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_evaluate_scores_the_val_split(split_data, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(split_data), "--split", "train", "--shots", "3", "--model", "unet-tiny",
+                 "--seeds", "0", "--test-split", "val", "--set", "seg.size=32", "--set", "seg.steps=2",
+                 "--set", "seg.batch_size=4", "--set", "seg.threads=1", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    val = (split_data / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    assert res["selection"]["test_source"] == "split val" and res["selection"]["test_stems"] == val
