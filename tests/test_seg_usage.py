@@ -146,3 +146,14 @@ def test_ablate_sweeps_usage_modes_against_one_real_baseline(tiny_data, copypast
                          out, log=None)
     assert len(cells) == 4 and {c["cell"]["usage"] for c in cells} == {"", "weighted-w0.2"}
     assert main(["ablate", "--config", str(cfg_path), "--out", str(out), "--usage", "mix"]) == 2  # sweeps 3 modes
+
+
+def test_the_val_usage_config_is_a_valid_grid():
+    from pathlib import Path
+
+    from defectgen.seg.ablate import check_config, grid
+
+    cfg = load_config(AblateConfig, Path(__file__).resolve().parents[1] / "configs" / "ablate_neu64_val_usage.yaml")
+    check_config(cfg)
+    assert cfg.test_split == "val" and [u.label() for u in cfg.usages] == ["mix", "pretrain-f0.5", "weighted-w0.3"]
+    assert len(grid(cfg)) == 78

@@ -5,7 +5,10 @@
 - ``metrics``: confusion matrix, IoU/Dice, mIoU (all and defect-only), FP/FN, image-level detection.
 - ``mixing``: synthetic sets, the ratio mixing and the leak check.
 - ``copypaste``: the non-generative baseline.
-- ``evaluate``: ``run_evaluation`` (one model, one ratio, several seeds).
+- ``usage``: how synthetic pairs enter training (``mix``, ``pretrain``, ``weighted``).
+- ``evaluate``: ``run_evaluation`` (one model, one ratio, one usage mode, several seeds).
 - ``ablate``: the resumable grid with table, plot and report.
 - ``stats``: mean ± std and the paired gain with a t-interval.
+- ``curve``: real-only val mIoU against steps (the step count is chosen on val).
+- ``protocol``: the JSON-lines log of every choice, on which split, with which numbers.
 """
