@@ -102,7 +102,7 @@ def run_steps_curve(
             "train_seconds": mean_std([r["train_seconds"] for r in runs])["mean"],
         })
     chosen = choose_converged(points, metric, tolerance)
-    rule = f"smallest step count whose mean {metric} is within {100 * tolerance:g} points of the best mean"
+    rule = f"smallest step count whose mean {metric} is within {100 * tolerance:g} mIoU points of the best mean"
     curve = {
         "command": "steps-curve", "model": cfg.seg.model, "scored_on": source, "metric": metric, "tolerance": tolerance,
         "chosen_steps": chosen, "rule": rule, "points": points, "config": to_dict(cfg),
@@ -156,8 +156,11 @@ def _plot(curve: dict[str, Any]) -> bytes:
                     yerr=[100 * (p[m]["std"] or 0) for p in pts], marker="o", capsize=3, label=label)
     ax.axvline(curve["chosen_steps"], color="grey", ls="--", lw=1, label=f"chosen: {curve['chosen_steps']}")
     ax.set_xscale("log", base=2)
+    steps = [p["steps"] for p in curve["points"]]
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.minorticks_off()
     ax.set_xlabel("training steps (each a full schedule)")
-    ax.set_ylabel(f"{curve['scored_on']} mIoU (%)")
+    ax.set_ylabel(f"mIoU on {curve['scored_on']} (%)")
     ax.set_title(curve["model"], fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
