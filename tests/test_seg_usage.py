@@ -157,3 +157,14 @@ def test_the_val_usage_config_is_a_valid_grid():
     check_config(cfg)
     assert cfg.test_split == "val" and [u.label() for u in cfg.usages] == ["mix", "pretrain-f0.5", "weighted-w0.3"]
     assert len(grid(cfg)) == 78
+
+
+def test_modes_take_crop_mode_lists_of_images():
+    rx, ry = _pairs(4, 0)
+    sx, sy = _pairs(4, 1)
+    # crop mode passes lists of images of different sizes (here 32 x 32 and 32 x 24)
+    lists = [[im[:, : 32 - 8 * (i % 2)] for i, im in enumerate(arr)] for arr in (rx, ry, sx, sy)]
+    cfg = SegConfig(**{**TINY.__dict__, "resize_mode": "crop", "size": 16, "steps": 4})
+    for usage in (UsageConfig("pretrain"), UsageConfig("weighted", synthetic_weight=0.5)):
+        model, phases = fit_with_usage(*lists, usage, cfg, 2, seed=0)
+        assert sum(p["steps"] for p in phases) == 4 and model.training is False

@@ -43,6 +43,8 @@ def _cell_key(cfg: EvalConfig, steps: int, seed: int, train: list[str], scored: 
     seg.pop("threads", None)
     seg.pop("eval_batch_size", None)
     blob = {"seg": seg, "seed": seed, "detect_min_area": cfg.detect_min_area, "train": train, "scored": scored}
+    if cfg.negatives:
+        blob["negatives"] = cfg.negatives
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -79,7 +81,7 @@ def run_steps_curve(
         raise ConfigError(f"{len(on_test)} scored image(s) belong to the test split, e.g. {on_test[:3]}; "
                           "the step count is chosen on validation images only")
     prepare_out(out, overwrite)
-    real = load_real(dataset, train, scored, cfg.seg.size)
+    real = load_real(dataset, train, scored, cfg.seg)
     points = []
     for n in sorted(set(steps)):
         runs = []
@@ -92,7 +94,7 @@ def run_steps_curve(
                     log(f"{cfg.seg.model}, {n} steps, seed {seed}: real only, scored on {source}")
                 seg = dataclasses.replace(cfg.seg, steps=n, warmup_steps=min(cfg.seg.warmup_steps, n))
                 done = {"key": key, **train_and_score(real, None, 0.0, seed, seg, cfg.balanced, cfg.detect_min_area,
-                                                      device, log)}
+                                                      device, log, cfg.negatives)}
                 atomic_write_json(path, done)
             runs.append(done)
         points.append({
