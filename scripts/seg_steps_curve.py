@@ -5,7 +5,7 @@
         --score-split val --out results/neu_pay/steps_curve_dl-r18 --protocol-log results/neu_pay/protocol.jsonl
 
 Writes OUT/curve.{json,csv,md,png} and one JSON per run in OUT/cells/ (a rerun skips finished runs),
-and appends the decision ``seg.steps`` with every point's val number to the protocol log. The test
+and appends the decision ``seg.steps[MODEL]`` with every point's val number to the protocol log. The test
 split is refused: a step count is never chosen on test. Rule: the smallest step count whose mean
 val mIoU (defect classes by default) is within --tolerance points of the best mean on the curve.
 """

@@ -69,7 +69,7 @@ def test_steps_curve_script_chooses_on_val_and_resumes(split_data, tmp_path):
     for name in ("curve.csv", "curve.md", "curve.png"):
         assert (out / name).is_file(), name
     [entry] = read_protocol(log)
-    assert entry["decision"] == "seg.steps" and entry["split"] == "val" and entry["chosen"] == curve["chosen_steps"]
+    assert entry["decision"] == "seg.steps[unet-tiny]" and entry["split"] == "val" and entry["chosen"] == curve["chosen_steps"]
     assert entry["evidence"] == {str(k): v for k, v in means.items()}
     cells = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     assert len(cells) == 4

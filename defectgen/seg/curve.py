@@ -64,7 +64,7 @@ def run_steps_curve(
     """Real-only runs at each step count and seed, scored on ``cfg.test_split`` (a validation split).
 
     Returns (and writes to ``out/curve.json``) the points, the chosen step count and the rule;
-    appends the decision ``seg.steps`` to ``protocol_log`` (default ``out/protocol.jsonl``).
+    appends the decision ``seg.steps[model]`` to ``protocol_log`` (default ``out/protocol.jsonl``).
     """
     if cfg.test_list is None and cfg.test_split in TEST_SPLITS:
         raise ConfigError(f"the step count is chosen on a validation split, not on '{cfg.test_split}' (use --score-split val)")
@@ -113,7 +113,8 @@ def run_steps_curve(
         "environment": environment(device),
     }
     write_outputs(out, curve)
-    log_decision(protocol_log or out / "protocol.jsonl", "seg.steps", chosen, split=cfg.test_split or "list", rule=rule,
+    log_decision(protocol_log or out / "protocol.jsonl", f"seg.steps[{cfg.seg.model}]", chosen,
+                 split=cfg.test_split or "list", rule=rule,
                  evidence={str(p["steps"]): p[metric]["mean"] for p in points}, source=str(out / "curve.json"),
                  note=f"real only, {cfg.seg.model}, seeds {list(cfg.seeds)}, {len(real.train_stems)} training pairs")
     return curve
