@@ -18,7 +18,7 @@ import torch
 import yaml
 from diffusers import UNet2DModel
 
-from defectgen.config import save_config, to_dict
+from defectgen.config import from_dict, save_config, to_dict
 from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
@@ -42,7 +42,8 @@ def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], c
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, sel_path = out / "config.yaml", out / "selection.json"
     if cfg_path.is_file():
-        if yaml.safe_load(cfg_path.read_text()) != to_dict(cfg):
+        # read through the dataclass: a key added since the run was made keeps its default
+        if to_dict(from_dict(GeneratorConfig, yaml.safe_load(cfg_path.read_text()) or {})) != to_dict(cfg):
             raise RunError(f"{cfg_path}: this run was made with a different config; choose another --out")
         old = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
         if old.get("stems") != selection["stems"]:

@@ -137,3 +137,17 @@ def test_inspect_prints_parameters_and_receptive_field(tiny_config: Path, capsys
     assert report["large"]["receptive_field_px"] == 48 and report["large"]["whole_image"] is True
     assert report["small"]["receptive_field_px"] == 25 and report["small"]["whole_image"] is False
     assert report["large"]["parameters"] > report["small"]["parameters"] > 0
+
+
+def test_a_run_saved_before_a_config_key_existed_is_reused(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    import yaml
+
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config), "--data", str(demo_data), "--out", str(run), "--quiet",
+            "--stage", "large"]
+    assert main(args) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["diffusion"]["rescale_betas_zero_snr"]  # as an older version wrote it
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(args) == 0  # the missing key takes its default: same config
+    assert main([*args, "--set", "diffusion.rescale_betas_zero_snr=true"]) == 2
