@@ -17,8 +17,8 @@ from pathlib import Path
 
 from defectgen.config import ConfigError, load_config
 from defectgen.data import DataError, add_selection_args, open_dataset, select_records, selection_from_args
-from defectgen.generator_config import STAGES, GeneratorConfig
-from defectgen.io import OutputExistsError
+from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
+from defectgen.io import OutputExistsError, OutputWriteError, refuse_existing, write_error
 from defectgen.run import RunError
 
 
@@ -55,11 +55,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     args.steps = own.steps if args.steps is None else args.steps
     args.batch_size = own.batch_size if args.batch_size is None else args.batch_size
     request = _guided_request(args)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.switch is not None and not 0.0 <= args.switch <= 1.0:
-        raise ConfigError(f"--switch must be in [0, 1], got {args.switch}")
-    pipe = load_generator(args.run, args.device)
+    SampleConfig(own.switch if args.switch is None else args.switch, args.sampler, args.steps, args.batch_size).check(flags=True)
+    if args.num is not None and args.num < 1:
+        raise ConfigError(f"--num must be at least 1, got {args.num}")
+    refuse_existing(args.out, args.overwrite)
+    pipe = load_generator(args.run, resolve_device(args.device))
     condition, num = None, args.num
     if request is not None:
         from defectgen.guided import build_conditions
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's sample.batch_size")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     g = p.add_argument_group("guided sampling (defects onto real surfaces, images for given masks)")
     g.add_argument("--onto", type=Path, default=None, metavar="GOOD_DIR",
@@ -251,24 +251,45 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     compare.add_compare_parser(sub)
 
 
-def _cuda() -> bool:
+def resolve_device(device: str | None) -> str:
+    """``device``, or cuda when available and else cpu; a CUDA device without a GPU is refused."""
     import torch
 
-    return torch.cuda.is_available()
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ConfigError(f"--device {device}: not a device name (use cpu or cuda)") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+    return device
+
+
+def _error_line(err: BaseException) -> str:
+    """The one line a user sees for an error of theirs or of their files and disks."""
+    if isinstance(err, OSError) and not isinstance(err, (OutputWriteError, OutputExistsError, FileNotFoundError)):
+        err = write_error(err, Path(err.filename or "output"))
+    return f"defectgen: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every user error (bad flag value, config, data, full disk) is one line and exit code 2."""
+    from PIL import Image
+
+    from defectgen.quality.features import FeatureExtractorError
+
     args = build_parser().parse_args(argv)
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
     torch.backends.cudnn.allow_tf32 = True
     try:
-        args.func(args)
-    except (DataError, ConfigError, OutputExistsError, RunError, FileNotFoundError) as err:
-        print(f"defectgen: error: {err}", file=sys.stderr)
+        rc = args.func(args)
+    except (ValueError, OSError, RunError, FeatureExtractorError, Image.DecompressionBombError) as err:
+        print(_error_line(err), file=sys.stderr)
         return 2
-    return 0
+    return int(rc or 0)
 
 
 if __name__ == "__main__":

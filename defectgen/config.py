@@ -145,16 +145,22 @@ def merge(base: dict[str, Any], override: dict[str, Any], cls: type | None = Non
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides."""
+    """Defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides.
+
+    A config class with a ``check()`` method has it called on the result, so that values that
+    cannot work are refused before any output is written. An empty YAML file is refused.
+    """
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
+            loaded = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if loaded is None:  # an empty file is more likely a mistake than a wish for every default
+            raise ConfigError(f"{path}: the config file is empty; leave out --config to use the built-in defaults")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         try:
@@ -163,7 +169,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"{path}: {err}") from err
         data = merge(data, loaded, cls)
     data = merge(data, parse_overrides(overrides))
-    return from_dict(cls, data)
+    cfg = from_dict(cls, data)
+    if callable(getattr(cfg, "check", None)):
+        cfg.check()
+    return cfg
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -6,9 +6,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from defectgen.config import ConfigError
 from defectgen.models import UNetConfig
 
 STAGES = ("large", "small")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+RESIZE_MODES = ("resize", "center-crop", "crop")
+SAMPLERS = ("ddpm", "ddim")
+
+
+def need(ok: bool, key: str, rule: str, value: object) -> None:
+    """Refuse a config value, naming the key (or a ``--flag``), the rule and the value."""
+    if not ok:
+        where = key if key.startswith("--") else f"config key '{key}'"
+        raise ConfigError(f"{where}: {rule}, got {value!r}")
+
+
+def _choice(value: object, key: str, choices: tuple[str, ...]) -> None:
+    need(value in choices, key, f"must be one of {', '.join(choices)}", value)
+
+
+def check_unet(cfg: UNetConfig, key: str, size: int) -> None:
+    """A UNet config that ``build_unet`` can build for ``size``² inputs."""
+    need(cfg.base_channels >= 1, f"{key}.base_channels", "must be at least 1", cfg.base_channels)
+    need(len(cfg.channel_mult) >= 1 and all(m >= 1 for m in cfg.channel_mult), f"{key}.channel_mult",
+         "must be a non-empty list of positive integers", list(cfg.channel_mult))
+    need(cfg.layers_per_block >= 1, f"{key}.layers_per_block", "must be at least 1", cfg.layers_per_block)
+    need(cfg.norm_num_groups >= 1 and all(cfg.base_channels * m % cfg.norm_num_groups == 0 for m in cfg.channel_mult),
+         f"{key}.norm_num_groups", "must divide every level's channels", cfg.norm_num_groups)
+    need(all(0 <= a < len(cfg.channel_mult) for a in cfg.attention_levels), f"{key}.attention_levels",
+         f"levels must lie in 0..{len(cfg.channel_mult) - 1}", list(cfg.attention_levels))
+    need(cfg.attention_head_dim >= 1, f"{key}.attention_head_dim", "must be at least 1", cfg.attention_head_dim)
+    need(0.0 <= cfg.dropout < 1.0, f"{key}.dropout", "must be in [0, 1)", cfg.dropout)
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    need(size % factor == 0, "size", f"must be a multiple of {factor} ({key} downsamples {factor}x)", size)
 
 
 @dataclass
@@ -21,6 +54,11 @@ class DiffusionConfig:
     # ``rescale_betas_zero_snr``): training then sees pure noise at t = T, as sampling starts from it.
     # With epsilon prediction the x0 estimate at t = T is undefined (clipped); v_prediction is its usual partner.
     rescale_betas_zero_snr: bool = False
+
+    def check(self, key: str = "diffusion") -> None:
+        need(self.num_train_timesteps >= 2, f"{key}.num_train_timesteps", "must be at least 2", self.num_train_timesteps)
+        _choice(self.beta_schedule, f"{key}.beta_schedule", BETA_SCHEDULES)
+        _choice(self.prediction_type, f"{key}.prediction_type", PREDICTION_TYPES)
 
 
 @dataclass
@@ -46,6 +84,15 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
 
+    def check(self, key: str = "train") -> None:
+        for name in ("large_steps", "small_steps", "batch_size", "grad_accum", "sample_count", "sample_steps", "log_every"):
+            need(getattr(self, name) >= 1, f"{key}.{name}", "must be at least 1", getattr(self, name))
+        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "weight_decay", "max_grad_norm"):
+            need(getattr(self, name) >= 0, f"{key}.{name}", "must not be negative", getattr(self, name))
+        need(self.lr > 0, f"{key}.lr", "must be above 0", self.lr)
+        need(0.0 <= self.ema_decay <= 1.0, f"{key}.ema_decay", "must be in [0, 1]", self.ema_decay)
+        _choice(self.mixed_precision, f"{key}.mixed_precision", MIXED_PRECISION)
+
 
 @dataclass
 class SampleConfig:
@@ -53,6 +100,15 @@ class SampleConfig:
     sampler: str = "ddpm"
     steps: int | None = None  # None: every training timestep
     batch_size: int = 16
+
+    def check(self, key: str = "sample", flags: bool = False) -> None:
+        """``flags=True`` names the ``sample`` command's flags (``--steps``) instead of config keys."""
+        name = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: f"{key}.{k}")  # noqa: E731
+        need(0.0 <= self.switch <= 1.0, name("switch"), "must be in [0, 1]", self.switch)
+        _choice(self.sampler, name("sampler"), SAMPLERS)
+        need(self.steps is None or self.steps >= 1, name("steps"), "must be at least 1 (or left out: every timestep)",
+             self.steps)
+        need(self.batch_size >= 1, name("batch_size"), "must be at least 1", self.batch_size)
 
 
 @dataclass
@@ -75,3 +131,17 @@ class GeneratorConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def check(self) -> None:
+        """Refuse values that cannot train or sample, naming the key (``load_config`` calls this)."""
+        need(self.size >= 8, "size", "must be at least 8 pixels", self.size)
+        need(self.image_channels in (1, 3), "image_channels", "must be 1 (grey) or 3 (RGB)", self.image_channels)
+        _choice(self.resize_mode, "resize_mode", RESIZE_MODES)
+        need(self.long_side is None or self.long_side >= self.size, "long_side", f"must be null or at least size ({self.size})",
+             self.long_side)
+        need(0.0 <= self.crop_defect_prob <= 1.0, "crop_defect_prob", "must be in [0, 1]", self.crop_defect_prob)
+        check_unet(self.large, "large", self.size)
+        check_unet(self.small, "small", self.size)
+        self.diffusion.check()
+        self.train.check()
+        self.sample.check()

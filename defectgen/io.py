@@ -1,8 +1,16 @@
-"""Atomic file and folder writes: a crash never leaves a half-written file that looks complete."""
+"""Atomic file and folder writes: a crash never leaves a half-written file that looks complete.
+
+Written files and folders get the usual permissions under the user's umask (0644 / 0755 with the
+common umask 022), not the private 0600 / 0700 of ``mkstemp``/``mkdtemp``. A temporary name
+carries the writer's process id, so the next write of the same target removes what a killed
+writer left behind. A full disk or an unwritable folder becomes an ``OutputWriteError`` naming the path.
+"""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -16,16 +24,82 @@ class OutputExistsError(FileExistsError):
     """Refusing to overwrite an existing, non-empty output."""
 
 
+class OutputWriteError(OSError):
+    """Writing an output failed for a reason outside the program: full disk, no permission."""
+
+
+_CAUSES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+           errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system"}
+
+
+def write_error(err: OSError, path: Path) -> OutputWriteError:
+    """One line naming ``path`` and the cause of ``err`` (``disk full`` for ENOSPC)."""
+    cause = _CAUSES.get(err.errno, err.strerror or str(err))
+    return OutputWriteError(err.errno, f"{path}: cannot write ({cause})")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}."
+
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.tmp|\.[A-Za-z0-9]+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(parent: Path, name: str) -> list[Path]:
+    """Remove hidden temporary files/folders for target ``name`` whose writing process is gone."""
+    removed = []
+    if not Path(parent).is_dir():
+        return removed
+    for p in Path(parent).iterdir():
+        m = _TMP.match(p.name)
+        if m and m["name"] == name and not _alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise OutputExistsError(f"{err.filename or path}: exists and is not a folder") from err
+    except OSError as err:
+        raise write_error(err, path) from err
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _mkdir(path.parent)
+    clean_stale_tmp(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -41,12 +115,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_image(path: Path, image: Image.Image) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    _mkdir(path.parent)
+    clean_stale_tmp(path.parent, path.stem)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.stem), suffix=path.suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         image.save(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -54,18 +133,42 @@ def atomic_save_image(path: Path, image: Image.Image) -> None:
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it is renamed to ``path`` in one step."""
+    """Yield a temporary sibling folder; on success it is renamed to ``path`` in one step.
+
+    Leftovers of a killed earlier write of ``path`` are removed first.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _mkdir(path.parent)
+    clean_stale_tmp(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp"))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, (OutputWriteError, FileNotFoundError, OutputExistsError)) or err.errno not in _CAUSES:
+            raise
+        raise write_error(err, path) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def safe_name(name: str, what: str) -> str:
+    """``name`` if it can be one path component inside an output folder; else a clear error.
+
+    Refuses empty names, ``.``/``..``, separators, hidden names and control characters, so that a
+    name from a config or manifest never writes outside its folder.
+    """
+    from defectgen.config import ConfigError
+
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") or "/" in name
+            or "\\" in name or any(ord(c) < 32 for c in name)):
+        raise ConfigError(f"{what} {name!r}: not allowed as a file or folder name (no '/', '\\', '..', leading '.')")
+    return name
 
 
 def refuse_existing(path: Path, overwrite: bool = False) -> None:
@@ -83,5 +186,5 @@ def ensure_empty_output(path: Path, overwrite: bool = False) -> Path:
     refuse_existing(path, overwrite)
     if path.is_dir() and any(path.iterdir()):
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    _mkdir(path)
     return path

@@ -139,5 +139,47 @@ def run_sample_config(run: Path) -> SampleConfig:
     return SampleConfig()
 
 
+def check_pipeline_folder(path: Path) -> None:
+    """Refuse a damaged pipeline folder before diffusers reads it, naming the file at fault."""
+    from safetensors import SafetensorError, safe_open
+
+    index_path = path / "model_index.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RunError(f"{index_path}: not valid JSON ({err}); the pipeline folder is damaged") from err
+    if not isinstance(index, dict) or "scheduler" not in index:
+        raise RunError(f"{index_path}: not a DefectGen pipeline index (no scheduler entry)")
+    if not (path / "class_map.json").is_file():
+        raise RunError(f"{path / 'class_map.json'}: missing; without it the pipeline's classes have no names")
+    parts = [name for name in ("unet", "unet_2") if (index.get(name) or [None])[0] is not None]
+    if not parts:
+        raise RunError(f"{index_path}: names neither UNet (unet, unet_2); nothing to sample with")
+    for name in parts:
+        folder = path / name
+        if not (folder / "config.json").is_file():
+            raise RunError(f"{folder / 'config.json'}: missing; the pipeline's {name} folder is incomplete")
+        weights = folder / "diffusion_pytorch_model.safetensors"
+        if not weights.is_file():
+            raise RunError(f"{weights}: missing; the pipeline's {name} weights are gone")
+        try:
+            with safe_open(str(weights), "pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise RunError(f"{weights}: not a readable safetensors file ({err}); the weights are damaged") from err
+
+
 def load_generator(run: Path, device: str | torch.device = "cpu") -> DefectGenPipeline:
-    return DefectGenPipeline.from_pretrained(pipeline_path(run)).to(device)
+    """The trained pipeline of ``run``, checked file by file so that a damaged folder is one clear error."""
+    path = pipeline_path(run)
+    check_pipeline_folder(path)
+    try:
+        pipe = DefectGenPipeline.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise RunError(f"{path}: the pipeline cannot be loaded ({str(err).splitlines()[0]})") from err
+    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
+    expected = pipe.config.image_channels + pipe.class_map.num_classes
+    if ref.config.in_channels != expected:
+        raise RunError(f"{path}: the UNet takes {ref.config.in_channels} channels but image channels + classes = {expected}")
+    return pipe.to(device)

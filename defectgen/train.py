@@ -7,8 +7,11 @@ an uninterrupted one. Checkpoints are written to a temporary folder and renamed 
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_model
 from tqdm.auto import tqdm
 
 from defectgen.data import ClassMap
@@ -85,14 +89,76 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator: Accelerator, stage_dir: Path, step: int, keep: int) -> Path:
+class CheckpointError(ValueError):
+    """A checkpoint folder holds something a checkpoint must not (a pickle, a stray file)."""
+
+
+# What a checkpoint holds: tensors in safetensors / weights-only form and plain JSON, nothing that
+# unpickles code. The RNG state is not saved: every step's draws are keyed by (seed, step).
+CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "ema.pt", "trainer_state.json"}
+
+
+@dataclass
+class TrainParts:
+    """The objects a checkpoint saves and restores."""
+
+    accelerator: Accelerator
+    unet: UNet2DModel
+    optimizer: torch.optim.Optimizer
+    lr_sched: torch.optim.lr_scheduler.LRScheduler
+    ema: EMAModel
+
+
+def save_checkpoint(parts: TrainParts, stage_dir: Path, step: int, keep: int) -> Path:
+    """Write weights, optimizer, EMA and the scheduler/step state to ``checkpoints/step_N`` in one rename."""
     target = stage_dir / "checkpoints" / f"step_{step:07d}"
-    with atomic_dir(target) as tmp:
-        accelerator.save_state(str(tmp))
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    for old in _checkpoints(stage_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    acc = parts.accelerator
+    if acc.is_main_process:
+        scaler = acc.scaler.state_dict() if getattr(acc, "scaler", None) is not None else None
+        state = {"step": step, "lr_scheduler": parts.lr_sched.state_dict(), "scaler": scaler}
+        with atomic_dir(target) as tmp:
+            save_model(acc.unwrap_model(parts.unet), str(tmp / "model.safetensors"))
+            torch.save(parts.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(parts.ema.state_dict(), tmp / "ema.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps(state))
+        for old in _checkpoints(stage_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
     return target
+
+
+def _read_checkpoint(ckpt: Path) -> dict:
+    """Every part of ``ckpt`` read into memory (nothing applied yet); refuses unexpected files."""
+    stray = sorted(p.name for p in ckpt.iterdir() if p.name not in CHECKPOINT_FILES)
+    if stray:
+        raise CheckpointError(f"{ckpt}: unexpected file(s) {', '.join(stray)}; a checkpoint holds only "
+                              f"{', '.join(sorted(CHECKPOINT_FILES))} and nothing else is loaded (no pickles). "
+                              "Remove this folder to resume from an earlier checkpoint")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    return {"state": state, "step": int(state["step"]), "model": load_file(str(ckpt / "model.safetensors")),
+            "optimizer": torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True),
+            "ema": torch.load(ckpt / "ema.pt", map_location="cpu", weights_only=True)}
+
+
+def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
+    """Restore the newest intact checkpoint; return its step (0: none). A damaged newest one is skipped."""
+    for ckpt in reversed(_checkpoints(stage_dir)):
+        try:
+            saved = _read_checkpoint(ckpt)
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+            print(f"[defectgen] skipping damaged checkpoint {ckpt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                  file=sys.stderr)
+            continue
+        parts.accelerator.unwrap_model(parts.unet).load_state_dict(saved["model"])
+        parts.optimizer.load_state_dict(saved["optimizer"])
+        parts.lr_sched.load_state_dict(saved["state"]["lr_scheduler"])
+        if saved["state"].get("scaler") and getattr(parts.accelerator, "scaler", None) is not None:
+            parts.accelerator.scaler.load_state_dict(saved["state"]["scaler"])
+        parts.ema.load_state_dict(saved["ema"])
+        return saved["step"]
+    return 0
 
 
 def _trim_log(log_path: Path, upto: int) -> None:
@@ -142,13 +208,11 @@ def train_stage(
     ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=tc.ema_warmup,
                    model_cls=UNet2DModel, model_config=unet.config)
     unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
-    accelerator.register_for_checkpointing(ema)
     ema.to(accelerator.device)
-    start = 0
+    parts = TrainParts(accelerator, unet, optimizer, lr_sched, ema)
     log_path = stage_dir / "log.jsonl"
-    if resume and (ckpt := latest_checkpoint(stage_dir)) is not None:
-        accelerator.load_state(str(ckpt))
-        start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    start = load_checkpoint(parts, stage_dir) if resume else 0
+    if start:
         _trim_log(log_path, start)
     stage_dir.mkdir(parents=True, exist_ok=True)
     unet.train()
@@ -181,7 +245,7 @@ def train_stage(
             ema_model = ema_unet(ema, accelerator.unwrap_model(unet))
             preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png")
         if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
-            save_checkpoint(accelerator, stage_dir, done, tc.keep_checkpoints)
+            save_checkpoint(parts, stage_dir, done, tc.keep_checkpoints)
         if stop_after is not None and done >= stop_after:
             break
     return ema_unet(ema, accelerator.unwrap_model(unet))

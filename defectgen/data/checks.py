@@ -97,7 +97,7 @@ def _sizes_line(records: list[PairRecord]) -> str:
         try:
             with Image.open(rec.image) as im:
                 sizes[im.size] += 1
-        except (OSError, ValueError, SyntaxError):
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             unreadable.append(rec.image)  # named by load_pair when it is used
     if unreadable:
         return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})"

@@ -182,7 +182,7 @@ def _distinct_values(folder: Path) -> int:
     try:
         with Image.open(_images_in(folder)[0]) as im:
             return len(np.unique(np.asarray(im)))
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return 0
 
 

@@ -20,6 +20,8 @@ def _open(path: Path) -> Image.Image:
         return im
     except FileNotFoundError as err:
         raise DataError(f"{path}: file not found") from err
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: image too large to open safely (a decompression bomb?): {err}") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from err
 

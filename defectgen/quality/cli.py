@@ -76,7 +76,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run_metrics(args: argparse.Namespace) -> int:
     """Data, config, output-exists and missing-weights errors propagate to ``defectgen.cli.main``."""
-    from defectgen.config import load_config
+    from defectgen.config import ConfigError, load_config
     from defectgen.quality.compute import compute_metrics
     from defectgen.quality.features import FeatureExtractorError
 
@@ -92,8 +92,8 @@ def run_metrics(args: argparse.Namespace) -> int:
             shots=args.shots, seed=args.seed, list_file=args.list_file, format=args.format,
             mask_suffix=args.mask_suffix, seg_config=seg_cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True),
         )
-    except FeatureExtractorError as err:
-        raise SystemExit(f"defectgen metrics: error: {err}") from err
+    except FeatureExtractorError as err:  # missing or wrong weights: a user error like any other (exit 2)
+        raise ConfigError(str(err)) from err
     fk = m["fid_kid"]
     print(f"FID {fk['fid']:.3f}  KID {fk['kid_mean']:.5f} ± {fk['kid_std']:.5f}  [{m['feature_extractor']['note']}]")
     for space in ("pixel", "feature"):

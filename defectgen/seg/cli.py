@@ -195,6 +195,8 @@ def add_copypaste_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 def cmd_copypaste(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ConfigError(f"--num must be at least 1, got {args.num}")
+    if args.size < 8:
+        raise ConfigError(f"--size must be at least 8 pixels, got {args.size}")
     ds, train = selection_from_args(args)
     refuse_existing(args.out, args.overwrite)
     images, masks = load_pairs(train, ds.class_map, args.size)
