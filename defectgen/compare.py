@@ -30,7 +30,7 @@ import numpy as np
 from defectgen.config import ConfigError, load_config, save_config, to_dict
 from defectgen.data import DefectDataset, PairRecord, load_pairs, open_dataset, select_records
 from defectgen.generator_config import GeneratorConfig
-from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.quality.compute import MetricsConfig
 from defectgen.seg.evaluate import EvalConfig
 
@@ -74,6 +74,8 @@ class Row:
 
 
 def rows(cfg: CompareConfig) -> list[Row]:
+    for v in cfg.small_variants:  # a variant name becomes a folder name
+        safe_name(v, "config key 'small_variants': variant name")
     out = [Row("vanilla-ddpm", "vanilla", 0.0), Row("small-only", "small-only", 1.0)]
     out += [Row(f"two-stage-u{u:.2f}", "two-stage", u) for u in cfg.switches]
     out += [Row(f"two-stage-u{cfg.variant_switch:.2f}-{v}", "rf-variant", cfg.variant_switch, v)

@@ -42,11 +42,16 @@ def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], c
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, sel_path = out / "config.yaml", out / "selection.json"
     if cfg_path.is_file():
-        # read through the dataclass: a key added since the run was made keeps its default
-        if to_dict(from_dict(GeneratorConfig, yaml.safe_load(cfg_path.read_text()) or {})) != to_dict(cfg):
+        same_cfg = _saved_config(cfg_path) == to_dict(cfg)
+        same_data = (_read_json(sel_path) or {}).get("stems") == selection["stems"]
+        if not (same_cfg and same_data) and not has_trained_stage(out):
+            print(f"[defectgen] {out} holds no trained stage yet; its config and selection are written anew")
+            for stale in (cfg_path, sel_path, out / "class_map.json"):
+                stale.unlink(missing_ok=True)
+    if cfg_path.is_file():
+        if not same_cfg:
             raise RunError(f"{cfg_path}: this run was made with a different config; choose another --out")
-        old = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
-        if old.get("stems") != selection["stems"]:
+        if not same_data:
             raise RunError(f"{sel_path}: this run was trained on other images; choose another --out")
         ClassMap.load(out / "class_map.json").check_compatible(class_map, str(out))
         return
@@ -55,6 +60,26 @@ def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], c
     save_config(cfg, cfg_path)
     atomic_write_json(sel_path, selection)
     class_map.save(out / "class_map.json")
+
+
+def _saved_config(path: Path) -> dict | None:
+    """The run's config read through the dataclass (a key added since the run was made keeps its default)."""
+    try:
+        return to_dict(from_dict(GeneratorConfig, yaml.safe_load(path.read_text()) or {}))
+    except (OSError, yaml.YAMLError, ValueError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def has_trained_stage(out: Path) -> bool:
+    """Whether any stage of ``out`` has a checkpoint or a final model (so its config and data are fixed)."""
+    return any((out / stage / "final").exists() or latest_checkpoint(out / stage) is not None for stage in STAGES)
 
 
 def train_generator(
@@ -68,8 +93,8 @@ def train_generator(
     progress: bool = True,
 ) -> Path:
     """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``."""
+    data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     prepare_run(out, cfg, selection, ds.class_map)
-    data = training_data(records, ds.class_map, cfg)
     for stage in stages:
         stage_dir = out / stage
         if (stage_dir / "final" / "config.json").is_file():

@@ -21,6 +21,10 @@ class ClassMap:
             raise DataError(f"a class map needs background and at least one defect class, got {list(self.names)}")
         if len(set(self.names)) != len(self.names):
             raise DataError(f"class names must be unique, got {list(self.names)}")
+        bad = [n for n in self.names if not isinstance(n, str) or n.strip() in ("", ".", "..") or "/" in n or "\\" in n
+               or any(ord(c) < 32 for c in n)]
+        if bad:  # names label files and folders in reports: keep them single, visible path components
+            raise DataError(f"class name {bad[0]!r} is not allowed (empty, '.', '..', '/', '\\' or control characters)")
 
     @property
     def num_classes(self) -> int:

@@ -27,13 +27,15 @@ from defectgen.data.classmap import ClassMap
 from defectgen.data.errors import DataError
 from defectgen.data.formats import DefectDataset, PairRecord
 from defectgen.data.loading import load_pair
-from defectgen.io import atomic_dir, atomic_write_json, atomic_write_text
+from defectgen.io import atomic_dir, atomic_write_json, atomic_write_text, safe_name
 
 LAYOUTS = ("defectgen", "mmseg", "voc")
 
 
 def layout_paths(layout: str, stem: str, split: str) -> tuple[str, str]:
     """Relative image and mask path of pair ``stem`` in ``split`` of ``layout``."""
+    safe_name(stem, "pair name")
+    safe_name(split, "split name")
     if layout == "defectgen":
         return f"images/{stem}.png", f"masks/{stem}.png"
     if layout == "mmseg":
@@ -77,7 +79,7 @@ def relayout(folder: Path, layout: str, split: str = "train") -> None:
     stems = []
     with atomic_dir(folder.with_name(folder.name + ".relayout")) as tmp:
         for sample in manifest["samples"]:
-            stem = Path(sample["file"]).stem
+            stem = Path(safe_name(sample["file"], f"{folder / 'manifest.json'}: sample file")).stem
             img, mask = layout_paths(layout, stem, split)
             _put(folder / "images" / sample["file"], tmp / img)
             _put(folder / "masks" / sample["file"], tmp / mask)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from defectgen.config import ConfigError, save_config, to_dict
 from defectgen.data import open_dataset, select_records
-from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.seg.evaluate import RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.metrics import SCALAR_METRICS
 from defectgen.seg.mixing import SyntheticSet, check_no_leak, open_synthetic
@@ -77,6 +77,8 @@ def check_config(cfg: AblateConfig) -> None:
     if not isinstance(cfg.sources, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in cfg.sources.items()):
         raise ConfigError("config key 'sources': expected a mapping of name -> sample folder")
     cfg.sources = {k: v for k, v in cfg.sources.items() if v}  # `--set sources.NAME=` leaves a source out
+    for name in cfg.sources:  # a source name becomes part of a file name under OUT/cells/
+        safe_name(name, "config key 'sources': source name")
     if REAL in cfg.sources:
         raise ConfigError(f"config key 'sources': '{REAL}' is reserved for the ratio-0 cells")
     for m in cfg.models:
@@ -195,9 +197,10 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
                                   usage=usage_of(cfg, cell))
             done = {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
             atomic_write_json(path, done)
-            write_summary(out, cfg, finished + [done], len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})")
+            write_summary(out, cfg, finished + [done], len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})",
+                          len(cells))
         finished.append(done)
-    write_summary(out, cfg, finished, len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})")
+    write_summary(out, cfg, finished, len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})", len(cells))
     return finished
 
 
@@ -320,15 +323,21 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_train: int, test: str) -> None:
+def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_train: int, test: str,
+                  total: int | None = None) -> None:
+    """Tables, plot and report of the ``cells`` finished so far; the report's first line says when the grid of
+    ``total`` cells is unfinished."""
     rows = summarize(cfg, cells)
+    unfinished = total is not None and len(cells) < total
     atomic_write_text(out / "results.csv", _csv(cell_rows(cells)))
     atomic_write_text(out / "summary.csv", _csv(rows))
     atomic_write_bytes(out / "miou_vs_ratio.png", plot(cfg, rows))
     seg = cfg.seg
     seconds = [c["train_seconds"] for c in cells]
     report = (
-        "# Segmentation with synthetic pairs: ablation\n\n"
+        (f"# UNFINISHED: {len(cells)} of {total} cells; rerun the same `defectgen ablate` to continue\n\n"
+         if unfinished else "")
+        + "# Segmentation with synthetic pairs: ablation\n\n"
         f"- Real data: `{cfg.data}`, {n_train} training pairs "
         f"({f'{cfg.shots} per defect class' if cfg.list_file is None and cfg.shots else 'selection: ' + str(cfg.list_file or 'all')}"
         f"{', split ' + cfg.split if cfg.split else ''}, selection seed {cfg.selection_seed}); "

@@ -6,12 +6,13 @@ without it, ``python -m defectgen.seg.cli evaluate ...`` works too.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from defectgen.config import ConfigError, load_config, save_config
 from defectgen.data import add_selection_args, load_pairs, selection_from_args
-from defectgen.io import atomic_write_json, ensure_empty_output, refuse_existing
+from defectgen.io import atomic_write_json, refuse_existing
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
 from defectgen.seg.copypaste import run_copypaste
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
@@ -92,11 +93,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg.seg.model = args.model
     cfg.usage = usage_from_args(args, cfg.usage)
     ds, train = selection_from_args(args)
-    refuse_existing(args.out, args.overwrite)
-    results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=args.device)
+    progress = evaluation_progress(args.out, args.overwrite)
+    try:
+        results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=args.device,
+                                 progress_dir=progress)
+    except BaseException:
+        for empty in (progress, progress.parent):  # refused before any seed ran: leave no folder behind
+            if empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
+        raise
     results["selection"].update({"split": args.split, "shots": args.shots, "seed": args.seed,
                                  "list": str(args.list_file) if args.list_file else None})
-    out = ensure_empty_output(args.out, args.overwrite)  # earlier results are only replaced once new ones exist
+    out = Path(args.out)
+    for old in (out.iterdir() if args.overwrite else ()):  # earlier results are only replaced once new ones exist
+        if old != progress:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "results.json", results)
     agg = results["aggregate"]
@@ -107,6 +118,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
               + (f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]" if g["ci_low"] is not None else ""))
     return 0
+
+
+def evaluation_progress(out: Path, overwrite: bool) -> Path:
+    """``OUT/seeds/``, where each finished seed is kept: a new or empty OUT, or an unfinished evaluation
+    to continue (seeds/ and no results.json); anything else needs --overwrite, which restarts the seeds."""
+    out, progress = Path(out), Path(out) / "seeds"
+    unfinished = progress.is_dir() and not (out / "results.json").exists()
+    refuse_existing(out, overwrite or unfinished)
+    if overwrite:
+        shutil.rmtree(progress, ignore_errors=True)
+    progress.mkdir(parents=True, exist_ok=True)
+    return progress
 
 
 def add_mix_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

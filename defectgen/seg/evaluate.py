@@ -26,6 +26,7 @@ import numpy as np
 from defectgen.config import to_dict
 from defectgen.data import ClassMap, DataError, DefectDataset, PairRecord, load_pairs, read_stem_list
 from defectgen.data.geometry import load_scaled
+from defectgen.io import atomic_write_json
 from defectgen.seg.metrics import SCALAR_METRICS, SegMetrics
 from defectgen.seg.mixing import SyntheticSet, check_no_leak, choose_synthetic, num_synthetic, open_synthetic
 from defectgen.seg.stats import mean_std, paired_gain
@@ -231,8 +232,35 @@ def gain_over(results: dict[str, Any], baseline: dict[str, Any], where: str) -> 
     }
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def seed_key(cfg: EvalConfig, real: RealData, syn: SyntheticSet | None, seed: int) -> str:
+    """Hash of everything that determines one seed's result (except the code)."""
+    blob = {**to_dict(cfg), "seeds": None, "seed": seed, "train": real.train_stems, "test": real.test_stems,
+            "synthetic": syn.manifest_sha256 if syn is not None and cfg.ratio > 0 else None}
+    for key in ("threads", "eval_batch_size"):
+        blob["seg"].pop(key, None)
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_seed(real: RealData, syn: SyntheticSet | None, cfg: EvalConfig, seed: int, device: str | None,
+             log: Log | None, progress_dir: Path | None) -> dict[str, Any]:
+    """One seed's run; with ``progress_dir`` it is written there as it ends and read back on a rerun."""
+    path = None if progress_dir is None else Path(progress_dir) / f"seed_{seed}.json"
+    key = seed_key(cfg, real, syn, seed)
+    if path is not None and path.is_file():
+        try:
+            done = json.loads(path.read_text())
+        except ValueError:
+            done = {}
+        if done.get("key") == key:
+            if log:
+                log(f"seed {seed}: finished earlier ({path})")
+            return done["run"]
+        raise DataError(f"{path}: this seed was computed with another protocol; use a new --out or pass --overwrite")
+    run = train_and_score(real, syn, cfg.ratio, seed, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log,
+                          cfg.negatives, cfg.usage)
+    if path is not None:
+        atomic_write_json(path, {"key": key, "run": run})
+    return run
 
 
 def environment(device: str | None) -> dict[str, Any]:
@@ -256,8 +284,12 @@ def run_evaluation(
     baseline: str | Path | dict[str, Any] | None = None,
     device: str | None = None,
     log: Log | None = print,
+    progress_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate one (model, synthetic source, ratio) over ``cfg.seeds``; returns the results dict.
+
+    ``progress_dir``: each finished seed is written there at once, and a rerun reads it back
+    instead of training again (a killed evaluation continues where it stopped).
 
     ``train`` is the real training selection (the generator's). ``test`` defaults to ``cfg.test_split``
     / ``cfg.test_list``. Refuses to start when a test image is in the training selection or in the
@@ -280,11 +312,7 @@ def run_evaluation(
     if log:
         log(f"{cfg.seg.model}, ratio {cfg.ratio}, usage {cfg.usage.label()}: {len(train)} real training pairs, "
             f"{len(test)} scored pairs ({test_source})")
-    runs = [
-        train_and_score(real, syn, cfg.ratio, s, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log, cfg.negatives,
-                        cfg.usage)
-        for s in cfg.seeds
-    ]
+    runs = [run_seed(real, syn, cfg, s, device, log, progress_dir) for s in cfg.seeds]
     results: dict[str, Any] = {
         "command": "evaluate",
         "config": to_dict(cfg),
