@@ -64,6 +64,11 @@ class CompareConfig:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(ratio=1.0))
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
+    def check(self) -> None:
+        """Names that become folders are single path components (``load_config`` calls this)."""
+        for v in self.small_variants:
+            safe_name(v, "config key 'small_variants': variant name")
+
 
 @dataclass
 class Row:
@@ -74,8 +79,7 @@ class Row:
 
 
 def rows(cfg: CompareConfig) -> list[Row]:
-    for v in cfg.small_variants:  # a variant name becomes a folder name
-        safe_name(v, "config key 'small_variants': variant name")
+    cfg.check()
     out = [Row("vanilla-ddpm", "vanilla", 0.0), Row("small-only", "small-only", 1.0)]
     out += [Row(f"two-stage-u{u:.2f}", "two-stage", u) for u in cfg.switches]
     out += [Row(f"two-stage-u{cfg.variant_switch:.2f}-{v}", "rf-variant", cfg.variant_switch, v)
@@ -349,6 +353,8 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
     """Train/sample (``generate``), score (``score``) or both (``all``); always rewrite the tables."""
     if not cfg.data:
         raise ConfigError("compare config needs 'data' (the real data folder)")
+    rows(cfg)  # names and only_rows are checked before anything is written
+    ds, recs = _selection(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "config.yaml").is_file():  # read through the dataclass: options added later keep their defaults
@@ -357,7 +363,6 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
                               "choose another --out")
     else:
         save_config(cfg, out / "config.yaml")
-    ds, recs = _selection(cfg)
     import torch
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -27,6 +27,9 @@ class OutputExistsError(FileExistsError):
 class OutputWriteError(OSError):
     """Writing an output failed for a reason outside the program: full disk, no permission."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 _CAUSES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
            errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system"}
