@@ -134,6 +134,16 @@ def atomic_save_image(path: Path, image: Image.Image) -> None:
         raise
 
 
+def _normal_modes(folder: Path) -> None:
+    """Files 0666 and folders 0777 less the umask, whatever the writer used (safetensors writes 0600)."""
+    mask = _umask()
+    for parent, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(parent, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(parent, f), 0o666 & ~mask)
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it is renamed to ``path`` in one step.
@@ -147,6 +157,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
+        _normal_modes(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from tqdm.auto import tqdm
 
@@ -147,7 +148,7 @@ def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
             saved = _read_checkpoint(ckpt)
         except CheckpointError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
             print(f"[defectgen] skipping damaged checkpoint {ckpt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
                   file=sys.stderr)
             continue

@@ -1,0 +1,213 @@
+"""Nothing runs that a file says, nothing escapes its folder, outputs survive faults and can be read by others."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from defectgen.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEAD_PID = 999_999_999  # above any pid_max: no such process
+
+
+class CreatesFile:
+    """Unpickling this opens (creates) ``path``: the proof that a pickle was executed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _train(run: Path, data: Path, config: Path, *extra: str) -> int:
+    return main(["train", "--config", str(config), "--data", str(data), "--shots", "1", "--out", str(run), "--quiet",
+                 "--stage", "large", "--set", "train.sample_every=0", "--set", "train.large_steps=6",
+                 "--set", "train.keep_checkpoints=3", *extra])
+
+
+@pytest.fixture()
+def unfinished(tmp_path: Path, demo_data: Path, tiny_config: Path) -> Path:
+    """A large stage trained to step 6 with checkpoints 2, 4, 6, then its final model removed (a crash)."""
+    run = tmp_path / "run"
+    assert _train(run, demo_data, tiny_config) == 0
+    shutil.copytree(run / "large" / "final", tmp_path / "final_uninterrupted")
+    shutil.rmtree(run / "large" / "final")
+    shutil.rmtree(run / "pipeline")
+    return run
+
+
+def _ckpt(run: Path, step: int) -> Path:
+    return run / "large" / "checkpoints" / f"step_{step:07d}"
+
+
+def test_checkpoints_hold_no_pickle(unfinished: Path) -> None:
+    for ckpt in (unfinished / "large" / "checkpoints").iterdir():
+        assert sorted(p.name for p in ckpt.iterdir()) == ["ema.pt", "model.safetensors", "optimizer.pt", "trainer_state.json"]
+
+
+def test_a_pickle_in_a_checkpoint_is_refused_not_run(unfinished: Path, demo_data: Path, tiny_config: Path,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "pwned"
+    (_ckpt(unfinished, 6) / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(CreatesFile(marker)))
+    assert _train(unfinished, demo_data, tiny_config, "--resume", "latest") == 2
+    err = capsys.readouterr().err
+    assert "custom_checkpoint_0.pkl" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_a_pickle_posing_as_optimizer_state_is_not_run(unfinished: Path, demo_data: Path, tiny_config: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "pwned"
+    (_ckpt(unfinished, 6) / "optimizer.pt").write_bytes(pickle.dumps(CreatesFile(marker)))
+    assert _train(unfinished, demo_data, tiny_config, "--resume", "latest") == 0
+    assert not marker.exists()
+    assert f"skipping damaged checkpoint {_ckpt(unfinished, 6)}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "empty trainer_state.json"])
+def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path, demo_data: Path, tiny_config: Path,
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    newest = _ckpt(unfinished, 6)
+    if damage == "truncated weights":
+        weights = newest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (newest / "trainer_state.json").write_text("")
+    stale = [unfinished / "large" / "checkpoints" / f".step_0000006.{DEAD_PID}.abc.tmp",
+             unfinished / f".pipeline.{DEAD_PID}.xyz.tmp", unfinished / "large" / f".final.{DEAD_PID}.q.tmp"]
+    for folder in stale:  # what a kill -9 during those writes leaves
+        folder.mkdir()
+        (folder / "half.bin").write_bytes(b"x")
+    assert _train(unfinished, demo_data, tiny_config, "--resume", "latest") == 0
+    assert f"skipping damaged checkpoint {newest}" in capsys.readouterr().err
+    # resumed from step 4, the result is the uninterrupted run's, bit for bit
+    got = load_file(str(unfinished / "large" / "final" / "diffusion_pytorch_model.safetensors"))
+    want = load_file(str(tmp_path / "final_uninterrupted" / "diffusion_pytorch_model.safetensors"))
+    assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in got)
+    assert not any(p.exists() for p in stale)
+
+
+def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        run, syn = tmp_path / "run", tmp_path / "syn"
+        assert _train(run, demo_data, tiny_config, "--set", "train.large_steps=2") == 0
+        stale = tmp_path / f".syn.{DEAD_PID}.abc.tmp"
+        stale.mkdir()
+        assert main(["sample", "--run", str(run), "--num", "2", "--out", str(syn), "--switch", "0", "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    for path in [run / "config.yaml", run / "selection.json", run / "pipeline" / "model_index.json",
+                 _ckpt(run, 2) / "model.safetensors", syn / "manifest.json", syn / "images" / "000000.png"]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+    for path in [run, run / "pipeline", run / "large" / "final", _ckpt(run, 2), syn, syn / "images"]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o755), path
+
+
+def test_a_run_with_no_trained_stage_is_reused_after_the_data_is_fixed(
+        tmp_path: Path, demo_data: Path, tiny_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EACCES, "Permission denied", str(run / "large"))
+
+    with monkeypatch.context() as m:  # the first attempt dies before any step is trained
+        m.setattr("defectgen.run.train_stage", fails)
+        assert _train(run, demo_data, tiny_config, "--set", "train.large_steps=2") == 2
+    assert (run / "selection.json").is_file()
+    other = ["--shots", "2", "--set", "train.large_steps=2"]  # other images and another config
+    assert _train(run, demo_data, tiny_config, *other) == 0
+    assert len(json.loads((run / "selection.json").read_text())["stems"]) == 6
+    # once a stage is trained, the run's data is fixed
+    assert _train(run, demo_data, tiny_config, "--set", "train.large_steps=2") == 2
+
+
+def test_relayout_refuses_manifest_names_that_leave_the_folder(tmp_path: Path, demo_data: Path,
+                                                                tiny_config: Path) -> None:
+    from defectgen.config import ConfigError
+    from defectgen.data.layouts import relayout
+
+    run, syn = tmp_path / "run", tmp_path / "syn"
+    assert _train(run, demo_data, tiny_config, "--set", "train.large_steps=2") == 0
+    assert main(["sample", "--run", str(run), "--num", "1", "--out", str(syn), "--switch", "0", "--quiet"]) == 0
+    manifest = json.loads((syn / "manifest.json").read_text())
+    manifest["samples"][0]["file"] = "../../outside.png"
+    (syn / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="outside.png"):
+        relayout(syn, "voc")
+    assert not (tmp_path / "outside.png").exists() and not (tmp_path.parent / "outside.png").exists()
+
+
+# ---- evaluate / ablate: finished parts are kept, a rerun continues ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seg_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_seg_end_to_end import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("hardening_seg") / "data")
+
+
+def _evaluate_argv(data: Path, out: Path) -> list[str]:
+    return ["evaluate", "--data", str(data), "--split", "train", "--shots", "3", "--model", "unet-tiny",
+            "--seeds", "0,1,2", "--out", str(out), "--set", "seg.size=32", "--set", "seg.steps=60",
+            "--set", "seg.batch_size=4", "--set", "seg.threads=1", "--set", "seg.warmup_steps=1"]
+
+
+def test_evaluate_killed_mid_run_continues_to_the_same_result(seg_data: Path, tmp_path: Path) -> None:
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "defectgen.cli", *_evaluate_argv(seg_data, killed)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (killed / "seeds" / "seed_0.json").is_file() and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (killed / "results.json").exists(), "the evaluation finished before it could be killed"
+    assert (killed / "seeds" / "seed_0.json").is_file()
+    assert main(_evaluate_argv(seg_data, killed)) == 0  # continues: seed 0 is read back, not retrained
+    assert main(_evaluate_argv(seg_data, whole)) == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (killed, whole))
+    assert [r["metrics"] for r in a["per_seed"]] == [r["metrics"] for r in b["per_seed"]]
+    assert a["aggregate"] == b["aggregate"]
+    assert main(_evaluate_argv(seg_data, killed)) == 2  # finished: not silently redone
+
+
+def test_unfinished_ablation_report_says_so_first(seg_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from defectgen.seg import ablate
+
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(json.dumps({"data": str(seg_data), "split": "train", "shots": 3, "ratios": [0], "seeds": [0, 1],
+                               "models": ["unet-tiny"], "seg": {"size": 32, "steps": 3, "batch_size": 4, "threads": 1}}))
+    out = tmp_path / "out"
+    real = ablate.train_and_score
+    calls = []
+
+    def dies_second(*args: object, **kwargs: object) -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "cells"))
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(ablate, "train_and_score", dies_second)
+        assert main(["ablate", "--config", str(cfg), "--out", str(out)]) == 2
+    assert (out / "report.md").read_text().splitlines()[0].startswith("# UNFINISHED: 1 of 2 cells")
+    assert main(["ablate", "--config", str(cfg), "--out", str(out)]) == 0
+    assert (out / "report.md").read_text().splitlines()[0] == "# Segmentation with synthetic pairs: ablation"
