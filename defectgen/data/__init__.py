@@ -1,7 +1,8 @@
 """Reading defect data: layouts, the class map, decoding pairs, few-shot selection."""
 from defectgen.data.classmap import IGNORE_INDEX, ClassMap, read_labels_file
 from defectgen.data.errors import DataError
-from defectgen.data.formats import FORMATS, DefectDataset, PairRecord, detect_format, good_images, open_dataset
+from defectgen.data.dataset import good_images, open_dataset
+from defectgen.data.formats import FORMATS, DefectDataset, PairRecord, detect_format
 from defectgen.data.loading import load_pair, load_pairs, present_classes, read_mask_ids
 from defectgen.data.selection import add_selection_args, read_stem_list, select_records, selection_from_args
 

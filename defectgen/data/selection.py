@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from defectgen.data.errors import DataError
-from defectgen.data.formats import FORMATS, DefectDataset, PairRecord, open_dataset
+from defectgen.data.dataset import open_dataset
+from defectgen.data.formats import FORMATS, DefectDataset, PairRecord
 from defectgen.data.loading import present_classes
 
 
