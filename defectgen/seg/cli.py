@@ -229,12 +229,10 @@ def cmd_copypaste(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m defectgen.seg.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_evaluate_parser, add_ablate_parser, add_copypaste_parser):
-        add(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The ``defectgen`` entry point (same commands, same one-line errors and exit codes)."""
+    from defectgen.cli import main as defectgen_main
+
+    return defectgen_main(argv)
 
 
 if __name__ == "__main__":
