@@ -128,6 +128,12 @@ BAD_INPUTS = [
     ("train: '../' class name", lambda t, tmp: ["train", "--config", str(t["config"]), "--data",
                                                  str(_labels(t, tmp, "__ignore__\n_background_\n../up\nspot\npatch\n")),
                                                  "--out", str(tmp / "out"), "--quiet"], "'../up'"),
+    ("train: masks with only ignore pixels", lambda t, tmp: ["train", "--config", str(t["config"]), "--data",
+                                                          str(_only_ignore(t, tmp)), "--out", str(tmp / "out"), "--quiet"],
+     "no defect pixel"),
+    ("train: mask id 200, no names file", lambda t, tmp: ["train", "--config", str(t["config"]), "--data",
+                                                          str(_id_200(t, tmp)), "--out", str(tmp / "out"), "--quiet"],
+     "[200]"),
     ("copypaste --size 0", lambda t, tmp: ["copypaste", "--data", str(t["data"]), "--num", "2", "--size", "0",
                                            "--out", str(tmp / "out")], "--size"),
     ("metrics: missing Inception weights", lambda t, tmp: ["metrics", "--real", str(t["data"]), "--synthetic", str(t["syn"]),
@@ -141,6 +147,27 @@ BAD_INPUTS = [
          "small_variants": {"../v": ["base_channels=8"]}})),
                                                     "--out", str(tmp / "out")], "'../v'"),
 ]
+
+
+def _remask(t: dict[str, Path], tmp: Path, change: Callable, names: bool) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    data = tmp / "data"
+    shutil.copytree(t["data"], data)
+    if not names:
+        (data / "labels.txt").unlink()
+    for m in (data / "masks").iterdir():
+        Image.fromarray(change(np.asarray(Image.open(m)).copy())).save(m)
+    return data
+
+
+def _only_ignore(t: dict[str, Path], tmp: Path) -> Path:
+    return _remask(t, tmp, lambda a: (a > 0).astype(a.dtype) * 255, names=True)  # 255 = ignore
+
+
+def _id_200(t: dict[str, Path], tmp: Path) -> Path:
+    return _remask(t, tmp, lambda a: (a > 0).astype(a.dtype) * 200, names=False)
 
 
 def _labels(t: dict[str, Path], tmp: Path, text: str) -> Path:

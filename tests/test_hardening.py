@@ -211,3 +211,11 @@ def test_unfinished_ablation_report_says_so_first(seg_data: Path, tmp_path: Path
     assert (out / "report.md").read_text().splitlines()[0].startswith("# UNFINISHED: 1 of 2 cells")
     assert main(["ablate", "--config", str(cfg), "--out", str(out)]) == 0
     assert (out / "report.md").read_text().splitlines()[0] == "# Segmentation with synthetic pairs: ablation"
+
+
+def test_a_mask_without_its_image_is_reported(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    shutil.copy(sorted((data / "masks").iterdir())[0], data / "masks" / "lonely.png")
+    assert main(["data", "--data", str(data)]) == 0
+    assert f"warning: 1 masks have no image and are not used (e.g. {data / 'masks' / 'lonely.png'})" in capsys.readouterr().out

@@ -251,9 +251,11 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
         splits = {s: [p.stem for p in _images_in(img_root / s)] for s in subdirs}
     records: list[PairRecord] = []
     seen: set[str] = set()
+    orphans: list[Path] = []
     for img_dir, mask_dir in folders:
         imgs = _by_stem(_images_in(img_dir), img_dir)
         masks_by = _by_stem(_images_in(mask_dir), mask_dir) if mask_dir.is_dir() else {}
+        orphans += [m for stem, m in sorted(masks_by.items()) if stem not in imgs]
         for stem, img in imgs.items():
             if stem not in masks_by:
                 raise DataError(f"{img}: missing mask (expected {mask_dir}/{stem}.png)")
@@ -266,6 +268,8 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
     names = index_class_map(root) or ClassMap(("background", "defect"))  # placeholder until the masks are read
     ds = DefectDataset(root, "index", names, records, splits)
     ds.report.append(f"index layout: images {img_root}, masks {mask_root}: {len(records)} pairs")
+    if orphans:
+        ds.report.append(f"warning: {len(orphans)} masks have no image and are not used (e.g. {orphans[0]})")
     for g in _subdirs(root) if root.is_dir() else []:
         if is_good_name(g.name) and g not in (img_root, mask_root):
             ds.good += good_folder_records(g, prefix=f"{g.name}_")
