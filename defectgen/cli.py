@@ -119,6 +119,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from defectgen.models import build_unet, describe
 
     cfg = _config(args)
+    if args.num_classes < 2:
+        raise ConfigError(f"--num-classes counts background and at least one defect class, got {args.num_classes}")
     channels = cfg.image_channels + args.num_classes
     report = {name: describe(build_unet(getattr(cfg, name), channels, cfg.size), cfg.size) for name in STAGES}
     report["switch_timestep"] = cfg.sample.switch * cfg.diffusion.num_train_timesteps

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or gives a value of the wrong type."""
 
 
+def need(ok: bool, key: str, rule: str, value: Any) -> None:
+    """Refuse a config value, naming the key (or a ``--flag``), the rule and the value (for ``check()`` methods)."""
+    if not ok:
+        where = key if key.startswith("--") else f"config key '{key}'"
+        raise ConfigError(f"{where}: {rule}, got {value!r}")
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)

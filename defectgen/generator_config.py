@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from defectgen.config import ConfigError
+from defectgen.config import need
 from defectgen.models import UNetConfig
 
 STAGES = ("large", "small")
@@ -15,13 +15,6 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 RESIZE_MODES = ("resize", "center-crop", "crop")
 SAMPLERS = ("ddpm", "ddim")
-
-
-def need(ok: bool, key: str, rule: str, value: object) -> None:
-    """Refuse a config value, naming the key (or a ``--flag``), the rule and the value."""
-    if not ok:
-        where = key if key.startswith("--") else f"config key '{key}'"
-        raise ConfigError(f"{where}: {rule}, got {value!r}")
 
 
 def _choice(value: object, key: str, choices: tuple[str, ...]) -> None:

@@ -88,6 +88,11 @@ def _train(*sets: str, config: str | None = None) -> Callable[[dict[str, Path], 
     return argv
 
 
+def _evaluate(*extra: str) -> Callable[[dict[str, Path], Path], list[str]]:
+    return lambda t, tmp: ["evaluate", "--data", str(t["data"]), "--shots", "1", "--model", "unet-tiny", "--seeds", "0",
+                           "--out", str(tmp / "out"), *extra]
+
+
 def _write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
@@ -134,6 +139,12 @@ BAD_INPUTS = [
     ("train: mask id 200, no names file", lambda t, tmp: ["train", "--config", str(t["config"]), "--data",
                                                           str(_id_200(t, tmp)), "--out", str(tmp / "out"), "--quiet"],
      "[200]"),
+    ("evaluate --set seg.steps=-1", _evaluate("--set", "seg.steps=-1"), "seg.steps"),
+    ("evaluate --set seg.batch_size=0", _evaluate("--set", "seg.batch_size=0"), "seg.batch_size"),
+    ("evaluate --set seg.size=7", _evaluate("--set", "seg.size=7"), "seg.size"),
+    ("evaluate --set ratio=-1", _evaluate("--set", "ratio=-1"), "'ratio'"),
+    ("inspect --num-classes 0", lambda t, tmp: ["inspect", "--config", str(t["config"]), "--num-classes", "0"],
+     "--num-classes"),
     ("copypaste --size 0", lambda t, tmp: ["copypaste", "--data", str(t["data"]), "--num", "2", "--size", "0",
                                            "--out", str(tmp / "out")], "--size"),
     ("metrics: missing Inception weights", lambda t, tmp: ["metrics", "--real", str(t["data"]), "--synthetic", str(t["syn"]),

@@ -94,6 +94,7 @@ def check_config(cfg: AblateConfig) -> None:
         raise ConfigError("config key 'usages': at least one usage mode (e.g. [{mode: mix}])")
     for i, u in enumerate(cfg.usages):
         u.check(f"usages[{i}]")
+    cfg.seg.check("seg")
     labels = [u.label() for u in cfg.usages]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"config key 'usages': the same usage twice ({labels})")

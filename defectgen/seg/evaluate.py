@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defectgen.config import to_dict
+from defectgen.config import need, to_dict
 from defectgen.data import ClassMap, DataError, DefectDataset, PairRecord, load_pairs, read_stem_list
 from defectgen.data.geometry import load_scaled
 from defectgen.io import atomic_write_json
@@ -49,6 +49,14 @@ class EvalConfig:
     detect_min_area: float = 0.005  # image flagged defective when predicted defect area > this fraction
     negatives: int = 0  # defect-free images added to training (all-background masks), drawn per seed
     seg: SegConfig = field(default_factory=SegConfig)
+
+    def check(self) -> None:
+        """Refuse values that cannot run, naming the key (``load_config`` calls this)."""
+        need(self.ratio >= 0, "ratio", "must not be negative", self.ratio)
+        need(self.negatives >= 0, "negatives", "must not be negative", self.negatives)
+        need(0.0 <= self.detect_min_area <= 1.0, "detect_min_area", "must be in [0, 1]", self.detect_min_area)
+        self.usage.check("usage")
+        self.seg.check("seg")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defectgen.config import ConfigError
+from defectgen.config import ConfigError, need
 from defectgen.data.geometry import seg_crop_set, sliding_logits
 from defectgen.seg.models import Segmenter, build_model
 
@@ -42,6 +42,17 @@ class SegConfig:
     encoder_weights_path: str | None = None  # local ImageNet weights for the encoder; None = from scratch
     threads: int = 0  # CPU threads for torch; 0 = auto: half the cores, 1 to 4 (oversubscribed cores are far slower)
     eval_batch_size: int = 64
+
+    def check(self, key: str = "seg") -> None:
+        """Refuse values that cannot train, naming the key."""
+        for name in ("steps", "batch_size", "eval_batch_size"):
+            need(getattr(self, name) >= 1, f"{key}.{name}", "must be at least 1", getattr(self, name))
+        for name in ("warmup_steps", "weight_decay", "threads"):
+            need(getattr(self, name) >= 0, f"{key}.{name}", "must not be negative", getattr(self, name))
+        need(self.size >= 8, f"{key}.size", "must be at least 8 pixels", self.size)
+        need(self.lr > 0, f"{key}.lr", "must be above 0", self.lr)
+        need(self.resize_mode in ("resize", "crop"), f"{key}.resize_mode", "must be one of resize, crop", self.resize_mode)
+        need(0.0 <= self.crop_defect_prob <= 1.0, f"{key}.crop_defect_prob", "must be in [0, 1]", self.crop_defect_prob)
 
 
 def auto_threads() -> int:
