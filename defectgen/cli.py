@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from defectgen.config import ConfigError, load_config
-from defectgen.data import DataError, add_selection_args, open_dataset, select_records, selection_from_args
+from defectgen.data import add_selection_args, open_dataset, select_records, selection_from_args
+from defectgen.device import resolve_device
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import OutputExistsError, OutputWriteError, refuse_existing, write_error
 from defectgen.run import RunError
@@ -251,21 +252,6 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     from defectgen import compare
 
     compare.add_compare_parser(sub)
-
-
-def resolve_device(device: str | None) -> str:
-    """``device``, or cuda when available and else cpu; a CUDA device without a GPU is refused."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except RuntimeError as err:
-        raise ConfigError(f"--device {device}: not a device name (use cpu or cuda)") from err
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
-    return device
 
 
 def _error_line(err: BaseException) -> str:

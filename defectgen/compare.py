@@ -353,7 +353,10 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
     """Train/sample (``generate``), score (``score``) or both (``all``); always rewrite the tables."""
     if not cfg.data:
         raise ConfigError("compare config needs 'data' (the real data folder)")
-    rows(cfg)  # names and only_rows are checked before anything is written
+    from defectgen.device import resolve_device
+
+    dev = str(resolve_device(device))
+    rows(cfg)  # names, only_rows, the device and the data are checked before anything is written
     ds, recs = _selection(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -363,9 +366,6 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
                               "choose another --out")
     else:
         save_config(cfg, out / "config.yaml")
-    import torch
-
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.time()
     if only in ("all", "generate"):
         generate_rows(cfg, out, ds, recs, dev, log)

@@ -142,6 +142,7 @@ BAD_INPUTS = [
     ("evaluate --set seg.steps=-1", _evaluate("--set", "seg.steps=-1"), "seg.steps"),
     ("evaluate --set seg.batch_size=0", _evaluate("--set", "seg.batch_size=0"), "seg.batch_size"),
     ("evaluate --set seg.size=7", _evaluate("--set", "seg.size=7"), "seg.size"),
+    ("evaluate --device cuda (no GPU)", _evaluate("--device", "cuda"), "--device cuda"),
     ("evaluate --set ratio=-1", _evaluate("--set", "ratio=-1"), "'ratio'"),
     ("inspect --num-classes 0", lambda t, tmp: ["inspect", "--config", str(t["config"]), "--num-classes", "0"],
      "--num-classes"),

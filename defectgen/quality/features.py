@@ -155,7 +155,9 @@ class FeatureEncoder:
     label = EFFICIENTNET_NAME
 
     def __init__(self, device: str | torch.device | None = None, weights_path: str | Path | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from defectgen.device import resolve_device
+
+        self.device = resolve_device(device)
         extractor = FeatureExtractorEfficientNetLite0(
             EFFICIENTNET_NAME, [FEATURE_LAYER], None if weights_path is None else str(weights_path)
         )

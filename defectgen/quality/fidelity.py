@@ -128,7 +128,9 @@ def fid_kid(
         register_with_torch_fidelity()
     n_real, n_fake = len(real_images), len(generated_images)
     kid = _kid_kwargs(n_real, n_fake, kid_subsets, kid_subset_size, seed)
-    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    from defectgen.device import resolve_device
+
+    cuda = resolve_device(device).type == "cuda"
     raw = torch_fidelity.calculate_metrics(
         input1=UInt8Images(real_images),
         input2=UInt8Images(generated_images),

@@ -30,7 +30,8 @@ from defectgen.io import atomic_write_json
 from defectgen.seg.metrics import SCALAR_METRICS, SegMetrics
 from defectgen.seg.mixing import SyntheticSet, check_no_leak, choose_synthetic, num_synthetic, open_synthetic
 from defectgen.seg.stats import mean_std, paired_gain
-from defectgen.seg.train import SegConfig, predict, predict_whole, resolve_device
+from defectgen.device import resolve_device
+from defectgen.seg.train import SegConfig, predict, predict_whole
 from defectgen.seg.usage import UsageConfig, fit_with_usage
 
 Log = Callable[[str], None]

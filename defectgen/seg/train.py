@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from defectgen.config import ConfigError, need
 from defectgen.data.geometry import seg_crop_set, sliding_logits
+from defectgen.device import resolve_device
 from defectgen.seg.models import Segmenter, build_model
 
 
@@ -58,11 +59,6 @@ class SegConfig:
 def auto_threads() -> int:
     """Half the CPU cores, between 1 and 4: on a shared machine, oversubscribing cores slows training several-fold."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-def resolve_device(device: str | None = None) -> torch.device:
-    """CUDA when available, else CPU, unless ``device`` names one."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def seed_everything(seed: int) -> None:
