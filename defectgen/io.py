@@ -2,8 +2,8 @@
 
 Written files and folders get the usual permissions under the user's umask (0644 / 0755 with the
 common umask 022), not the private 0600 / 0700 of ``mkstemp``/``mkdtemp``. A temporary name
-carries the writer's process id, so the next write of the same target removes what a killed
-writer left behind. A full disk or an unwritable folder becomes an ``OutputWriteError`` naming the path.
+carries the writer's host and process id, so the next write of the same target on that host
+removes what a killed writer left behind. A full disk or an unwritable folder becomes an ``OutputWriteError`` naming the path.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,11 +48,17 @@ def _umask() -> int:
     return mask
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
 def _tmp_prefix(name: str) -> str:
-    return f".{name}.{os.getpid()}."
+    return f".{name}.{_host()}-{os.getpid()}."
 
 
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+(\.tmp|\.[A-Za-z0-9]+)$")
+# .NAME.HOST-PID.RANDOM.tmp: only this host's temporaries of dead processes are removed, so writers on
+# other machines sharing the folder are left alone.
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.[^.]+(\.tmp|\.[A-Za-z0-9]+)$")
 
 
 def _alive(pid: int) -> bool:
@@ -73,7 +80,7 @@ def clean_stale_tmp(parent: Path, name: str) -> list[Path]:
         return removed
     for p in Path(parent).iterdir():
         m = _TMP.match(p.name)
-        if m and m["name"] == name and not _alive(int(m["pid"])):
+        if m and m["name"] == name and m["host"] == _host() and not _alive(int(m["pid"])):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -17,9 +17,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from defectgen.cli import main
+from defectgen.io import _host
 
 ROOT = Path(__file__).resolve().parents[1]
-DEAD_PID = 999_999_999  # above any pid_max: no such process
+DEAD = f"{_host()}-999999999"  # this host, a pid above any pid_max: a writer that is gone
 
 
 class CreatesFile:
@@ -68,6 +69,7 @@ def test_a_pickle_in_a_checkpoint_is_refused_not_run(unfinished: Path, demo_data
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickle_posing_as_optimizer_state_is_not_run(unfinished: Path, demo_data: Path, tiny_config: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     marker = tmp_path / "pwned"
@@ -86,11 +88,13 @@ def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path,
         weights.write_bytes(weights.read_bytes()[:1000])
     else:
         (newest / "trainer_state.json").write_text("")
-    stale = [unfinished / "large" / "checkpoints" / f".step_0000006.{DEAD_PID}.abc.tmp",
-             unfinished / f".pipeline.{DEAD_PID}.xyz.tmp", unfinished / "large" / f".final.{DEAD_PID}.q.tmp"]
+    stale = [unfinished / "large" / "checkpoints" / f".step_0000006.{DEAD}.abc.tmp",
+             unfinished / f".pipeline.{DEAD}.xyz.tmp", unfinished / "large" / f".final.{DEAD}.q.tmp"]
     for folder in stale:  # what a kill -9 during those writes leaves
         folder.mkdir()
         (folder / "half.bin").write_bytes(b"x")
+    elsewhere = unfinished / ".pipeline.another-machine-1.xyz.tmp"  # a writer on another host sharing the folder
+    elsewhere.mkdir()
     assert _train(unfinished, demo_data, tiny_config, "--resume", "latest") == 0
     assert f"skipping damaged checkpoint {newest}" in capsys.readouterr().err
     # resumed from step 4, the result is the uninterrupted run's, bit for bit
@@ -98,6 +102,7 @@ def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path,
     want = load_file(str(tmp_path / "final_uninterrupted" / "diffusion_pytorch_model.safetensors"))
     assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in got)
     assert not any(p.exists() for p in stale)
+    assert elsewhere.is_dir()
 
 
 def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
@@ -105,7 +110,7 @@ def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config:
     try:
         run, syn = tmp_path / "run", tmp_path / "syn"
         assert _train(run, demo_data, tiny_config, "--set", "train.large_steps=2") == 0
-        stale = tmp_path / f".syn.{DEAD_PID}.abc.tmp"
+        stale = tmp_path / f".syn.{DEAD}.abc.tmp"
         stale.mkdir()
         assert main(["sample", "--run", str(run), "--num", "2", "--out", str(syn), "--switch", "0", "--quiet"]) == 0
     finally:
