@@ -131,6 +131,9 @@ def save_checkpoint(parts: TrainParts, stage_dir: Path, step: int, keep: int) ->
 def _read_checkpoint(ckpt: Path) -> dict:
     """Every part of ``ckpt`` read into memory (nothing applied yet); refuses unexpected files."""
     stray = sorted(p.name for p in ckpt.iterdir() if p.name not in CHECKPOINT_FILES)
+    if any(name.endswith(".pkl") for name in stray) and (ckpt / "optimizer.bin").is_file():
+        raise CheckpointError(f"{ckpt}: written by an older defectgen (accelerate state with pickled RNG files), which "
+                              "is no longer loaded because a pickle can run code; start this stage again in a new --out")
     if stray:
         raise CheckpointError(f"{ckpt}: unexpected file(s) {', '.join(stray)}; a checkpoint holds only "
                               f"{', '.join(sorted(CHECKPOINT_FILES))} and nothing else is loaded (no pickles). "
