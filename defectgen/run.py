@@ -170,7 +170,10 @@ def check_pipeline_folder(path: Path) -> None:
 
     index_path = path / "model_index.json"
     try:
-        index = json.loads(index_path.read_text())
+        text = index_path.read_text()
+        if not text.strip():
+            raise ValueError("the file is empty")
+        index = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise RunError(f"{index_path}: not valid JSON ({err}); the pipeline folder is damaged") from err
     if not isinstance(index, dict) or "scheduler" not in index:

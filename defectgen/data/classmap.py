@@ -77,4 +77,7 @@ def read_labels_file(path: Path) -> ClassMap:
     if not lines:
         raise DataError(f"{path}: no class names")
     names = ["background" if ln in ("_background_", "__background__") else ln for ln in lines]
-    return ClassMap(tuple(names))
+    try:
+        return ClassMap(tuple(names))
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from err
