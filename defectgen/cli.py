@@ -28,6 +28,7 @@ def _config(args: argparse.Namespace) -> GeneratorConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from defectgen.distributed import process_state
     from defectgen.run import selection_info, train_generator
 
     cfg = _config(args)
@@ -38,10 +39,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     stages = STAGES if args.stage == "both" else (args.stage,)
     if args.resume not in (None, "latest"):
         raise ConfigError(f"--resume takes 'latest', got '{args.resume}'")
-    print(f"[defectgen] training {', '.join(stages)} on {len(records)} images from {ds.root} -> {args.out}")
+    main_process = process_state().is_main_process
+    if main_process:
+        print(f"[defectgen] training {', '.join(stages)} on {len(records)} images from {ds.root} -> {args.out}")
     path = train_generator(args.out, cfg, ds, records, sel, stages, resume=args.resume == "latest",
                            progress=not args.quiet)
-    print(f"[defectgen] generator saved to {path}")
+    if main_process:
+        print(f"[defectgen] generator saved to {path}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -58,7 +58,7 @@ class DiffusionConfig:
 class TrainConfig:
     large_steps: int = 3000
     small_steps: int = 3000
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch: split between processes under torchrun / accelerate launch
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.002
@@ -67,6 +67,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True
     mixed_precision: str = "no"  # no | fp16 | bf16
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the UNet; CUDA only, ignored on CPU
     flip: bool = True
     rot90: bool = True
     checkpoint_every: int = 500

@@ -21,6 +21,7 @@ from diffusers import UNet2DModel
 from defectgen.config import from_dict, save_config, to_dict
 from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
+from defectgen.distributed import process_state
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import atomic_dir, atomic_write_json
 from defectgen.pairs import encode_pairs
@@ -92,23 +93,35 @@ def train_generator(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``."""
+    """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``.
+
+    Under ``torchrun`` every process trains; the main process alone writes the run folder,
+    ``final/`` and ``pipeline/``, and the others wait for each write before reading on.
+    """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
-    prepare_run(out, cfg, selection, ds.class_map)
+    state = process_state()
+    with state.main_process_first():  # the main process creates the folder, the others then check it
+        prepare_run(out, cfg, selection, ds.class_map)
     for stage in stages:
         stage_dir = out / stage
         if (stage_dir / "final" / "config.json").is_file():
-            print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
+            if state.is_main_process:
+                print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
             continue
         if latest_checkpoint(stage_dir) is not None and not resume:
             raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
         t0 = time.time()
         model = train_stage(cfg, data, ds.class_map, stage_dir, stage, resume=resume, progress=progress)
-        with atomic_dir(stage_dir / "final") as tmp:
-            model.save_pretrained(tmp)
-        atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2),
-                                                      "resumed": resume})
-    return assemble_pipeline(out, cfg)
+        if state.is_main_process:
+            with atomic_dir(stage_dir / "final") as tmp:
+                model.save_pretrained(tmp)
+            atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2),
+                                                          "resumed": resume, "processes": state.num_processes})
+        state.wait_for_everyone()
+    if state.is_main_process:
+        assemble_pipeline(out, cfg)
+    state.wait_for_everyone()
+    return out / "pipeline"
 
 
 def training_data(records: list[PairRecord], class_map: ClassMap, cfg: GeneratorConfig) -> torch.Tensor | CropSet:

@@ -3,6 +3,13 @@
 Built on accelerate. Every step draws its batch, augmentation, timesteps and noise from a
 generator seeded by (seed, step), so a run resumed from a checkpoint reaches the same weights as
 an uninterrupted one. Checkpoints are written to a temporary folder and renamed in one step.
+
+Several processes (one per GPU)::
+
+    torchrun --nproc_per_node 4 -m defectgen.cli -- train --config configs/neu64_gpu.yaml ...
+    accelerate launch --multi_gpu --num_processes 4 -m defectgen.cli train ...
+
+split each step's global batch (``train.batch_size``) between them: the result equals one process.
 """
 from __future__ import annotations
 
@@ -14,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -25,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from tqdm.auto import tqdm
 
+from defectgen.config import ConfigError
 from defectgen.data import ClassMap
 from defectgen.data.geometry import CropSet
 from defectgen.generator_config import GeneratorConfig, TrainConfig
@@ -46,18 +53,19 @@ def make_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
     )
 
 
-def augment(x: torch.Tensor, g: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
-    """Random flips and 90° rotations, applied to image and mask channels together."""
-    out = []
-    for xi in x:
-        if cfg.flip and torch.rand((), generator=g) < 0.5:
-            xi = xi.flip(-1)
-        if cfg.flip and torch.rand((), generator=g) < 0.5:
-            xi = xi.flip(-2)
-        if cfg.rot90:
-            xi = torch.rot90(xi, int(torch.randint(4, (), generator=g)), dims=(-2, -1))
-        out.append(xi)
-    return torch.stack(out)
+def augment(x: torch.Tensor, draws: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Random flips and 90° rotations of image and mask channels together, for the whole batch at once.
+
+    ``draws`` (B, 3) holds each row's horizontal flip, vertical flip (0/1) and quarter turns (0-3).
+    """
+    draws = draws.to(x.device)
+    if cfg.flip:
+        x = torch.where(draws[:, 0, None, None, None].bool(), x.flip(-1), x)
+        x = torch.where(draws[:, 1, None, None, None].bool(), x.flip(-2), x)
+    if cfg.rot90:
+        turns = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
+        x = turns[draws[:, 2], torch.arange(len(x), device=x.device)]
+    return x
 
 
 def target_for(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -71,14 +79,30 @@ def target_for(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, 
     raise ValueError(f"unknown prediction_type '{kind}'")
 
 
-def draw_batch(data: torch.Tensor, cfg: TrainConfig, scheduler: DDPMScheduler, key: int):
-    """Batch, timesteps and noise for one micro-step, from a generator seeded by ``key`` alone."""
+def draw_batch(
+    data: torch.Tensor | CropSet, cfg: TrainConfig, scheduler: DDPMScheduler, key: int, rank: int = 0,
+    world: int = 1, device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Process ``rank``'s share of one micro-step's global batch: images, timesteps and noise.
+
+    The whole global batch (``cfg.batch_size`` rows) is drawn from a generator seeded by ``key``
+    alone, in one batched draw per quantity, and each of ``world`` processes keeps its own
+    contiguous rows; so N processes see exactly the batch one process would, and resume is exact.
+    Noise is drawn on ``device`` (default: the data's), so a GPU needs no host work per step.
+    """
+    n = cfg.batch_size
+    device = device or (data.device if isinstance(data, torch.Tensor) else torch.device("cpu"))
+    rows = slice(rank * n // world, (rank + 1) * n // world)
     g = torch.Generator().manual_seed(key)
-    idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-    x0 = augment(data.crops(idx, g) if isinstance(data, CropSet) else data[idx], g, cfg)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g)
-    noise = torch.randn(x0.shape, generator=g)
-    return x0, t, noise
+    idx = torch.randint(len(data), (n,), generator=g)
+    if isinstance(data, CropSet):
+        x0 = data.crops(idx, g)[rows].to(device)  # every process crops the whole batch: the draws stay in step
+    else:
+        x0 = data[idx[rows].to(data.device)].to(device)
+    draws = torch.cat([torch.randint(2, (n, 2), generator=g), torch.randint(4, (n, 1), generator=g)], dim=1)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g)
+    noise = torch.randn((n, *data.shape[1:]), generator=torch.Generator(device).manual_seed(key), device=device)
+    return augment(x0, draws[rows], cfg), t[rows].to(device), noise[rows]
 
 
 def _checkpoints(stage_dir: Path) -> list[Path]:
@@ -111,14 +135,17 @@ class TrainParts:
 
 
 def save_checkpoint(parts: TrainParts, stage_dir: Path, step: int, keep: int) -> Path:
-    """Write weights, optimizer, EMA and the scheduler/step state to ``checkpoints/step_N`` in one rename."""
+    """Write weights, optimizer, EMA and the scheduler/step state to ``checkpoints/step_N`` in one rename.
+
+    Only the main process writes (DDP keeps every process's weights and optimizer equal); the
+    others wait until the folder is in place."""
     target = stage_dir / "checkpoints" / f"step_{step:07d}"
     acc = parts.accelerator
     if acc.is_main_process:
         scaler = acc.scaler.state_dict() if getattr(acc, "scaler", None) is not None else None
         state = {"step": step, "lr_scheduler": parts.lr_sched.state_dict(), "scaler": scaler}
         with atomic_dir(target) as tmp:
-            save_model(acc.unwrap_model(parts.unet), str(tmp / "model.safetensors"))
+            save_model(acc.unwrap_model(parts.unet, keep_torch_compile=False), str(tmp / "model.safetensors"))
             torch.save(parts.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(parts.ema.state_dict(), tmp / "ema.pt")
             (tmp / "trainer_state.json").write_text(json.dumps(state))
@@ -155,7 +182,7 @@ def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
             print(f"[defectgen] skipping damaged checkpoint {ckpt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
                   file=sys.stderr)
             continue
-        parts.accelerator.unwrap_model(parts.unet).load_state_dict(saved["model"])
+        parts.accelerator.unwrap_model(parts.unet, keep_torch_compile=False).load_state_dict(saved["model"])
         parts.optimizer.load_state_dict(saved["optimizer"])
         parts.lr_sched.load_state_dict(saved["state"]["lr_scheduler"])
         if saved["state"].get("scaler") and getattr(parts.accelerator, "scaler", None) is not None:
@@ -186,6 +213,21 @@ def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, s
     atomic_save_image(path, pair_grid(out.images, out.masks, ncols=4, scale=max(1, 128 // cfg.size)))
 
 
+def _check_world(tc: TrainConfig, world: int) -> None:
+    if tc.batch_size % world:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch and must be divisible by the "
+                          f"number of processes ({world})")
+
+
+def _accelerate(unet: UNet2DModel, tc: TrainConfig, device: torch.device) -> UNet2DModel:
+    """The GPU speed options: channels-last memory layout and ``torch.compile`` (CUDA only)."""
+    if tc.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    if tc.compile and device.type == "cuda":
+        unet = torch.compile(unet)
+    return unet
+
+
 def train_stage(
     cfg: GeneratorConfig,
     data: torch.Tensor | CropSet,
@@ -198,65 +240,88 @@ def train_stage(
 ) -> UNet2DModel:
     """Train the ``stage`` UNet on encoded pairs ``data`` (N,C,H,W); return the EMA model.
 
-    ``stop_after`` ends this call after that many steps (training in chunks on a machine with a
-    time limit); ``resume=True`` continues from the newest checkpoint.
+    ``train.batch_size`` is the global batch: under ``torchrun`` each process trains on its share
+    and DDP averages the gradients, so the weights match a single-process run. ``stop_after`` ends
+    this call after that many steps (training in chunks on a machine with a time limit);
+    ``resume=True`` continues from the newest checkpoint. Only the main process writes.
     """
     tc = cfg.train
     steps = tc.large_steps if stage == "large" else tc.small_steps
     torch.manual_seed(tc.seed)
     unet = build_unet(cfg.large if stage == "large" else cfg.small, data.shape[1], cfg.size)
     scheduler = make_scheduler(cfg)
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum)
+    # The schedule is stepped by hand once per optimizer step: a prepared scheduler that follows the
+    # optimizer would be stepped once per process, running the schedule num_processes times too fast.
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
+                              step_scheduler_with_optimizer=False)
+    _check_world(tc, accelerator.num_processes)
+    main = accelerator.is_main_process
     optimizer = torch.optim.AdamW(unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     lr_sched = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, max(steps, 1))
     ema = EMAModel(unet.parameters(), decay=tc.ema_decay, use_ema_warmup=tc.ema_warmup,
-                   model_cls=UNet2DModel, model_config=unet.config)
+                   model_cls=UNet2DModel, model_config=unet.config, foreach=True)
+    unet = _accelerate(unet, tc, accelerator.device)
     unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
     ema.to(accelerator.device)
+    if isinstance(data, torch.Tensor):  # a few-shot set fits on the device; crops are cut on the host
+        data = data.to(accelerator.device)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     parts = TrainParts(accelerator, unet, optimizer, lr_sched, ema)
     log_path = stage_dir / "log.jsonl"
     start = load_checkpoint(parts, stage_dir) if resume else 0
-    if start:
+    if start and main:
         _trim_log(log_path, start)
     stage_dir.mkdir(parents=True, exist_ok=True)
     unet.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {stage}", disable=not progress)
-    t0, window = time.time(), []
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {stage}",
+               disable=not (progress and main))
+    t0, loss_sum, micro_steps, rows = time.time(), torch.zeros((), device=accelerator.device), 0, 0
     for step in bar:
         for micro in range(tc.grad_accum):
-            x0, t, noise = draw_batch(data, tc, scheduler, sample_seed(tc.seed, step * tc.grad_accum + micro))
-            x0, t, noise = x0.to(accelerator.device), t.to(accelerator.device), noise.to(accelerator.device)
+            key = sample_seed(tc.seed, step * tc.grad_accum + micro)
+            x0, t, noise = draw_batch(data, tc, scheduler, key, accelerator.process_index, accelerator.num_processes,
+                                      accelerator.device)
             with accelerator.accumulate(unet):
-                pred = unet(scheduler.add_noise(x0, noise, t), t).sample
+                noisy = scheduler.add_noise(x0, noise, t).contiguous(memory_format=memory_format)
+                pred = unet(noisy, t).sample
                 loss = F.mse_loss(pred.float(), target_for(scheduler, x0, noise, t).float())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and tc.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(unet.parameters(), tc.max_grad_norm)
                 optimizer.step()
-                lr_sched.step()
+                if accelerator.sync_gradients:
+                    lr_sched.step()
                 optimizer.zero_grad()
-            window.append(loss.item())
+            loss_sum += loss.detach()  # stays on the device: no host sync until a log line is due
+            micro_steps += 1
+            rows += len(x0)
         ema.step(accelerator.unwrap_model(unet).parameters())
         done = step + 1
         if done % tc.log_every == 0 or done == steps:
-            rec = {"step": done, "loss": float(np.mean(window)), "lr": lr_sched.get_last_lr()[0],
-                   "ema_decay": ema.cur_decay_value, "seconds": round(time.time() - t0, 3)}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            window = []
-        if tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps):
+            mean_loss = accelerator.reduce(loss_sum / micro_steps, reduction="mean").item()
+            batch = accelerator.reduce(torch.tensor(rows, device=accelerator.device), reduction="sum").item()
+            if main:
+                rec = {"step": done, "loss": mean_loss, "batch": batch * tc.grad_accum // micro_steps,
+                       "lr": lr_sched.get_last_lr()[0],
+                       "ema_decay": ema.cur_decay_value, "seconds": round(time.time() - t0, 3)}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+            loss_sum.zero_()
+            micro_steps = rows = 0
+        if main and tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps):
             ema_model = ema_unet(ema, accelerator.unwrap_model(unet))
             preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png")
         if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
             save_checkpoint(parts, stage_dir, done, tc.keep_checkpoints)
         if stop_after is not None and done >= stop_after:
             break
-    return ema_unet(ema, accelerator.unwrap_model(unet))
+    return ema_unet(ema, accelerator.unwrap_model(unet, keep_torch_compile=False))
 
 
 def ema_unet(ema: EMAModel, like: UNet2DModel) -> UNet2DModel:
     """A separate UNet holding the EMA weights (the training model is left untouched)."""
+    like = getattr(like, "_orig_mod", like)  # a torch.compile wrapper
     model = UNet2DModel.from_config(like.config)
     model.load_state_dict(like.state_dict())
     ema.copy_to(model.parameters())

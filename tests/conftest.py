@@ -44,3 +44,23 @@ def neu_root() -> Path:
     if not SHARED_NEU.is_dir():
         pytest.skip(f"real data not available: {SHARED_NEU} is absent (only CI and developers have ../shared)")
     return SHARED_NEU
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> "subprocess.CompletedProcess[str]":
+    """Run ``defectgen <args>`` as ``nproc`` real CPU processes (gloo), one thread each.
+
+    ``accelerate launch --cpu --num_processes 2`` silently starts one process, so the test goes
+    through ``torchrun`` with ``ACCELERATE_USE_CPU=true``, as a user without GPUs would.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "defectgen.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
