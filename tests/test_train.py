@@ -151,3 +151,16 @@ def test_a_run_saved_before_a_config_key_existed_is_reused(tmp_path: Path, demo_
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     assert main(args) == 0  # the missing key takes its default: same config
     assert main([*args, "--set", "diffusion.rescale_betas_zero_snr=true"]) == 2
+
+
+def test_gpu_speed_options_keep_the_result(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    """channels_last changes only the memory layout; compile is CUDA-only and ignored on this CPU."""
+    base = ["train.large_steps=3", "train.sample_every=0", "train.checkpoint_every=0"]
+    cfg = load_config(GeneratorConfig, tiny_config, base)
+    fast = load_config(GeneratorConfig, tiny_config, [*base, "train.channels_last=true", "train.compile=true"])
+    data, ds = _data(demo_data, cfg)
+    a = train_stage(cfg, data, ds.class_map, tmp_path / "a", "large", progress=False)
+    b = train_stage(fast, data, ds.class_map, tmp_path / "b", "large", progress=False)
+    x, t = torch.randn(2, 5, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 15])
+    with torch.no_grad():
+        torch.testing.assert_close(b(x, t).sample, a(x, t).sample, rtol=0, atol=1e-5)

@@ -1,0 +1,56 @@
+"""scripts/gpu_run.py on CPU with a stand-in $OUT: what the GPU machine would return, and the way back."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from defectgen.pipeline import DefectGenPipeline
+
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "gpu_run.py"
+
+
+def gpu_run(args: list[str], out: Path) -> None:
+    env = {**os.environ, "OUT": str(out), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def check_returnable(out: Path) -> list[Path]:
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert 0 < len(files) <= 8
+    for p in files:
+        assert p.stat().st_size < 16 * 2**20 and len(p.relative_to(out).parts) <= 3
+    return files
+
+
+def test_train_phase_returns_fp16_shards_that_rebuild_the_pipeline(tmp_path: Path, demo_data: Path,
+                                                                   tiny_config: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    gpu_run(["train", "--config", str(tiny_config), "--data", str(demo_data), "--work", str(work),
+             "--seconds", "200", "--shard-mb", "0.05"], out)
+    check_returnable(out)
+    phase = json.loads((out / "phase_train.json").read_text())
+    assert phase["finished"] and phase["out_problems"] == []
+    shards = sorted(p.name for p in out.glob("weights-*.safetensors"))
+    assert shards == sorted(phase["weights"]) and any("-00002-of-" in s for s in shards)  # the 0.05 MB cap split unet
+    assert all((out / s).stat().st_size < 0.05e6 + 2e4 for s in shards)
+    # back on the developer's machine: a run folder whose pipeline equals the trained one to fp16 precision
+    gpu_run(["unpack-weights", "--from", str(out), "--to", str(tmp_path / "back")], out)
+    back = tmp_path / "back"
+    assert (back / "config.yaml").read_text() == (work / "run" / "config.yaml").read_text()
+    assert (back / "large" / "log.jsonl").read_text() == (work / "run" / "large" / "log.jsonl").read_text()
+    a = DefectGenPipeline.from_pretrained(work / "run" / "pipeline")
+    b = DefectGenPipeline.from_pretrained(back / "pipeline")
+    assert b.class_map.names == a.class_map.names and b.config.switch == a.config.switch
+    for name in ("unet", "unet_2"):
+        for key, p in getattr(a, name).state_dict().items():
+            q = getattr(b, name).state_dict()[key]
+            assert q.dtype == torch.float32
+            torch.testing.assert_close(q, p.half().float(), rtol=0, atol=0)
