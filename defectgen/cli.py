@@ -2,7 +2,7 @@
 
     defectgen demo --out DIR
     defectgen train --config configs/neu64.yaml --data DATA --shots 10 --out RUN [--stage both] [--resume latest]
-    defectgen sample --run RUN --num 100 --out SYN [--switch 0.4] [--sampler ddpm|ddim] [--steps S]
+    defectgen sample --run RUN --num 100 --out SYN [--switch 0.4] [--sampler ddpm|ddim|dpmsolver++] [--steps S]
     defectgen data --data DATA                      (what the readers find: layout, classes, good images)
     defectgen inspect --config configs/neu64.yaml
     defectgen evaluate / ablate / copypaste / metrics / compare   (see --help of each)
@@ -19,7 +19,8 @@ from defectgen.config import ConfigError, load_config
 from defectgen.data import add_selection_args, open_dataset, select_records, selection_from_args
 from defectgen.device import resolve_device
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
-from defectgen.io import OutputExistsError, OutputWriteError, refuse_existing, write_error
+from defectgen.io import OutputExistsError, OutputWriteError, write_error
+from defectgen.pipeline import SAMPLERS
 from defectgen.run import RunError
 
 
@@ -49,22 +50,23 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from defectgen.export import export_samples
-    from defectgen.run import load_generator, pipeline_path, train_stems
-
-    from defectgen.run import run_sample_config
+    from defectgen.distributed import process_state
+    from defectgen.export import check_output, export_samples
+    from defectgen.run import load_generator, pipeline_path, run_sample_config, train_stems
 
     _threads(args)
     own = run_sample_config(args.run)  # the run's own sample: settings are the defaults
     args.sampler = args.sampler or own.sampler
     args.steps = own.steps if args.steps is None else args.steps
     args.batch_size = own.batch_size if args.batch_size is None else args.batch_size
+    args.precision = args.precision or own.precision
     request = _guided_request(args)
-    SampleConfig(own.switch if args.switch is None else args.switch, args.sampler, args.steps, args.batch_size).check(flags=True)
+    SampleConfig(own.switch if args.switch is None else args.switch, args.sampler, args.steps, args.batch_size,
+                 args.precision).check(flags=True)
     if args.num is not None and args.num < 1:
         raise ConfigError(f"--num must be at least 1, got {args.num}")
-    refuse_existing(args.out, args.overwrite)
-    pipe = load_generator(args.run, resolve_device(args.device))
+    check_output(args.out, args.overwrite)  # before loading; an unfinished run of this command resumes
+    pipe = load_generator(args.run, resolve_device(args.device) if args.device else process_state().device)
     condition, num = None, args.num
     if request is not None:
         from defectgen.guided import build_conditions
@@ -79,7 +81,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     identity = {"pipeline": str(pipeline_path(args.run).resolve()), "train_stems": train_stems(pipeline_path(args.run).parent)}
     m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
                        steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
-                       progress=not args.quiet, condition=condition, request=request)
+                       progress=not args.quiet, condition=condition, request=request, precision=args.precision)
+    if not process_state().is_main_process:
+        return
     if args.layout != "defectgen":
         from defectgen.data.layouts import relayout
 
@@ -148,7 +152,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     pipe = load_generator(out / "run")
     identity = {"pipeline": str((out / "run" / "pipeline").resolve()), "train_stems": [r.stem for r in records]}
     export_samples(pipe, out / "samples", args.num, seed=0, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
-                   batch_size=cfg.sample.batch_size, identity=identity, progress=not args.quiet)
+                   batch_size=cfg.sample.batch_size, identity=identity, progress=not args.quiet,
+                   precision=cfg.sample.precision)
     print(f"[defectgen] demo finished in {time.time() - t0:.0f} s: data {data}, generator {out / 'run/pipeline'}, "
           f"pairs {out / 'samples'}, grid {out / 'samples/grid.png'}")
 
@@ -191,12 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=None, help="number of pairs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--switch", type=float, default=None, help="fraction of the schedule (0.4 = t 400 of 1000)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="default: the run's sample.sampler")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="default: the run's sample.sampler; dpmsolver++ (DPM-Solver++, 2nd order) is good in 20-25 steps")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's sample.batch_size")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--device", default=None,
+                   help="default: this process's GPU (cuda:LOCAL_RANK under torchrun), else the CPU")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="bf16: UNets in bf16 (CUDA only); default: the run's sample.precision")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (an unfinished run with the same arguments resumes without it)")
     g = p.add_argument_group("guided sampling (defects onto real surfaces, images for given masks)")
     g.add_argument("--onto", type=Path, default=None, metavar="GOOD_DIR",
                    help="paint defects onto these good (defect-free) images; outside the defect they stay as they are")

@@ -1,10 +1,13 @@
 """Sampling a trained generator into the standard output layout.
 
 ``DIR/images/NNNNNN.png``, ``DIR/masks/NNNNNN.png`` (class ids), ``DIR/manifest.json`` and
-``DIR/grid.png``. The folder is built under a temporary name and renamed when complete.
+``DIR/grid.png``. A folder without ``manifest.json`` is unfinished: while sampling it also holds
+``.sample_job.json`` (the arguments) and ``.done/NNNNNN.json`` (one record per finished pair).
 """
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,10 +19,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from defectgen import __version__
-from defectgen.io import atomic_dir, atomic_write_json, refuse_existing
+from defectgen.config import ConfigError
+from defectgen.distributed import process_state, shard
+from defectgen.io import OutputExistsError, atomic_save_image, atomic_write_json, ensure_empty_output, refuse_existing
 from defectgen.guided import Condition, GuidedRequest, known_batch
 from defectgen.pipeline import DefectGenPipeline, sample_seed
+from defectgen.run import RunError
 from defectgen.viz import pair_grid
+
+JOB_FILE = ".sample_job.json"
+DONE_DIR = ".done"
 
 
 def class_pixels(mask: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
@@ -29,10 +38,11 @@ def class_pixels(mask: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
 
 
 def save_pair(folder: Path, index: int, image: np.ndarray, mask: np.ndarray, names: tuple[str, ...]) -> dict:
-    """Write pair ``index`` into ``folder/images`` and ``folder/masks``; return its manifest entry."""
+    """Write pair ``index`` into ``folder/images`` and ``folder/masks`` (each file atomically);
+    return its manifest entry."""
     name = f"{index:06d}.png"
-    Image.fromarray(image).save(folder / "images" / name)
-    Image.fromarray(mask).save(folder / "masks" / name)
+    atomic_save_image(folder / "images" / name, Image.fromarray(image))
+    atomic_save_image(folder / "masks" / name, Image.fromarray(mask))
     return {"index": index, "file": name, "class_pixels": class_pixels(mask, names)}
 
 
@@ -50,66 +60,148 @@ def export_samples(
     progress: bool = True,
     condition: Callable[[int], Condition] | None = None,
     request: GuidedRequest | None = None,
+    precision: str = "fp32",
 ) -> dict[str, object]:
     """Sample ``num`` pairs (sample i seeded by (seed, i)) and write them to ``out``; return the manifest.
 
     Guided sampling: ``condition(i)`` says what sample i must keep (see ``defectgen.guided``) and
     ``request`` holds the blend band and resampling; a given mask is written exactly as given.
+
+    Several processes (torchrun) each sample every N-th index; one process gives the same pairs.
+    Each pair is written atomically and then recorded as done, so a killed run started again with
+    the same arguments samples only the missing indices. The main process writes the manifest and
+    the grid once every index is done. ``precision="bf16"`` runs the UNets in bf16 on CUDA.
     """
     out = Path(out)
-    refuse_existing(out, overwrite)
     if pipe.class_map is None:
         raise ValueError("the pipeline has no class map; load it with DefectGenPipeline.from_pretrained")
-    names = pipe.class_map.names
     switch = pipe.config.switch if switch is None else switch
-    samples, timesteps, t0 = [], None, time.time()
-    with atomic_dir(out) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        grid_imgs, grid_masks, grid_bgs = [], [], []
-        for start in tqdm(range(0, num, batch_size), desc="sample", disable=not progress):
-            idx = list(range(start, min(start + batch_size, num)))
-            seeds = [sample_seed(seed, i) for i in idx]
-            gens = [torch.Generator().manual_seed(s) for s in seeds]
-            conds = [condition(i) for i in idx] if condition is not None else None
-            guided = {} if conds is None else {
-                "known": known_batch(conds, pipe.class_map, pipe.config.image_channels, request.blend),
-                "resample": request.resample}
-            res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False, **guided)
-            timesteps = res.timesteps
-            masks = res.masks if conds is None else [c.mask if c.mask is not None else m for c, m in zip(conds, res.masks)]
-            for j, (i, s, img, mask) in enumerate(zip(idx, seeds, res.images, masks)):
-                samples.append({**save_pair(tmp, i, img, mask, names), "seed": s, **(conds[j].info if conds else {})})
-            if len(grid_imgs) < 16:
-                grid_imgs.extend(res.images[: 16 - len(grid_imgs)])
-                grid_masks.extend(masks[: 16 - len(grid_masks)])
-                if conds is not None:
-                    grid_bgs.extend(_background(c, img) for c, img in zip(conds[: 16 - len(grid_bgs)], res.images))
-        seconds = time.time() - t0
-        manifest = {
-            "defectgen_version": __version__,
-            "class_map": pipe.class_map.to_dict(),
-            "model": identity or {},
-            "train_stems": list((identity or {}).get("train_stems", [])),
-            "switch": switch,
-            "switch_timestep": switch * pipe.scheduler.config.num_train_timesteps,
-            "sampler": sampler,
-            "mode": request.mode if request else "unconditional",
-            "guided": _request_info(request),
-            "steps": len((timesteps or {}).get("large", [])) + len((timesteps or {}).get("small", [])),
-            "timesteps": timesteps,
-            "seed": seed,
-            "num_samples": num,
-            "seconds": round(seconds, 2),
-            "seconds_per_sample": round(seconds / max(num, 1), 4),
-            "samples": samples,
-        }
-        if grid_imgs:
-            scale = max(1, 128 // grid_masks[0].shape[0])
-            bgs = np.stack(grid_bgs) if grid_bgs and request and request.mode != "masks" else None
-            pair_grid(np.stack(grid_imgs), np.stack(grid_masks), ncols=4, scale=scale, backgrounds=bgs).save(tmp / "grid.png")
-        atomic_write_json(tmp / "manifest.json", manifest)
-    return manifest
+    precision = _precision(precision, pipe.device)
+    job = json.loads(json.dumps({"num": num, "seed": seed, "switch": switch, "sampler": sampler, "steps": steps,
+                                 "precision": precision, "guided": _request_info(request), "model": identity or {}}))
+    state = process_state()
+    if state.is_main_process:
+        _open_job(out, job, overwrite)
+    state.wait_for_everyone()
+    done = _done_indices(out)
+    todo = [i for i in shard(range(num), state.process_index, state.num_processes) if i not in done]
+    t0 = time.time()
+    batches = [todo[k : k + batch_size] for k in range(0, len(todo), batch_size)]
+    for idx in tqdm(batches, desc="sample", disable=not (progress and state.is_main_process)):
+        _sample_batch(pipe, out, idx, seed, switch, sampler, steps, condition, request, precision)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _finish(out, pipe, job, condition, request, time.time() - t0, len(done))
+    state.wait_for_everyone()
+    return json.loads((out / "manifest.json").read_text())
+
+
+def check_output(out: Path, overwrite: bool = False) -> None:
+    """Fail before any work unless ``out`` is new, empty, to be replaced (``overwrite``) or an
+    unfinished sample run (which ``export_samples`` resumes if the arguments match)."""
+    out = Path(out)
+    if (out / JOB_FILE).is_file() and not (out / "manifest.json").is_file():
+        return
+    refuse_existing(out, overwrite)
+
+
+def _precision(precision: str, device: torch.device) -> str:
+    """The precision that will actually run: bf16 only on CUDA (elsewhere it would only be slower)."""
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be fp32 or bf16, got '{precision}'")
+    if precision == "bf16" and device.type != "cuda":
+        print(f"[defectgen] bf16 sampling needs CUDA; sampling in fp32 on {device.type}")
+        return "fp32"
+    return precision
+
+
+def _open_job(out: Path, job: dict[str, object], overwrite: bool) -> None:
+    """Start the sample folder, or continue an unfinished one that was started with the same job."""
+    job_file = out / JOB_FILE
+    if not overwrite and job_file.is_file() and not (out / "manifest.json").is_file():
+        old = json.loads(job_file.read_text())
+        if old != job:
+            diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
+            raise OutputExistsError(f"{out} holds an unfinished sample run with other arguments ({', '.join(diff)}); "
+                                    "run that command again to finish it, or pass --overwrite")
+        for tmp in [*(out / "images").glob(".*"), *(out / "masks").glob(".*")]:
+            tmp.unlink()  # temporary files of a killed write; their pair is not recorded as done
+        return
+    ensure_empty_output(out, overwrite)
+    for sub in ("images", "masks", DONE_DIR):
+        (out / sub).mkdir()
+    atomic_write_json(job_file, job)
+
+
+def _done_indices(out: Path) -> set[int]:
+    """Indices whose pair was completely written (their record exists; the PNGs were written first)."""
+    return {int(p.stem) for p in (out / DONE_DIR).glob("*.json")}
+
+
+def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int, switch: float, sampler: str,
+                  steps: int | None, condition: Callable[[int], Condition] | None, request: GuidedRequest | None,
+                  precision: str) -> None:
+    names = pipe.class_map.names
+    seeds = [sample_seed(seed, i) for i in idx]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    conds = [condition(i) for i in idx] if condition is not None else None
+    guided = {} if conds is None else {
+        "known": known_batch(conds, pipe.class_map, pipe.config.image_channels, request.blend),
+        "resample": request.resample}
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False, **guided)
+    masks = res.masks if conds is None else [c.mask if c.mask is not None else m for c, m in zip(conds, res.masks)]
+    for j, (i, s, img, mask) in enumerate(zip(idx, seeds, res.images, masks)):
+        entry = {**save_pair(out, i, img, mask, names), "seed": s, **(conds[j].info if conds else {})}
+        atomic_write_json(out / DONE_DIR / f"{i:06d}.json", entry, sync=False)
+
+
+def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], condition: Callable[[int], Condition] | None,
+            request: GuidedRequest | None, seconds: float, resumed: int) -> None:
+    """The manifest and grid from the done records; then the job's bookkeeping goes."""
+    num = int(job["num"])
+    missing = sorted(set(range(num)) - _done_indices(out))
+    if missing:
+        raise RunError(f"{out}: pairs {missing[:5]} were not written; run the same command again to fill them")
+    samples = [json.loads((out / DONE_DIR / f"{i:06d}.json").read_text()) for i in range(num)]
+    _, _, large_ts, small_ts = pipe.plan(str(job["sampler"]), job["steps"], float(job["switch"]))
+    manifest = {
+        "defectgen_version": __version__,
+        "class_map": pipe.class_map.to_dict(),
+        "model": job["model"],
+        "train_stems": list(job["model"].get("train_stems", [])),
+        "switch": job["switch"],
+        "switch_timestep": job["switch"] * pipe.scheduler.config.num_train_timesteps,
+        "sampler": job["sampler"],
+        "precision": job["precision"],
+        "mode": request.mode if request else "unconditional",
+        "guided": job["guided"],
+        "steps": len(large_ts) + len(small_ts),
+        "timesteps": {"large": large_ts, "small": small_ts},
+        "seed": job["seed"],
+        "num_samples": num,
+        "seconds": round(seconds, 2),  # this invocation's wall time, all processes together
+        "seconds_per_sample": round(seconds / max(num - resumed, 1), 4),
+        "resumed_pairs": resumed,
+        "samples": samples,
+    }
+    _write_grid(out, pipe, samples[:16], condition, request)
+    atomic_write_json(out / "manifest.json", manifest)
+    shutil.rmtree(out / DONE_DIR, ignore_errors=True)
+    (out / JOB_FILE).unlink(missing_ok=True)
+
+
+def _write_grid(out: Path, pipe: DefectGenPipeline, entries: list[dict], condition: Callable[[int], Condition] | None,
+                request: GuidedRequest | None) -> None:
+    if not entries:
+        return
+    imgs = np.stack([np.asarray(Image.open(out / "images" / e["file"]).convert("RGB")) for e in entries])
+    masks = np.stack([np.asarray(Image.open(out / "masks" / e["file"])) for e in entries])
+    bgs = None
+    if condition is not None and request is not None and request.mode != "masks":
+        bgs = np.stack([_background(condition(e["index"]), img) for e, img in zip(entries, imgs)])
+    scale = max(1, 128 // masks[0].shape[0])
+    atomic_save_image(out / "grid.png", pair_grid(imgs, masks, ncols=4, scale=scale, backgrounds=bgs))
 
 
 def _background(cond: Condition, image: np.ndarray) -> np.ndarray:

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 from defectgen.config import need
 from defectgen.models import UNetConfig
+from defectgen.pipeline import SAMPLERS
 
 STAGES = ("large", "small")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 RESIZE_MODES = ("resize", "center-crop", "crop")
-SAMPLERS = ("ddpm", "ddim")
 
 
 def _choice(value: object, key: str, choices: tuple[str, ...]) -> None:
@@ -92,15 +92,17 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     switch: float = 0.4
-    sampler: str = "ddpm"
+    sampler: str = "ddpm"  # ddpm | ddim | dpmsolver++
     steps: int | None = None  # None: every training timestep
     batch_size: int = 16
+    precision: str = "fp32"  # bf16 runs the UNets in bf16 on CUDA (ignored elsewhere)
 
     def check(self, key: str = "sample", flags: bool = False) -> None:
         """``flags=True`` names the ``sample`` command's flags (``--steps``) instead of config keys."""
         name = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: f"{key}.{k}")  # noqa: E731
         need(0.0 <= self.switch <= 1.0, name("switch"), "must be in [0, 1]", self.switch)
         _choice(self.sampler, name("sampler"), SAMPLERS)
+        _choice(self.precision, name("precision"), ("fp32", "bf16"))
         need(self.steps is None or self.steps >= 1, name("steps"), "must be at least 1 (or left out: every timestep)",
              self.steps)
         need(self.batch_size >= 1, name("batch_size"), "must be at least 1", self.batch_size)

@@ -6,14 +6,15 @@ work under a time budget into ``--work`` (kept while the machine stays warm), an
 results into ``$OUT``, whether the work finished or not:
 
     python scripts/gpu_run.py train  --config configs/neu64_gpu.yaml --data DATA --shots 10 --work runs/gpu --seconds 420
-    python scripts/gpu_run.py sample --work runs/gpu --num 2000 --steps 250 --seconds 420
+    python scripts/gpu_run.py sample --work runs/gpu --num 2000 --steps 250 --seconds 420   # [--sampler dpmsolver++ --steps 25]
     python scripts/gpu_run.py bench  --work runs/gpu                       # scripts/bench.py --gpu
 
-``train`` resumes from the newest checkpoint, so a phase cut by its budget continues at the next
-call; it returns the pipeline as fp16 safetensors shards (``weights-*.safetensors``, each under
-``--shard-mb`` MB) plus ``pipeline_meta.tar`` (configs, class map, logs). ``sample`` resumes too and
-returns the pairs as ``samples-*.npz`` (uint8 images and masks, indices, seeds) plus the
-manifest. Back on the developer's machine the inverse commands rebuild the usual folders:
+``train`` resumes from the newest checkpoint and ``sample`` fills only the missing pairs, so a
+phase cut by its budget continues at the next call. ``train`` returns the pipeline as fp16
+safetensors shards (``weights-*.safetensors``, each under ``--shard-mb`` MB) plus
+``pipeline_meta.tar`` (configs, class map, logs); ``sample`` returns the pairs done so far as
+``samples-*.npz`` (uint8 images and masks, indices) plus the manifest once finished.
+Back on the developer's machine the inverse commands rebuild the usual folders:
 
     python scripts/gpu_run.py unpack-weights --from FETCHED --to runs/gpu_pipeline   # then defectgen sample --run ...
     python scripts/gpu_run.py unpack-samples --from FETCHED --to runs/gpu_samples    # a normal sample folder
@@ -141,8 +142,10 @@ def pack_samples(folder: Path, out: Path, max_bytes: int) -> list[str]:
     if manifest_path.is_file():
         entries = json.loads(manifest_path.read_text())["samples"]
         (out / "manifest.json").write_bytes(manifest_path.read_bytes())
-    else:  # unfinished: whatever pairs are complete
-        entries = [{"index": int(p.stem), "file": p.name} for p in sorted((folder / "masks").glob("*.png"))]
+    else:  # unfinished: the pairs recorded as done (never a half-written file)
+        from defectgen.export import DONE_DIR
+
+        entries = [json.loads(p.read_text()) for p in sorted((folder / DONE_DIR).glob("*.json"))]
     names, part, size, k = [], [], 0, 0
     per_pair = None
 
@@ -213,7 +216,7 @@ def phase_sample(args: argparse.Namespace) -> None:
     out, work = out_dir(), Path(args.work)
     cmd = [sys.executable, "-m", "defectgen.cli", "sample", "--run", str(work / "run"), "--num", str(args.num),
            "--out", str(work / "samples"), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-           "--resume", "--quiet", *args.sample_args]
+           "--quiet", "--precision", args.precision, "--sampler", args.sampler, *args.sample_args]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
     record = run_budgeted(cmd, args.seconds, work / "sample.log")
@@ -246,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=150)
+    s.add_argument("--sampler", default="ddpm")
+    s.add_argument("--precision", default="bf16", help="bf16 on the GPU; a CPU stand-in run falls back to fp32")
     s.add_argument("--sample-args", nargs=argparse.REMAINDER, default=[], help="passed on to defectgen sample")
     b = sub.add_parser("bench")
     for q in (t, s, b):

@@ -62,5 +62,5 @@ def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> "subproce
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "defectgen.cli", *args]
+           "-m", "defectgen.cli", "--", *args]  # "--": torchrun would take --run for its --run-path
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

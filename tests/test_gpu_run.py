@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from defectgen.pipeline import DefectGenPipeline
 
-from conftest import REPO
+from conftest import REPO, TINY_CONFIG
 
 SCRIPT = REPO / "scripts" / "gpu_run.py"
 
@@ -30,11 +33,19 @@ def check_returnable(out: Path) -> list[Path]:
     return files
 
 
-def test_train_phase_returns_fp16_shards_that_rebuild_the_pipeline(tmp_path: Path, demo_data: Path,
-                                                                   tiny_config: Path) -> None:
-    out, work = tmp_path / "out", tmp_path / "work"
-    gpu_run(["train", "--config", str(tiny_config), "--data", str(demo_data), "--work", str(work),
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> tuple[Path, Path]:
+    """The train phase of a tiny generator: (work folder, returned files)."""
+    tmp = tmp_path_factory.mktemp("gpu_run")
+    (tmp / "tiny.yaml").write_text(TINY_CONFIG)
+    out, work = tmp / "out", tmp / "work"
+    gpu_run(["train", "--config", str(tmp / "tiny.yaml"), "--data", str(demo_data), "--work", str(work),
              "--seconds", "200", "--shard-mb", "0.05"], out)
+    return work, out
+
+
+def test_train_phase_returns_fp16_shards_that_rebuild_the_pipeline(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    work, out = trained
     check_returnable(out)
     phase = json.loads((out / "phase_train.json").read_text())
     assert phase["finished"] and phase["out_problems"] == []
@@ -54,3 +65,24 @@ def test_train_phase_returns_fp16_shards_that_rebuild_the_pipeline(tmp_path: Pat
             q = getattr(b, name).state_dict()[key]
             assert q.dtype == torch.float32
             torch.testing.assert_close(q, p.half().float(), rtol=0, atol=0)
+
+
+def test_sample_phase_returns_npz_parts_that_rebuild_the_sample_folder(trained: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    work = trained[0]
+    sample = ["sample", "--work", str(work), "--num", "30", "--batch-size", "1", "--shard-mb", "0.012"]
+    gpu_run([*sample, "--seconds", "1"], tmp_path / "o2")  # cut by its budget: packs what is done, if anything
+    assert json.loads((tmp_path / "o2" / "phase_sample.json").read_text())["finished"] is False
+    out = tmp_path / "o3"
+    gpu_run([*sample, "--seconds", "200"], out)  # the next call finishes the same job
+    check_returnable(out)
+    phase = json.loads((out / "phase_sample.json").read_text())
+    assert phase["finished"] and phase["out_problems"] == [] and len(phase["parts"]) >= 2
+    gpu_run(["unpack-samples", "--from", str(out), "--to", str(tmp_path / "back")], out)
+    made, back = work / "samples", tmp_path / "back"
+    assert (back / "manifest.json").read_bytes() == (made / "manifest.json").read_bytes()
+    names = sorted(p.name for p in (made / "images").iterdir())
+    assert names == sorted(p.name for p in (back / "images").iterdir()) and len(names) == 30
+    for sub in ("images", "masks"):
+        for n in names:
+            assert np.array_equal(np.asarray(Image.open(made / sub / n)), np.asarray(Image.open(back / sub / n)))

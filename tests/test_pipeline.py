@@ -99,3 +99,55 @@ def test_receptive_field_small_is_local_and_attention_is_global() -> None:
     # down has layers_per_block res-blocks, mid 2, up layers_per_block + 1 -> 12 convs (25 px), 16 (33 px)
     assert receptive_field(local, 48) == 25 and receptive_field(deeper, 48) == 33
     assert receptive_field(attn, 48) == 48
+
+
+def test_dpmsolver_history_crosses_the_switch() -> None:
+    """With the same network on both sides, a two-stage DPM-Solver++ run must equal a one-model run:
+    the small model's first step still uses the large model's x0 estimate (2nd-order update)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe = _pipeline(0.4)
+    pipe.unet_2 = pipe.unet
+    large_seen = _record_timesteps(pipe.unet)
+    two_stage = pipe(_gens(2), sampler="dpmsolver++", num_inference_steps=6, progress=False)
+    assert two_stage.timesteps == {"large": [19, 16, 12, 9], "small": [6, 2]}
+    assert large_seen == [19, 16, 12, 9, 6, 2]  # the hook sees both stages: it is one network
+    one_model = pipe(_gens(2), switch=0.0, sampler="dpmsolver++", num_inference_steps=6, progress=False)
+    assert np.array_equal(two_stage.images, one_model.images) and np.array_equal(two_stage.masks, one_model.masks)
+
+    # the check has teeth: restarting the solver at the switch (history dropped) changes the samples
+    original = DPMSolverMultistepScheduler.step
+
+    def restart_at_switch(self, model_output, timestep, sample, **kw):
+        if int(timestep) == 6:
+            self.model_outputs = [None] * self.config.solver_order
+            self.lower_order_nums = 0
+        return original(self, model_output, timestep, sample, **kw)
+
+    DPMSolverMultistepScheduler.step = restart_at_switch
+    try:
+        restarted = pipe(_gens(2), sampler="dpmsolver++", num_inference_steps=6, progress=False)
+    finally:
+        DPMSolverMultistepScheduler.step = original
+    assert not np.array_equal(restarted.images, two_stage.images)
+
+
+def test_dpmsolver_refuses_resampling() -> None:
+    from defectgen.pipeline import Known
+
+    pipe = _pipeline(0.4)
+    known = Known(torch.zeros(1, C, 8, 8), torch.zeros(1, C, 8, 8))
+    with pytest.raises(ValueError, match="dpmsolver\\+\\+'s step history"):
+        pipe(_gens(1), sampler="dpmsolver++", num_inference_steps=4, progress=False, known=known, resample=2)
+
+
+def test_dpmsolver_keeps_known_pixels() -> None:
+    from defectgen.pipeline import Known
+
+    pipe = _pipeline(0.4)
+    values = torch.rand(2, C, 8, 8) * 2 - 1
+    weight = torch.zeros(2, C, 8, 8)
+    weight[:, :1] = 1.0  # the image is known, the mask is generated
+    out = pipe(_gens(2), sampler="dpmsolver++", num_inference_steps=5, progress=False, known=Known(values, weight))
+    expected, _ = decode_pairs(values, image_channels=1)
+    assert np.array_equal(out.images, expected)
