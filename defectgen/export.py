@@ -143,7 +143,9 @@ def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int,
                   precision: str) -> None:
     names = pipe.class_map.names
     seeds = [sample_seed(seed, i) for i in idx]
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    # on a GPU the noise comes from per-sample CUDA generators: same (seed, index) rule, no host draws
+    noise_device = pipe.device if pipe.device.type == "cuda" else "cpu"
+    gens = [torch.Generator(noise_device).manual_seed(s) for s in seeds]
     conds = [condition(i) for i in idx] if condition is not None else None
     guided = {} if conds is None else {
         "known": known_batch(conds, pipe.class_map, pipe.config.image_channels, request.blend),

@@ -172,7 +172,7 @@ class DefectGenPipeline(DiffusionPipeline):
 
     def _noise(self, like: torch.Tensor, generator: list[torch.Generator]) -> torch.Tensor:
         """Fresh noise drawn from each sample's own generator (independent of the batch)."""
-        return torch.stack([torch.randn(like.shape[1:], generator=g) for g in generator]).to(like.device, like.dtype)
+        return torch.stack([torch.randn(like.shape[1:], generator=g, device=g.device) for g in generator]).to(like.device, like.dtype)
 
     def _impose(self, x: torch.Tensor, known: Known, a_bar: float, generator: list[torch.Generator]) -> torch.Tensor:
         """Replace the known part of ``x`` by the known values noised to the same level (RePaint)."""
@@ -195,7 +195,7 @@ class DefectGenPipeline(DiffusionPipeline):
         known: Known | None = None,
         resample: int = 1,
     ) -> PairSamples:
-        """Sample one pair per generator (the batch size is ``len(generator)``).
+        """Sample one pair per generator (the batch size is ``len(generator)``), noise from each one's device.
 
         ``known``: guided sampling (see ``Known``); ``resample`` > 1 repeats each step with a jump
         back to its noise level in between, so the generated part harmonises with the known part.
@@ -212,7 +212,8 @@ class DefectGenPipeline(DiffusionPipeline):
         freeze_at = switch * total if 0 < switch < 1 else 0.5 * total  # model-mask mode: fix the mask here
         ref = self.unet if self.unet is not None else self.unet_2
         shape = (len(generator), ref.config.in_channels, ref.config.sample_size, ref.config.sample_size)
-        x = torch.stack([torch.randn(shape[1:], generator=g) for g in generator]).to(self.device, ref.dtype)
+        # each sample's generator may live on the GPU (no host work per step) or the CPU
+        x = torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in generator]).to(self.device, ref.dtype)
         if known is not None:
             if known.values.shape != x.shape:
                 raise ValueError(f"known values have shape {tuple(known.values.shape)}, samples {tuple(x.shape)}")

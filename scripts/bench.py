@@ -183,31 +183,51 @@ def cost_curves(quick: bool, device: str) -> dict[str, dict[str, object]]:
     return curves
 
 
+def _torchrun(n: int, args: list[str]) -> None:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "defectgen.cli", "--", *args]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+
+
 def scaling(quick: bool, data_dir: Path, work: Path) -> dict[str, object]:
-    """Training throughput with 1 and 2 CPU processes (torchrun, gloo) at the same global batch."""
-    steps = 6 if quick else 30
-    size = 16 if quick else 32
+    """Training and sampling throughput with 1 and 2 CPU processes (torchrun, gloo).
+
+    Training keeps the global batch (8), so 2 processes do half the work each per step; sampling
+    splits the indices. Times come from the run's own log and manifest (no process start-up).
+    """
+    steps, size = (6, 16) if quick else (30, 32)
     sets = [f"size={size}", f"train.large_steps={steps}", "train.batch_size=8", "train.sample_every=0",
             "train.checkpoint_every=0", "train.log_every=1"]
     if quick:
         sets += ["large.base_channels=8", "large.norm_num_groups=8", "large.attention_head_dim=8"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    out: dict[str, list[float]] = {"1": [], "2": []}
+    pipe = make_pipeline(bench_config(size, quick), "cpu")
+    from defectgen.data import open_dataset
+
+    pipe.class_map = open_dataset(data_dir).class_map
+    pipe.save_pretrained(work / "bench_pipeline")
+    num, sample_steps = (8, 5) if quick else (32, 20)
+    train: dict[str, list[float]] = {"1": [], "2": []}
+    sample: dict[str, list[float]] = {"1": [], "2": []}
     for rep in range(1 if quick else 2):
         for n in (1, 2):
             run = work / f"scale_{n}_{rep}"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   "-m", "defectgen.cli", "train", "--config", str(REPO / "configs" / "demo.yaml"), "--data",
-                   str(data_dir), "--out", str(run), "--stage", "large", "--quiet"]
-            for s in sets:
-                cmd += ["--set", s]
-            subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+            _torchrun(n, ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--data", str(data_dir),
+                          "--out", str(run), "--stage", "large", "--quiet", *sum((["--set", x] for x in sets), [])])
             log = [json.loads(ln) for ln in (run / "large" / "log.jsonl").read_text().splitlines()]
             skip = 2  # the first steps include allocation and DDP's first bucket setup
-            out[str(n)].append(8 * (steps - skip) / (log[-1]["seconds"] - log[skip - 1]["seconds"]))
-    one, two = float(np.median(out["1"])), float(np.median(out["2"]))
-    return {"global_batch": 8, "size": size, "steps": steps, "images_per_s": {"1": round(one, 2), "2": round(two, 2)},
-            "speedup": round(two / one, 3), "efficiency": round(two / one / 2, 3), "runs": out}
+            train[str(n)].append(8 * (steps - skip) / (log[-1]["seconds"] - log[skip - 1]["seconds"]))
+            syn = work / f"samples_{n}_{rep}"
+            _torchrun(n, ["sample", "--run", str(work / "bench_pipeline"), "--num", str(num), "--out", str(syn),
+                          "--sampler", "ddim", "--steps", str(sample_steps), "--batch-size", "4", "--quiet"])
+            sample[str(n)].append(num / json.loads((syn / "manifest.json").read_text())["seconds"])
+
+    def summary(runs: dict[str, list[float]]) -> dict[str, object]:
+        one, two = float(np.median(runs["1"])), float(np.median(runs["2"]))
+        return {"images_per_s": {"1": round(one, 2), "2": round(two, 2)}, "speedup": round(two / one, 3),
+                "efficiency": round(two / one / 2, 3), "runs": runs}
+    return {"size": size, "train": {"global_batch": 8, "steps": steps, **summary(train)},
+            "sample": {"num": num, "ddim_steps": sample_steps, **summary(sample)}}
 
 
 def gpu_section(quick: bool) -> dict[str, object]:
@@ -259,10 +279,13 @@ def write_report(out: Path, res: dict[str, object]) -> None:
     for k, v in res["cost"].items():
         lines.append(f"| {k} | {v['values']} | {v['seconds']} | {v['exponent']} |")
     s = res["scaling"]
-    lines += ["", f"Training, global batch {s['global_batch']} at {s['size']} px, 1 thread per process (torchrun, gloo):",
-              "", "| processes | images/s |", "|---|---|",
-              f"| 1 | {s['images_per_s']['1']} |", f"| 2 | {s['images_per_s']['2']} |", "",
-              f"Speed-up {s['speedup']}×, scaling efficiency {s['efficiency']:.0%}."]
+    lines += ["", f"1 vs 2 CPU processes (torchrun, gloo, 1 thread each) at {s['size']} px:", "",
+              "| job | 1 process, images/s | 2 processes, images/s | speed-up | efficiency |", "|---|---|---|---|---|"]
+    for job, what in (("train", f"training, global batch {s['train']['global_batch']}"),
+                      ("sample", f"sampling, {s['sample']['ddim_steps']} DDIM steps")):
+        v = s[job]
+        lines.append(f"| {what} | {v['images_per_s']['1']} | {v['images_per_s']['2']} | {v['speedup']}× "
+                     f"| {v['efficiency']:.0%} |")
     g = res.get("gpu")
     lines += ["", "## GPU", "", json.dumps(g, indent=1) if g else "No GPU in this run: nothing measured."]
     atomic_write_text(out / "bench.md", "\n".join(lines) + "\n")
