@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from defectgen.cli import main
+from defectgen.data import DataError, open_dataset
 
 from conftest import REPO, TINY_CONFIG, torchrun
 
@@ -76,6 +77,8 @@ def test_killed_sampling_resumes_to_the_uninterrupted_result(run: Path, tmp_path
     (out / "images" / f"{nxt:06d}.png").write_bytes(b"\x89PNG half")
     (out / "images" / f".{nxt:06d}.tmp123.png").write_bytes(b"\x89PNG")
     before = {i: (out / "images" / f"{i:06d}.png").stat().st_mtime_ns for i in done}
+    with pytest.raises(DataError, match="unfinished `defectgen sample` folder"):
+        open_dataset(out)  # a partial set is never read as data
     # other arguments are refused, the folder is kept
     assert main([*args[:-1], "--seed", "3", "--quiet", "--out", str(out)]) == 2
     assert "unfinished sample run with other arguments (seed)" in capsys.readouterr().err

@@ -37,6 +37,8 @@ def open_dataset(
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: data folder not found")
+        if (root / ".sample_job.json").is_file():  # export.JOB_FILE: a sample run that has not finished
+            raise DataError(f"{root}: an unfinished `defectgen sample` folder; run that command again to finish it")
         fmt = format or detect_format(root)
         if fmt == "index":
             ds = read_index(root)
