@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DModel
 
 from defectgen.cli import main
 from defectgen.config import ConfigError, load_config
+from defectgen.data.geometry import CropSet
 from defectgen.generator_config import GeneratorConfig
 from defectgen.train import CHECKPOINT_FILES, _check_world, draw_batch, make_scheduler
 
@@ -60,6 +62,14 @@ def test_process_shares_make_up_the_global_batch(tiny_config: Path) -> None:
     for part, joined in zip(whole, (torch.cat(s) for s in zip(*shares))):
         assert torch.equal(part, joined)
     assert not torch.equal(whole[0], draw_batch(data, cfg.train, sched, key=8)[0])
+    # crops of pairs of other sizes (resize_mode crop): every process cuts the whole batch, keeps its rows
+    items = [torch.randn(3, 12, 10), torch.randn(3, 9, 14)]
+    masks = [np.zeros((12, 10), np.uint8), np.ones((9, 14), np.uint8)]
+    crops = CropSet(items, masks, 8, 0.5, 4)
+    whole = draw_batch(crops, cfg.train, sched, key=3)
+    shares = [draw_batch(crops, cfg.train, sched, key=3, rank=r, world=2) for r in range(2)]
+    for part, joined in zip(whole, (torch.cat(s) for s in zip(*shares))):
+        assert torch.equal(part, joined)
     with pytest.raises(ConfigError, match="train.batch_size=6 .* divisible by the number of processes \\(4\\)"):
         _check_world(cfg.train, 4)
 
