@@ -86,9 +86,9 @@ def bare_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[
         sched = sampler_scheduler(pipe.scheduler, "ddpm")
         sched.set_timesteps(steps)
         boundary = pipe.config.switch * sched.config.num_train_timesteps
-        gens = [torch.Generator().manual_seed(sample_seed(0, i)) for i in range(batch)]
+        gens = [torch.Generator(pipe.device).manual_seed(sample_seed(0, i)) for i in range(batch)]
         x = torch.stack([torch.randn(CHANNELS, pipe.unet.config.sample_size, pipe.unet.config.sample_size,
-                                     generator=g) for g in gens]).to(pipe.device)
+                                     generator=g, device=pipe.device) for g in gens])
         with torch.no_grad():
             for t in sched.timesteps:
                 model = pipe.unet if t >= boundary else pipe.unet_2
@@ -100,7 +100,7 @@ def bare_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[
 
 def ours_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[], object]:
     def run() -> object:
-        gens = [torch.Generator().manual_seed(sample_seed(0, i)) for i in range(batch)]
+        gens = [torch.Generator(pipe.device).manual_seed(sample_seed(0, i)) for i in range(batch)]
         return pipe(gens, num_inference_steps=steps, progress=False)
     return run
 
@@ -126,8 +126,12 @@ def training_pair(cfg: GeneratorConfig, data: torch.Tensor, steps: int, device: 
         x0 = data[torch.randint(len(data), (cfg.train.batch_size,), generator=g)].to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
         t = torch.randint(0, 1000, (len(x0),), generator=g).to(device)
+        amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                             enabled=cfg.train.mixed_precision == "bf16")  # as accelerate runs ours
         for _ in range(steps):
-            loss = F.mse_loss(unet(sched.add_noise(x0, noise, t), t).sample, target_for(sched, x0, noise, t))
+            with amp:
+                pred = unet(sched.add_noise(x0, noise, t), t).sample
+            loss = F.mse_loss(pred.float(), target_for(sched, x0, noise, t))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.train.max_grad_norm)
             opt.step()
@@ -230,23 +234,29 @@ def scaling(quick: bool, data_dir: Path, work: Path) -> dict[str, object]:
             "sample": {"num": num, "ddim_steps": sample_steps, **summary(sample)}}
 
 
-def gpu_section(quick: bool) -> dict[str, object]:
-    """On CUDA: the card's bf16 matmul rate, and images/s for training and sampling vs the bare loop."""
-    n = 1024 if quick else 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    reps = 20
+def gpu_section(quick: bool, device: str = "cuda") -> dict[str, object]:
+    """The card's bf16 matmul rate, and images/s for training and sampling vs the bare loop of the
+    same model (the GPU config's networks at 64 and 128 px). ``quick`` with ``device="cpu"`` runs
+    the same code on tiny networks, so the section is checked before a GPU minute is spent on it."""
+    n, reps = (256, 2) if quick else (8192, 20)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    a @ b  # cuBLAS start-up
     secs = timed(lambda: [a @ b for _ in range(reps)])
-    out: dict[str, object] = {"device": torch.cuda.get_device_name(), "bf16_matmul_tflops": round(2 * n**3 * reps / secs / 1e12, 1)}
-    for size in (64, 128):
-        cfg = load_config(GeneratorConfig, REPO / "configs" / "neu64_gpu.yaml", [f"size={size}"])
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    out: dict[str, object] = {"device": name, "bf16_matmul_tflops": round(2 * n**3 * reps / secs / 1e12, 3)}
+    train_steps, batch, steps, rounds = (2, 2, 3, 1) if quick else (20, 64, 50, 3)
+    for size in (16,) if quick else (64, 128):
+        cfg = bench_config(size, True) if quick else \
+            load_config(GeneratorConfig, REPO / "configs" / "neu64_gpu.yaml", [f"size={size}"])
         data = torch.rand(30, CHANNELS, size, size) * 2 - 1
-        ours, bare = training_pair(cfg, data, 20, "cuda")
-        train = interleaved(ours, bare, 3)
-        pipe = make_pipeline(cfg, "cuda")
-        samp = interleaved(ours_sampling(pipe, 64, 50), bare_sampling(pipe, 64, 50), 3)
-        out[f"{size}px"] = {"train": train, "train_images_per_s": round(20 * cfg.train.batch_size / train["ours_s"], 1),
-                            "sample": samp, "sample_images_per_s_50_steps": round(64 / samp["ours_s"], 1)}
+        train = interleaved(*training_pair(cfg, data, train_steps, device), rounds)
+        pipe = make_pipeline(cfg, device)
+        samp = interleaved(ours_sampling(pipe, batch, steps), bare_sampling(pipe, batch, steps), rounds)
+        out[f"{size}px"] = {"train": train, "train_images_per_s": round(train_steps * cfg.train.batch_size / train["ours_s"], 1),
+                            "train_batch": cfg.train.batch_size, "mixed_precision": cfg.train.mixed_precision,
+                            "sample": samp, "sample_batch": batch, "sample_ddpm_steps": steps,
+                            "sample_images_per_s": round(batch / samp["ours_s"], 1)}
     return out
 
 
@@ -314,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (a smoke run, not a measurement)")
     p.add_argument("--gpu", action="store_true", help="add the CUDA section (needs a GPU)")
+    p.add_argument("--gpu-only", action="store_true", help="only the CUDA section (on a lent GPU machine)")
+    p.add_argument("--device", default="cuda", help="the --gpu-only section's device (cpu: a smoke run with --quick)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rounds = 3 if args.quick else 7
@@ -322,6 +334,14 @@ def main(argv: list[str] | None = None) -> int:
                               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread per process",
                               "load_before": [round(x, 2) for x in os.getloadavg()]}
+    if args.gpu_only:
+        res.update(gpu=gpu_section(args.quick, args.device), load_after=[round(x, 2) for x in os.getloadavg()])
+        args.out.mkdir(parents=True, exist_ok=True)
+        from defectgen.io import atomic_write_json
+
+        atomic_write_json(args.out / "bench.json", res)
+        print(json.dumps(res, indent=1))
+        return 0
     size = 16 if args.quick else 32
     data_dir, images, masks, data = demo_arrays(size if args.quick else 64, work)
     cfg = bench_config(size, args.quick)

@@ -7,7 +7,7 @@ results into ``$OUT``, whether the work finished or not:
 
     python scripts/gpu_run.py train  --config configs/neu64_gpu.yaml --data DATA --shots 10 --work runs/gpu --seconds 420
     python scripts/gpu_run.py sample --work runs/gpu --num 2000 --steps 250 --seconds 420   # [--sampler dpmsolver++ --steps 25]
-    python scripts/gpu_run.py bench  --work runs/gpu                       # scripts/bench.py --gpu
+    python scripts/gpu_run.py bench  --work runs/gpu                       # scripts/bench.py --gpu-only
 
 ``train`` resumes from the newest checkpoint and ``sample`` fills only the missing pairs, so a
 phase cut by its budget continues at the next call. ``train`` returns the pipeline as fp16
@@ -19,7 +19,11 @@ Back on the developer's machine the inverse commands rebuild the usual folders:
     python scripts/gpu_run.py unpack-weights --from FETCHED --to runs/gpu_pipeline   # then defectgen sample --run ...
     python scripts/gpu_run.py unpack-samples --from FETCHED --to runs/gpu_samples    # a normal sample folder
 
-``phase_<name>.json`` in ``$OUT`` says what ran, how long, and whether it finished.
+``phase_<name>.json`` in ``$OUT`` says what ran, how long, and whether it finished. On a bare
+machine the wheels in ``.whl/`` (diffusers, accelerate, ...; carried like gpu_neu.sh's) are
+installed first. A device call then reads, e.g. (timeout_s 540, carry [".whl"]):
+
+    python scripts/gpu_run.py train --config configs/neu64_gpu.yaml --work runs/gpu --seconds 420
 """
 from __future__ import annotations
 
@@ -43,6 +47,20 @@ MAX_FILE_BYTES = 16 * 2**20
 SEP = "__"  # a shard's folder in the pipeline, flattened into its name: unet_2__diffusion_...safetensors
 
 
+def ensure_wheels() -> None:
+    """A bare GPU machine lacks diffusers and friends: install the carried ``.whl/`` (as gpu_neu.sh does)."""
+    import importlib.util
+
+    wheels = sorted((REPO / ".whl").glob("*.whl"))
+    if importlib.util.find_spec("diffusers") is not None or not wheels:
+        return
+    site = Path("/tmp/site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--target", str(site), *map(str, wheels)], check=True)
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+
+
 def out_dir() -> Path:
     out = Path(os.environ.get("OUT", "runs/gpu_out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -50,8 +68,9 @@ def out_dir() -> Path:
 
 
 def run_budgeted(cmd: list[str], seconds: float, log: Path) -> dict[str, object]:
-    """Run ``cmd`` for at most ``seconds`` (SIGINT, then SIGKILL); its output goes to ``log``."""
+    """Run ``cmd`` for at most ``seconds`` (then it is killed; every phase resumes); output goes to ``log``."""
     t0 = time.time()
+    log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as f:
@@ -227,7 +246,8 @@ def phase_sample(args: argparse.Namespace) -> None:
 
 def phase_bench(args: argparse.Namespace) -> None:
     out, work = out_dir(), Path(args.work)
-    cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--gpu", "--out", str(work / "bench")]
+    cmd = [sys.executable, str(REPO / "scripts" / "bench.py"), "--gpu-only", "--out", str(work / "bench"),
+           *args.bench_args]
     record = run_budgeted(cmd, args.seconds, work / "bench.log")
     for name in ("bench.json", "bench.md", "bench.png"):
         if (work / "bench" / name).is_file():
@@ -253,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--precision", default="bf16", help="bf16 on the GPU; a CPU stand-in run falls back to fp32")
     s.add_argument("--sample-args", nargs=argparse.REMAINDER, default=[], help="passed on to defectgen sample")
     b = sub.add_parser("bench")
+    b.add_argument("--bench-args", nargs=argparse.REMAINDER, default=[],
+                   help="passed on to scripts/bench.py (--quick --device cpu: a stand-in run)")
     for q in (t, s, b):
         q.add_argument("--work", type=Path, required=True)
         q.add_argument("--seconds", type=float, default=420, help="budget of the work; packing comes after it")
@@ -266,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=phase_sample)
     b.set_defaults(func=phase_bench)
     args = p.parse_args(argv)
+    ensure_wheels()
     args.func(args)
     return 0
 

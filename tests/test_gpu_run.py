@@ -86,3 +86,14 @@ def test_sample_phase_returns_npz_parts_that_rebuild_the_sample_folder(trained: 
     for sub in ("images", "masks"):
         for n in names:
             assert np.array_equal(np.asarray(Image.open(made / sub / n)), np.asarray(Image.open(back / sub / n)))
+
+
+def test_bench_phase_returns_its_json(tmp_path: Path) -> None:
+    """The GPU section's code on tiny networks on the CPU (numbers meaningless, the path checked)."""
+    out = tmp_path / "out"
+    gpu_run(["bench", "--work", str(tmp_path / "work"), "--bench-args", "--quick", "--device", "cpu"], out)
+    check_returnable(out)
+    assert json.loads((out / "phase_bench.json").read_text())["finished"]
+    gpu = json.loads((out / "bench.json").read_text())["gpu"]
+    assert gpu["bf16_matmul_tflops"] > 0 and gpu["16px"]["train"]["ratio"] > 0
+    assert gpu["16px"]["sample_images_per_s"] > 0
