@@ -88,15 +88,18 @@ def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> 
 
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply one random symmetry of the square (flip and/or 90-degree turn) per sample, same to image and mask."""
-    draws = torch.randint(0, 8, (x.shape[0],), generator=gen).tolist()
-    xs, ys = [], []
-    for xi, yi, d in zip(x, y, draws):
-        if d >= 4:
-            xi, yi = xi.flip(-1), yi.flip(-1)
-        xs.append(torch.rot90(xi, d % 4, dims=(-2, -1)))
-        ys.append(torch.rot90(yi, d % 4, dims=(-2, -1)))
-    return torch.stack(xs), torch.stack(ys)
+    """Apply one random symmetry of the square (flip and/or 90-degree turn) per sample, same to image and mask.
+
+    One draw for the batch, applied to the whole batch at once (no per-sample Python loop)."""
+    draws = torch.randint(0, 8, (x.shape[0],), generator=gen).to(x.device)
+    rows = torch.arange(x.shape[0], device=x.device)
+    flip = draws >= 4
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    y = torch.where(flip[:, None, None], y.flip(-1), y)
+    turns = draws % 4
+    x = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])[turns, rows]
+    y = torch.stack([torch.rot90(y, k, dims=(-2, -1)) for k in range(4)])[turns, rows]
+    return x, y
 
 
 def _check_inputs(images: np.ndarray, masks: np.ndarray) -> None:
@@ -150,7 +153,7 @@ def fit_segmenter(
     x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(dev)
     y_all = torch.from_numpy(np.ascontiguousarray(masks)).long().to(dev)
     model.train()
-    running = 0.0
+    running = torch.zeros((), device=dev)  # on the device: no host sync per step, only when logging
     for step, idx in enumerate(batch_indices(len(crops or images), cfg.batch_size, cfg.steps, gen)):
         if crops is not None:
             xy = crops.crops(idx, gen).to(dev)
@@ -170,9 +173,9 @@ def fit_segmenter(
         loss.backward()
         opt.step()
         sched.step()
-        running = loss.item() if step == 0 else 0.9 * running + 0.1 * loss.item()
+        running = loss.detach() if step == 0 else 0.9 * running + 0.1 * loss.detach()
         if log is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
-            log({"step": step + 1, "loss": running, "lr": sched.get_last_lr()[0]})
+            log({"step": step + 1, "loss": running.item(), "lr": sched.get_last_lr()[0]})
     model.eval()
     return model
 
