@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="the real pairs the generator was trained on")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "sampler_quality",
+                   help="sample sets and metrics folders (large; kept out of results/)")
     p.add_argument("--num", type=int, default=96)
     p.add_argument("--seg-steps", type=int, default=150, help="steps of the mask-agreement segmenter")
     args = p.parse_args(argv)
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"real": folder_stats(args.data, size)}
     for sampler, steps in SETTINGS:
         name = f"{sampler}-{steps}"
-        syn, met = args.out / "work" / name, args.out / "work" / f"{name}_metrics"
+        syn, met = args.work / name, args.work / f"{name}_metrics"
         t0 = time.time()
         if not (syn / "manifest.json").is_file():
             assert defectgen(["sample", "--run", str(args.run), "--num", str(args.num), "--out", str(syn), "--sampler",
