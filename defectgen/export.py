@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from defectgen import __version__
 from defectgen.config import ConfigError
 from defectgen.distributed import process_state, shard
-from defectgen.io import OutputExistsError, atomic_save_image, atomic_write_json, ensure_empty_output, refuse_existing
+from defectgen.io import (OutputExistsError, atomic_save_image, atomic_write_json, clean_stale_tmp,
+                          ensure_empty_output, refuse_existing)
 from defectgen.guided import Condition, GuidedRequest, known_batch
 from defectgen.pipeline import DefectGenPipeline, sample_seed
 from defectgen.run import RunError
@@ -127,6 +128,7 @@ def _open_job(out: Path, job: dict[str, object], overwrite: bool) -> None:
         for tmp in [*(out / "images").glob(".*"), *(out / "masks").glob(".*")]:
             tmp.unlink()  # temporary files of a killed write; their pair is not recorded as done
         return
+    clean_stale_tmp(out.parent, out.name)  # a killed writer's temporary folder beside ``out``
     ensure_empty_output(out, overwrite)
     for sub in ("images", "masks", DONE_DIR):
         (out / sub).mkdir()
