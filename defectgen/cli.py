@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from defectgen.config import ConfigError, load_config
@@ -28,7 +27,9 @@ def _config(args: argparse.Namespace) -> GeneratorConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from defectgen.io import atomic_write_json
     from defectgen.run import selection_info, train_generator
+    from defectgen.timing import Timer
 
     cfg = _config(args)
     _threads(args)
@@ -39,14 +40,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume not in (None, "latest"):
         raise ConfigError(f"--resume takes 'latest', got '{args.resume}'")
     print(f"[defectgen] training {', '.join(stages)} on {len(records)} images from {ds.root} -> {args.out}")
-    path = train_generator(args.out, cfg, ds, records, sel, stages, resume=args.resume == "latest",
-                           progress=not args.quiet)
+    timer = Timer()
+    for stage in stages:
+        finished_before = (args.out / stage / "final" / "config.json").is_file()
+        steps = cfg.train.large_steps if stage == "large" else cfg.train.small_steps
+        with timer.phase(stage, steps=steps):
+            path = train_generator(args.out, cfg, ds, records, sel, (stage,), resume=args.resume == "latest",
+                                   progress=not args.quiet)
+        if finished_before:
+            timer.skip(stage)  # train_generator kept the earlier result
+    atomic_write_json(args.out / "timing.json", timer.to_dict())
     print(f"[defectgen] generator saved to {path}")
+    print(f"[defectgen] report: {_report(args.out, f'defectgen train: {args.out.name}').resolve()}")
+    print(timer.line())
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from defectgen.export import export_samples
+    from defectgen.io import atomic_write_json
     from defectgen.run import load_generator, pipeline_path, train_stems
+    from defectgen.timing import Timer
 
     from defectgen.run import run_sample_config
 
@@ -60,7 +73,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.num is not None and args.num < 1:
         raise ConfigError(f"--num must be at least 1, got {args.num}")
     refuse_existing(args.out, args.overwrite)
-    pipe = load_generator(args.run, resolve_device(args.device))
+    timer = Timer()
+    with timer.phase("load"):
+        pipe = load_generator(args.run, resolve_device(args.device))
     condition, num = None, args.num
     if request is not None:
         from defectgen.guided import build_conditions
@@ -73,15 +88,19 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if num < 1:
         raise ConfigError(f"--num must be at least 1, got {num}")
     identity = {"pipeline": str(pipeline_path(args.run).resolve()), "train_stems": train_stems(pipeline_path(args.run).parent)}
-    m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
-                       steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
-                       progress=not args.quiet, condition=condition, request=request)
+    with timer.phase("sample", pairs=num):
+        m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
+                           steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
+                           progress=not args.quiet, condition=condition, request=request)
     if args.layout != "defectgen":
         from defectgen.data.layouts import relayout
 
         relayout(args.out, args.layout)
+    atomic_write_json(args.out / "timing.json", timer.to_dict())
     print(f"[defectgen] {num} pairs ({m['mode']}) in {args.out} ({args.layout} layout, {m['seconds_per_sample']:.3f} s/sample, "
           f"large t={len(m['timesteps']['large'])} steps, small t={len(m['timesteps']['small'])} steps)")
+    print(f"[defectgen] report: {_report(args.out, f'defectgen sample: {args.out.name}').resolve()}")
+    print(timer.line())
 
 
 def _guided_request(args: argparse.Namespace):
@@ -129,24 +148,25 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from defectgen.demo import make_demo_dataset
-    from defectgen.export import export_samples
+    from defectgen.demo import DemoConfig, run_demo
     from defectgen.io import ensure_empty_output
-    from defectgen.run import load_generator, selection_info, train_generator
 
-    t0 = time.time()
+    gen_cfg = load_config(GeneratorConfig, args.config, args.set)
+    demo_cfg = load_config(DemoConfig, None, args.demo_set)
     out = ensure_empty_output(args.out, args.overwrite)
-    cfg = load_config(GeneratorConfig, args.config, args.set)
-    data = make_demo_dataset(out / "data", per_class=8, size=64, seed=0)
-    ds = open_dataset(data)
-    records = select_records(ds)
-    train_generator(out / "run", cfg, ds, records, selection_info(ds, records), progress=not args.quiet)
-    pipe = load_generator(out / "run")
-    identity = {"pipeline": str((out / "run" / "pipeline").resolve()), "train_stems": [r.stem for r in records]}
-    export_samples(pipe, out / "samples", args.num, seed=0, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
-                   batch_size=cfg.sample.batch_size, identity=identity, progress=not args.quiet)
-    print(f"[defectgen] demo finished in {time.time() - t0:.0f} s: data {data}, generator {out / 'run/pipeline'}, "
-          f"pairs {out / 'samples'}, grid {out / 'samples/grid.png'}")
+    timer = run_demo(out, gen_cfg, demo_cfg, progress=not args.quiet)
+    report = _report(out, "defectgen demo")
+    print(f"[defectgen] demo: data {out / 'data'}, generator {out / 'run/pipeline'}, pairs {out / 'samples'}, "
+          f"metrics {out / 'metrics'}, evaluation {out / 'eval'}")
+    print(f"[defectgen] report: {report.resolve()}")
+    print(timer.line())
+
+
+def _report(out: Path, title: str) -> Path:
+    """Record this command line in ``out`` and rewrite ``out/report.html``."""
+    from defectgen.report_html import update_report
+
+    return update_report(out, title)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -224,11 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("demo", help="procedural demo data -> train both stages -> sample pairs")
+    p = sub.add_parser("demo", help="demo data -> train both stages -> sample -> metrics -> evaluate -> report.html")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
-    p.add_argument("--num", type=int, default=32)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a generator config key")
+    p.add_argument("--demo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a DemoConfig key (defectgen/demo.py), e.g. num_samples=16 or seeds=[0]")
     p.add_argument("--overwrite", action="store_true")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
@@ -270,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    from defectgen.timing import set_cpu_threads
+
+    set_cpu_threads()
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
     torch.backends.cudnn.allow_tf32 = True
     try:

@@ -107,7 +107,8 @@ def export_samples(
         if grid_imgs:
             scale = max(1, 128 // grid_masks[0].shape[0])
             bgs = np.stack(grid_bgs) if grid_bgs and request and request.mode != "masks" else None
-            pair_grid(np.stack(grid_imgs), np.stack(grid_masks), ncols=4, scale=scale, backgrounds=bgs).save(tmp / "grid.png")
+            pair_grid(np.stack(grid_imgs), np.stack(grid_masks), ncols=4, scale=scale, backgrounds=bgs,
+                      names=names).save(tmp / "grid.png")
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
 
