@@ -41,17 +41,19 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ConfigError(f"--resume takes 'latest', got '{args.resume}'")
     print(f"[defectgen] training {', '.join(stages)} on {len(records)} images from {ds.root} -> {args.out}")
     timer = Timer()
+    before = {s: (args.out / s / "final" / "config.json").is_file() for s in stages}
+    with timer.phase("train (2 processes)" if args.parallel else "train"):
+        path = train_generator(args.out, cfg, ds, records, sel, stages, resume=args.resume == "latest",
+                               progress=not args.quiet, parallel=args.parallel)
     for stage in stages:
-        finished_before = (args.out / stage / "final" / "config.json").is_file()
-        steps = cfg.train.large_steps if stage == "large" else cfg.train.small_steps
-        with timer.phase(stage, steps=steps):
-            path = train_generator(args.out, cfg, ds, records, sel, (stage,), resume=args.resume == "latest",
-                                   progress=not args.quiet)
-        if finished_before:
-            timer.skip(stage)  # train_generator kept the earlier result
+        if before[stage]:
+            timer.skip(stage)  # finished earlier; train_generator kept it
+        else:
+            steps = cfg.train.large_steps if stage == "large" else cfg.train.small_steps
+            timer.add(stage, json.loads((args.out / stage / "timing.json").read_text())["seconds"], steps=steps)
     atomic_write_json(args.out / "timing.json", timer.to_dict())
     print(f"[defectgen] generator saved to {path}")
-    print(f"[defectgen] report: {_report(args.out, f'defectgen train: {args.out.name}').resolve()}")
+    print(f"[defectgen] report: {_report(args.out, f'defectgen train: {args.out.name}', args).resolve()}")
     print(timer.line())
 
 
@@ -99,7 +101,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     atomic_write_json(args.out / "timing.json", timer.to_dict())
     print(f"[defectgen] {num} pairs ({m['mode']}) in {args.out} ({args.layout} layout, {m['seconds_per_sample']:.3f} s/sample, "
           f"large t={len(m['timesteps']['large'])} steps, small t={len(m['timesteps']['small'])} steps)")
-    print(f"[defectgen] report: {_report(args.out, f'defectgen sample: {args.out.name}').resolve()}")
+    print(f"[defectgen] report: {_report(args.out, f'defectgen sample: {args.out.name}', args).resolve()}")
     print(timer.line())
 
 
@@ -153,20 +155,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     gen_cfg = load_config(GeneratorConfig, args.config, args.set)
     demo_cfg = load_config(DemoConfig, None, args.demo_set)
+    if args.num is not None:
+        demo_cfg.num_samples = args.num
     out = ensure_empty_output(args.out, args.overwrite)
     timer = run_demo(out, gen_cfg, demo_cfg, progress=not args.quiet)
-    report = _report(out, "defectgen demo")
+    report = _report(out, "defectgen demo", args)
     print(f"[defectgen] demo: data {out / 'data'}, generator {out / 'run/pipeline'}, pairs {out / 'samples'}, "
           f"metrics {out / 'metrics'}, evaluation {out / 'eval'}")
     print(f"[defectgen] report: {report.resolve()}")
     print(timer.line())
 
 
-def _report(out: Path, title: str) -> Path:
+def _report(out: Path, title: str, args: argparse.Namespace) -> Path:
     """Record this command line in ``out`` and rewrite ``out/report.html``."""
     from defectgen.report_html import update_report
 
-    return update_report(out, title)
+    return update_report(out, title, getattr(args, "argv", None))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -197,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--stage", choices=("large", "small", "both"), default="both")
     p.add_argument("--resume", default=None, help="'latest': continue from the newest checkpoint")
+    p.add_argument("--parallel", action="store_true",
+                   help="train the two stages at once in two processes (each with half the cores)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     _add_common(p)
     _add_threads(p)
@@ -247,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="demo data -> train both stages -> sample -> metrics -> evaluate -> report.html")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    p.add_argument("--num", type=int, default=None, help="pairs to generate (default: DemoConfig.num_samples, 32)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a generator config key")
     p.add_argument("--demo-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a DemoConfig key (defectgen/demo.py), e.g. num_samples=16 or seeds=[0]")
@@ -289,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     from defectgen.quality.features import FeatureExtractorError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in each output's report
     import torch
 
     from defectgen.timing import set_cpu_threads

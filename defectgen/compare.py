@@ -385,7 +385,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         table = run_compare(cfg, args.out, args.only, args.device)
     print(markdown(table, cfg.metrics.feature_extractor))
     atomic_write_json(args.out / "timing.json", timer.to_dict())
-    print(f"report: {update_report(args.out, f'defectgen compare: {args.out.name}').resolve()}")
+    print(f"report: {update_report(args.out, f'defectgen compare: {args.out.name}', getattr(args, 'argv', None)).resolve()}")
     print(timer.line())
 
 

@@ -6,6 +6,8 @@ defect-free surfaces in ``good/`` for painting defects onto (``defectgen sample 
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,7 +123,8 @@ class DemoConfig:
 
     per_class: int = 16  # demo images per defect class (64 px)
     shots: int = 8  # images per class the generator and the segmenters train on; the rest is the test set
-    num_samples: int = 48  # generated pairs
+    parallel_stages: bool = True  # train the two UNets in two processes at once (when there are 2+ cores)
+    num_samples: int = 32  # generated pairs
     metrics: bool = True  # FID/KID, memorisation, diversity, mask agreement, class statistics
     ratio: float = 1.0  # synthetic pairs per real pair in the evaluation (against real only)
     seeds: list[int] = field(default_factory=lambda: [0, 1])
@@ -147,10 +150,11 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
         ds = open_dataset(data)
         records = select_records(ds, shots=cfg.shots, seed=0)
     sel = selection_info(ds, records, shots=cfg.shots, seed=0)
-    for stage in ("large", "small"):
-        steps = gen_cfg.train.large_steps if stage == "large" else gen_cfg.train.small_steps
-        with timer.phase(stage, steps=steps):
-            train_generator(out / "run", gen_cfg, ds, records, sel, stages=(stage,), progress=progress)
+    parallel = cfg.parallel_stages and (os.cpu_count() or 1) >= 2
+    with timer.phase("train (2 processes)" if parallel else "train"):
+        train_generator(out / "run", gen_cfg, ds, records, sel, progress=progress, parallel=parallel)
+    for stage, steps in (("large", gen_cfg.train.large_steps), ("small", gen_cfg.train.small_steps)):
+        timer.add(stage, json.loads((out / "run" / stage / "timing.json").read_text())["seconds"], steps=steps)
     with timer.phase("sample", pairs=cfg.num_samples):
         pipe = load_generator(out / "run")
         identity = {"pipeline": str((out / "run" / "pipeline").resolve()), "train_stems": [r.stem for r in records]}

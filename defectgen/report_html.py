@@ -424,9 +424,9 @@ def write_report_html(folder: Path, title: str | None = None) -> Path:
     return path
 
 
-def update_report(folder: Path, title: str) -> Path:
+def update_report(folder: Path, title: str, argv: list[str] | None = None) -> Path:
     """What every command does last: record its command line in ``folder`` and rewrite the page."""
-    record_command(Path(folder))
+    record_command(Path(folder), argv)
     return write_report_html(Path(folder), title)
 
 

@@ -91,24 +91,63 @@ def train_generator(
     stages: tuple[str, ...] = STAGES,
     resume: bool = False,
     progress: bool = True,
+    parallel: bool = False,
 ) -> Path:
-    """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``."""
+    """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``.
+
+    The two UNets do not depend on each other, so with ``parallel`` the small one trains in a second
+    process (same thread count) while this one trains the large one. Two 1-thread processes use both
+    cores without the thread barriers that slow a 2-thread step on a busy machine (results/demo/).
+    """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     prepare_run(out, cfg, selection, ds.class_map)
-    for stage in stages:
-        stage_dir = out / stage
-        if (stage_dir / "final" / "config.json").is_file():
-            print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
-            continue
-        if latest_checkpoint(stage_dir) is not None and not resume:
-            raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
-        t0 = time.time()
-        model = train_stage(cfg, data, ds.class_map, stage_dir, stage, resume=resume, progress=progress)
-        with atomic_dir(stage_dir / "final") as tmp:
-            model.save_pretrained(tmp)
-        atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2),
-                                                      "resumed": resume})
+    todo = [s for s in stages if _needs_training(out / s, s, resume)]
+    background = None
+    if parallel and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        background = pool.submit(_train_stage_job, out, cfg, records, ds.class_map, todo.pop(), resume)
+    try:
+        for stage in todo:
+            train_one_stage(out, cfg, data, ds.class_map, stage, resume, progress)
+        if background is not None:
+            background.result()  # re-raises the worker's error here
+    finally:
+        if background is not None:
+            pool.shutdown()
     return assemble_pipeline(out, cfg)
+
+
+def _needs_training(stage_dir: Path, stage: str, resume: bool) -> bool:
+    if (stage_dir / "final" / "config.json").is_file():
+        print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
+        return False
+    if latest_checkpoint(stage_dir) is not None and not resume:
+        raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
+    return True
+
+
+def train_one_stage(out: Path, cfg: GeneratorConfig, data: torch.Tensor | CropSet, class_map: ClassMap, stage: str,
+                    resume: bool, progress: bool) -> None:
+    """Train ``stage`` on encoded pairs; write its EMA UNet to ``out/stage/final`` and its timing."""
+    stage_dir = out / stage
+    t0 = time.time()
+    model = train_stage(cfg, data, class_map, stage_dir, stage, resume=resume, progress=progress)
+    with atomic_dir(stage_dir / "final") as tmp:
+        model.save_pretrained(tmp)
+    atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2), "resumed": resume})
+
+
+def _train_stage_job(out: Path, cfg: GeneratorConfig, records: list[PairRecord], class_map: ClassMap, stage: str,
+                     resume: bool) -> None:
+    """One stage in a worker process: load the pairs, train, save."""
+    from defectgen.timing import set_cpu_threads
+
+    set_cpu_threads()
+    data = training_data(records, class_map, cfg)
+    train_one_stage(out, cfg, data, class_map, stage, resume, progress=False)
 
 
 def training_data(records: list[PairRecord], class_map: ClassMap, cfg: GeneratorConfig) -> torch.Tensor | CropSet:

@@ -95,7 +95,9 @@ def test_compare_end_to_end_and_resume(tmp_path: Path, demo_data: Path, tiny_con
 
 def test_demo_command_runs_the_whole_path(tmp_path: Path, tiny_config: Path) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--config", str(tiny_config), "--num", "3", "--quiet"]) == 0
+    tiny_demo = ["--demo-set", "per_class=4", "--demo-set", "shots=2", "--demo-set", "metrics=false",
+                 "--demo-set", "seeds=[]"]
+    assert main(["demo", "--out", str(out), "--config", str(tiny_config), "--num", "3", "--quiet", *tiny_demo]) == 0
     assert len(list((out / "samples" / "images").iterdir())) == 3
     assert (out / "samples" / "grid.png").is_file() and (out / "run" / "pipeline" / "model_index.json").is_file()
     assert main(["demo", "--out", str(out), "--config", str(tiny_config), "--quiet"]) == 2  # not overwritten

@@ -120,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         g = results["paired_gain"]["miou_defect"]
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
               + (f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]" if g["ci_low"] is not None else ""))
-    _finish(out, timer, f"defectgen evaluate: {out.name}")
+    _finish(out, timer, f"defectgen evaluate: {out.name}", args)
     return 0
 
 
@@ -173,12 +173,12 @@ def cmd_mix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(out: Path, timer: Timer, title: str) -> None:
+def _finish(out: Path, timer: Timer, title: str, args: argparse.Namespace) -> None:
     """timing.json, report.html and the closing timing line of a command writing into ``out``."""
     from defectgen.report_html import update_report
 
     atomic_write_json(out / "timing.json", timer.to_dict())
-    print(f"report: {update_report(out, title).resolve()}")
+    print(f"report: {update_report(out, title, getattr(args, 'argv', None)).resolve()}")
     print(timer.line())
 
 
@@ -211,7 +211,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         phase["cells"] = len(cells)
     print(markdown_table(summarize(cfg, cells)))
     print(f"tables: {args.out / 'report.md'}")
-    _finish(args.out, timer, f"defectgen ablate: {args.out.name}")
+    _finish(args.out, timer, f"defectgen ablate: {args.out.name}", args)
     return 0
 
 
