@@ -49,7 +49,7 @@ def setup(cfg: GeneratorConfig, data: torch.Tensor, variant: dict) -> dict:
 
 def one_step(cfg: GeneratorConfig, data: torch.Tensor, sched, state: dict, variant: dict, step: int) -> None:
     tc = cfg.train
-    bs = variant.get("batch_size", tc.batch_size)
+    bs = variant.get("batch_size", BASE_BATCH)
     tc2 = type(tc)(**{**vars(tc), "batch_size": bs})
     x0, t, noise = draw_batch(data, tc2, sched, sample_seed(0, step))
     if variant.get("draw_only"):
@@ -70,6 +70,7 @@ def one_step(cfg: GeneratorConfig, data: torch.Tensor, sched, state: dict, varia
         state["ema"].step(unet.parameters())
 
 
+BASE_BATCH = 16  # the batch of the demo the issue timed (1200 steps per stage at batch 16)
 VARIANTS: dict[str, dict] = {
     "baseline (large, b16, 1 thread)": {},
     "draw_batch only (augment)": {"draw_only": True},
@@ -84,6 +85,17 @@ VARIANTS: dict[str, dict] = {
     "base_channels 16": {"base_channels": 16},
     "small stage (b16)": {"stage": "small"},
 }
+
+
+def step_gflops(cfg: GeneratorConfig, data: torch.Tensor, sched, state: dict, variant: dict) -> float:
+    """Floating-point operations of one step (forward and backward), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if variant.get("draw_only"):
+        return 0.0
+    with FlopCounterMode(display=False) as counter:
+        one_step(cfg, data, sched, state, {**variant, "ema": False}, 0)
+    return counter.get_total_flops() / 1e9
 
 
 def main() -> None:
@@ -113,15 +125,18 @@ def main() -> None:
             times[n].append((time.perf_counter() - t0) / args.steps)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     base = statistics.median(times[names[0]])
-    rows = [{"variant": n, "params": states[n]["params"], "s_per_step": round(statistics.median(times[n]), 4),
+    flops = {n: step_gflops(cfg, data, sched, states[n], VARIANTS[n]) for n in names}
+    rows = [{"variant": n, "params": states[n]["params"], "gflop_per_step": round(flops[n], 2),
+             "s_per_step": round(statistics.median(times[n]), 4),
              "ratio": round(statistics.median(times[n]) / base, 3), "rounds": [round(x, 4) for x in times[n]]}
             for n in names]
     load = Path("/proc/loadavg").read_text().split()[:3]
     report = {"torch": torch.__version__, "loadavg_end": load, "rounds": args.rounds, "steps": args.steps, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "probe_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = ["| configuration | parameters | s/step (median) | × baseline |", "|---|---|---|---|"]
-    md += [f"| {r['variant']} | {r['params']:,} | {r['s_per_step']:.4f} | {r['ratio']:.2f} |" for r in rows]
+    md = ["| configuration | parameters | GFLOP/step | s/step (median) | × baseline |", "|---|---|---|---|---|"]
+    md += [f"| {r['variant']} | {r['params']:,} | {r['gflop_per_step']:.1f} | {r['s_per_step']:.4f} | {r['ratio']:.2f} |"
+           for r in rows]
     md.append(f"\ntorch {torch.__version__}; {args.rounds} interleaved rounds of {args.steps} steps; "
               f"load average at the end {' '.join(load)} (shared machine).")
     (args.out / "probe_speed.md").write_text("\n".join(md) + "\n")
