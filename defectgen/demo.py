@@ -124,7 +124,8 @@ class DemoConfig:
     per_class: int = 16  # demo images per defect class (64 px)
     shots: int = 8  # images per class the generator and the segmenters train on; the rest is the test set
     parallel_stages: bool = True  # train the two UNets in two processes at once (when there are 2+ cores)
-    num_samples: int = 32  # generated pairs
+    num_samples: int = 32  # generated pairs (unconditional)
+    onto_good: int = 16  # pairs painted onto the demo's defect-free images (guided sampling; 0 = skip)
     metrics: bool = True  # FID/KID, memorisation, diversity, mask agreement, class statistics
     ratio: float = 1.0  # synthetic pairs per real pair in the evaluation (against real only)
     seeds: list[int] = field(default_factory=lambda: [0, 1])
@@ -132,7 +133,8 @@ class DemoConfig:
 
 
 def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: bool = True) -> Timer:
-    """Data → train both stages → sample → metrics → evaluate (real only vs real + synthetic) into ``out``.
+    """Data → train both stages → sample (unconditional, and onto good images) → metrics → evaluate
+    (real only vs real + synthetic) into ``out``.
 
     Returns the phase timings (also written to ``out/timing.json``); ``out`` must exist and be empty.
     """
@@ -161,6 +163,9 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
         export_samples(pipe, out / "samples", cfg.num_samples, seed=0, sampler=gen_cfg.sample.sampler,
                        steps=gen_cfg.sample.steps, batch_size=gen_cfg.sample.batch_size, identity=identity,
                        progress=progress)
+    if cfg.onto_good:
+        with timer.phase("sample onto good", pairs=cfg.onto_good):
+            _sample_onto_good(out, pipe, data, gen_cfg, cfg.onto_good, identity, progress)
     if cfg.metrics:
         with timer.phase("metrics", pairs=cfg.num_samples):
             _metrics(out, data, gen_cfg.size, cfg)
@@ -169,6 +174,20 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
             _evaluate(out, data, cfg)
     atomic_write_json(out / "timing.json", timer.to_dict())
     return timer
+
+
+def _sample_onto_good(out: Path, pipe, data: Path, gen_cfg: "GeneratorConfig", num: int, identity: dict,
+                      progress: bool) -> None:
+    """Defects painted onto the demo's good images, with masks drawn from the training pairs."""
+    from defectgen.export import export_samples
+    from defectgen.guided import GuidedRequest, build_conditions
+
+    request = GuidedRequest("onto", "train", good=data / "good")
+    condition, num = build_conditions(request, out / "run", pipe.class_map, gen_cfg.size, gen_cfg.image_channels,
+                                      num, 0)
+    export_samples(pipe, out / "samples_onto_good", num, seed=0, sampler=gen_cfg.sample.sampler,
+                   steps=gen_cfg.sample.steps, batch_size=gen_cfg.sample.batch_size, identity=identity,
+                   progress=progress, condition=condition, request=request)
 
 
 def _metrics(out: Path, data: Path, size: int, cfg: DemoConfig) -> None:

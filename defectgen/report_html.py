@@ -236,15 +236,18 @@ def section_samples(root: Path) -> str:
     parts = []
     for folder, m in _sample_sets(root):
         names = list(m.get("class_map", {}).get("names", []))
-        facts = [f"{m.get('num_samples', len(m['samples']))} pairs"]
+        mode = m.get("mode", "unconditional")
+        facts = [f"{m.get('num_samples', len(m['samples']))} pairs", mode]
         for key, label in (("sampler", "sampler"), ("steps", "steps"), ("switch", "switch")):
             if m.get(key) is not None:
                 facts.append(f"{label} {m[key]}")
         if m.get("seconds_per_sample") is not None:
             facts.append(f"{m['seconds_per_sample']:.3f} s/pair")
         grid = folder / "grid.png"
+        tiles = ("the image it was painted onto | the generated image | with the mask overlaid"
+                 if mode in ("onto", "into-training") else "image | image with the mask overlaid")
         parts.append(f"<h3>{html.escape(_rel(folder, root))}</h3><p>{html.escape(', '.join(facts))}. "
-                     "Each pair: image | image with the mask overlaid.</p>"
+                     f"Each pair: {tiles}.</p>"
                      + (_legend_html(names) if names else "")
                      + (_figure(grid, root) if grid.is_file() else _missing(f"{_rel(grid, root)}")))
     return "\n".join(parts) or _missing("a sample folder (manifest.json, grid.png)")

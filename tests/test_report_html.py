@@ -14,7 +14,7 @@ from defectgen.report_html import SECTIONS, markdown_to_html
 from defectgen.viz import class_colours, pair_grid
 
 TINY_DEMO = ["--demo-set", "per_class=4", "--demo-set", "shots=2", "--demo-set", "num_samples=6",
-             "--demo-set", "seeds=[0]", "--demo-set", "seg.model=unet-tiny", "--demo-set", "seg.size=16",
+             "--demo-set", "seeds=[0]", "--demo-set", "onto_good=3", "--demo-set", "seg.model=unet-tiny", "--demo-set", "seg.size=16",
              "--demo-set", "seg.steps=3", "--demo-set", "seg.batch_size=4"]
 
 
@@ -56,6 +56,7 @@ def test_demo_report_has_every_section_filled(demo_out: tuple[Path, str]) -> Non
     assert sections["training"].count("<img") == 1 and "run/large" in sections["training"]
     assert "run/small/samples/step_0000004.png" in sections["progress"]
     assert "Overlay colours" in sections["samples"] and "scratch" in sections["samples"]
+    assert "samples_onto_good/grid.png" in sections["samples"] and "the image it was painted onto" in sections["samples"]
     assert "real %" in sections["shares"]
     assert "FID" in sections["metrics"] and "reading" in sections["metrics"]
     assert "defect-gen" in sections["evaluation"] and "mIoU defect" in sections["evaluation"]
