@@ -178,7 +178,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else half the cores)")
 
 
 def _threads(args: argparse.Namespace) -> None:

@@ -26,6 +26,7 @@ from defectgen.io import atomic_write_text
 from defectgen.timing import summary_line
 
 SECTIONS = (
+    ("summary", "At a glance"),
     ("timing", "Where the time went"),
     ("training", "Training curves"),
     ("progress", "Progress grids over steps"),
@@ -160,6 +161,39 @@ def _stage_logs(root: Path) -> list[Path]:
     return [p for p in _find(root, "log.jsonl") if p.parent.name in ("large", "small")]
 
 
+def _summary_rows(root: Path) -> list[list[str]]:
+    rows = []
+    for folder, m in _sample_sets(root):
+        rows.append(["generated pairs", f"{m.get('num_samples', len(m['samples']))} ({m.get('mode', 'unconditional')})",
+                     _rel(folder, root)])
+    for path in _find(root, "metrics.json"):
+        m = _read_json(path) or {}
+        fid, agree = (m.get("fid_kid") or {}).get("fid"), (m.get("mask_agreement") or {}).get("mean_iou_defects")
+        if fid is not None:
+            rows.append(["FID (efficientnet-lite0 features; lower is closer to the real set)", f"{fid:.1f}",
+                         _rel(path, root)])
+        if agree is not None:
+            rows.append(["mask agreement (defect IoU of a real-data segmenter with the generated masks)",
+                         f"{100 * agree:.1f} %", _rel(path, root)])
+    for path in _find(root, "summary.csv"):  # ablate: one line per model, source and ratio
+        import csv
+
+        for r in csv.DictReader(path.read_text().splitlines()):
+            if r.get("miou_defect_mean"):
+                gain = f", gain {100 * float(r['gain_miou_defect']):+.1f} points" if r.get("gain_miou_defect") else ""
+                rows.append([f"segmentation mIoU (defect classes), {r['model']}, {r['source']} at ratio {float(r['ratio']):g}",
+                             f"{100 * float(r['miou_defect_mean']):.1f} % over {r['seeds']} seeds{gain}", _rel(path, root)])
+    t = _read_json(root / "timing.json")
+    if isinstance(t, dict) and "total_seconds" in t:
+        rows.append(["time of the last command", f"{t['total_seconds']:.0f} s", "timing.json"])
+    return rows
+
+
+def section_summary(root: Path) -> str:
+    rows = _summary_rows(root)
+    return _table(["what", "value", "from"], rows) if rows else _missing("samples, metrics, evaluation or timing")
+
+
 def section_timing(root: Path) -> str:
     parts = []
     for path in _find(root, "timing.json"):
@@ -211,7 +245,7 @@ def section_progress(root: Path) -> str:
             grids = [grids[round(i * (len(grids) - 1) / 5)] for i in range(6)]
         if grids:
             parts.append(f"<h3>{html.escape(_rel(path.parent, root))} (this stage alone, fixed seeds)</h3>"
-                         + "".join(_figure(g, root, "48%") for g in grids))
+                         + '<div class="row">' + "".join(_figure(g, root) for g in grids) + "</div>")
     return "\n".join(parts) or _missing("progress grids (large/samples/step_*.png)")
 
 
@@ -381,7 +415,7 @@ def section_commands(root: Path) -> str:
 
 
 BUILDERS = {
-    "timing": section_timing, "training": section_training, "progress": section_progress,
+    "summary": section_summary, "timing": section_timing, "training": section_training, "progress": section_progress,
     "samples": section_samples, "shares": section_shares, "metrics": section_metrics,
     "evaluation": section_evaluation, "commands": section_commands,
 }
@@ -392,7 +426,8 @@ figure{display:inline-block;margin:.3em;vertical-align:top}figcaption{font-size:
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:2px 8px}
 th{background:#f2f2f2}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
 .missing{color:#999;font-style:italic}.chip{margin-right:1em}.sw{display:inline-block;width:12px;height:12px;
-border:1px solid #000;margin-right:4px;vertical-align:middle}nav a{margin-right:1em}"""
+border:1px solid #000;margin-right:4px;vertical-align:middle}nav a{margin-right:1em}
+.row{display:flex;gap:.5em}.row figure{flex:1;margin:0}.row img{width:100%}"""
 
 
 def record_command(folder: Path, argv: list[str] | None = None) -> None:

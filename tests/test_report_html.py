@@ -53,6 +53,7 @@ def test_demo_report_has_every_section_filled(demo_out: tuple[Path, str]) -> Non
     assert list(sections) == [key for key, _ in SECTIONS]
     for key, body in sections.items():
         assert 'class="missing"' not in body, f"section {key} found no data in a full demo"
+    assert "segmentation mIoU" in sections["summary"] and "FID" in sections["summary"]
     assert sections["training"].count("<img") == 1 and "run/large" in sections["training"]
     assert "run/small/samples/step_0000004.png" in sections["progress"]
     assert "Overlay colours" in sections["samples"] and "scratch" in sections["samples"]
