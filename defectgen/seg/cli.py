@@ -167,9 +167,13 @@ def cmd_mix(args: argparse.Namespace) -> int:
     test = test_records(ds, train, args.test_split)[0] if ds.splits else []
     syn = open_synthetic(args.synthetic)
     refuse_existing(args.out, args.overwrite)
-    m = mix_dataset(ds, train, test, syn, args.ratio, args.mix_seed, args.layout, args.out, args.balanced, args.test_split)
+    timer = Timer()
+    with timer.phase("mix"):
+        m = mix_dataset(ds, train, test, syn, args.ratio, args.mix_seed, args.layout, args.out, args.balanced,
+                        args.test_split)
     print(f"{m['num_real']} real + {m['num_synthetic']} synthetic training pairs, {len(test)} real test pairs "
           f"-> {args.out} ({args.layout})")
+    print(timer.line())
     return 0
 
 
@@ -239,9 +243,13 @@ def cmd_copypaste(args: argparse.Namespace) -> int:
         raise ConfigError(f"--size must be at least 8 pixels, got {args.size}")
     ds, train = selection_from_args(args)
     refuse_existing(args.out, args.overwrite)
-    images, masks = load_pairs(train, ds.class_map, args.size)
-    run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed, args.balanced)
+    timer = Timer()
+    with timer.phase("copypaste", pairs=args.num):
+        images, masks = load_pairs(train, ds.class_map, args.size)
+        run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed,
+                      args.balanced)
     print(f"{args.num} copy-paste pairs from {len(train)} real training pairs -> {args.out}")
+    print(timer.line())
     return 0
 
 
