@@ -303,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     from defectgen.timing import set_cpu_threads
 
     set_cpu_threads()
+    if getattr(args, "quiet", False):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
     torch.backends.cudnn.allow_tf32 = True
     try:
