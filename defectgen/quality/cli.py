@@ -145,6 +145,9 @@ def run_filter(args: argparse.Namespace) -> int:
     from defectgen.quality.mask_agreement import real_data_segmenter
     from defectgen.seg.train import SegConfig
 
+    from defectgen.timing import Timer
+
+    timer = Timer()
     check_threshold(args.min_agreement)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
     manifest_path = args.synthetic / "manifest.json"
@@ -166,4 +169,6 @@ def run_filter(args: argparse.Namespace) -> int:
     print("masks with each class, in -> kept: " + ", ".join(
         f"{n} {summary['masks_with_class']['in'][n]} -> {summary['masks_with_class']['kept'][n]}"
         for n in summary["masks_with_class"]["in"]))
+    timer.add("filter", timer.total, pairs=summary["n_in"])
+    print(timer.line())
     return 0
