@@ -70,6 +70,9 @@ def test_compare_end_to_end_and_resume(tmp_path: Path, demo_data: Path, tiny_con
     for png in ("gain_vs_switch.png", "memorisation_vs_switch.png"):
         assert (out / png).stat().st_size > 0
     assert "not comparable to published Inception FID" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # one page: the comparison table, its plots, every row's grid
+    assert "two-stage-u0.40-deep" in page and 'alt="gain_vs_switch.png"' in page
+    assert "rows/vanilla-ddpm/samples/grid.png" in page and "generator/large" in page
     # resumable: a second run recomputes nothing
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("eval.json")}
     capsys.readouterr()
