@@ -17,9 +17,9 @@ from typing import Any, Iterator
 
 
 def auto_threads() -> int:
-    """Half the CPU cores, between 1 and 4. The models here are small: a second thread gains little on
-    a quiet machine, and when another process holds a core, torch's thread barriers make each step
-    about ten times slower (results/demo/probe_speed.md)."""
+    """Half the CPU cores, between 1 and 4. When another process holds a core, torch's thread barriers
+    made a 2-thread step of the demo UNet 3.5-12x slower than a 1-thread one (results/demo/probe_speed.md);
+    half the cores leaves room for the other process (or for the demo's second stage)."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
