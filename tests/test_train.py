@@ -151,3 +151,18 @@ def test_a_run_saved_before_a_config_key_existed_is_reused(tmp_path: Path, demo_
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     assert main(args) == 0  # the missing key takes its default: same config
     assert main([*args, "--set", "diffusion.rescale_betas_zero_snr=true"]) == 2
+
+
+def test_parallel_stages_give_the_same_weights(tmp_path: Path, demo_data: Path, tiny_config: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    from diffusers import UNet2DModel
+
+    common = ["--config", str(tiny_config), "--data", str(demo_data), "--quiet", "--set", "train.sample_every=0"]
+    assert main(["train", *common, "--out", str(tmp_path / "seq")]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "par"), "--parallel"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("[defectgen] time: train (2 processes) ")
+    for stage in ("large", "small"):  # the small stage trained in a second process, seeded the same way
+        a = UNet2DModel.from_pretrained(tmp_path / "seq" / stage / "final").state_dict()
+        b = UNet2DModel.from_pretrained(tmp_path / "par" / stage / "final").state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), stage
+    assert (tmp_path / "par" / "pipeline" / "model_index.json").is_file()
