@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from defectgen.config import ConfigError, load_config
-from defectgen.data import add_selection_args, open_dataset, select_records, selection_from_args
+from defectgen.data import add_selection_args, select_records, selection_from_args
 from defectgen.device import resolve_device
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import OutputExistsError, OutputWriteError, write_error
@@ -30,7 +29,9 @@ def _config(args: argparse.Namespace) -> GeneratorConfig:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from defectgen.distributed import process_state
+    from defectgen.io import atomic_write_json
     from defectgen.run import selection_info, train_generator
+    from defectgen.timing import Timer
 
     cfg = _config(args)
     _threads(args)
@@ -43,16 +44,31 @@ def cmd_train(args: argparse.Namespace) -> None:
     main_process = process_state().is_main_process
     if main_process:
         print(f"[defectgen] training {', '.join(stages)} on {len(records)} images from {ds.root} -> {args.out}")
-    path = train_generator(args.out, cfg, ds, records, sel, stages, resume=args.resume == "latest",
-                           progress=not args.quiet)
-    if main_process:
-        print(f"[defectgen] generator saved to {path}")
+    timer = Timer()
+    before = {s: (args.out / s / "final" / "config.json").is_file() for s in stages}
+    with timer.phase("train (2 processes)" if args.parallel else "train"):
+        path = train_generator(args.out, cfg, ds, records, sel, stages, resume=args.resume == "latest",
+                               progress=not args.quiet, parallel=args.parallel)
+    if not main_process:
+        return
+    for stage in stages:
+        if before[stage]:
+            timer.skip(stage)  # finished earlier; train_generator kept it
+        else:
+            steps = cfg.train.large_steps if stage == "large" else cfg.train.small_steps
+            timer.add(stage, json.loads((args.out / stage / "timing.json").read_text())["seconds"], steps=steps)
+    atomic_write_json(args.out / "timing.json", timer.to_dict())
+    print(f"[defectgen] generator saved to {path}")
+    print(f"[defectgen] report: {_report(args.out, f'defectgen train: {args.out.name}', args).resolve()}")
+    print(timer.line())
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from defectgen.distributed import process_state
     from defectgen.export import check_output, export_samples
+    from defectgen.io import atomic_write_json
     from defectgen.run import load_generator, pipeline_path, run_sample_config, train_stems
+    from defectgen.timing import Timer
 
     _threads(args)
     own = run_sample_config(args.run)  # the run's own sample: settings are the defaults
@@ -66,7 +82,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.num is not None and args.num < 1:
         raise ConfigError(f"--num must be at least 1, got {args.num}")
     check_output(args.out, args.overwrite)  # before loading; an unfinished run of this command resumes
-    pipe = load_generator(args.run, resolve_device(args.device) if args.device else process_state().device)
+    timer = Timer()
+    with timer.phase("load"):
+        pipe = load_generator(args.run, resolve_device(args.device) if args.device else process_state().device)
     condition, num = None, args.num
     if request is not None:
         from defectgen.guided import build_conditions
@@ -79,17 +97,21 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if num < 1:
         raise ConfigError(f"--num must be at least 1, got {num}")
     identity = {"pipeline": str(pipeline_path(args.run).resolve()), "train_stems": train_stems(pipeline_path(args.run).parent)}
-    m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
-                       steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
-                       progress=not args.quiet, condition=condition, request=request, precision=args.precision)
+    with timer.phase("sample", pairs=num):
+        m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=args.sampler,
+                           steps=args.steps, batch_size=args.batch_size, overwrite=args.overwrite, identity=identity,
+                           progress=not args.quiet, condition=condition, request=request, precision=args.precision)
     if not process_state().is_main_process:
         return
     if args.layout != "defectgen":
         from defectgen.data.layouts import relayout
 
         relayout(args.out, args.layout)
+    atomic_write_json(args.out / "timing.json", timer.to_dict())
     print(f"[defectgen] {num} pairs ({m['mode']}) in {args.out} ({args.layout} layout, {m['seconds_per_sample']:.3f} s/sample, "
           f"large t={len(m['timesteps']['large'])} steps, small t={len(m['timesteps']['small'])} steps)")
+    print(f"[defectgen] report: {_report(args.out, f'defectgen sample: {args.out.name}', args).resolve()}")
+    print(timer.line())
 
 
 def _guided_request(args: argparse.Namespace):
@@ -137,25 +159,29 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from defectgen.demo import make_demo_dataset
-    from defectgen.export import export_samples
+    from defectgen.demo import DemoConfig, run_demo
     from defectgen.io import ensure_empty_output
-    from defectgen.run import load_generator, selection_info, train_generator
 
-    t0 = time.time()
+    gen_cfg = load_config(GeneratorConfig, args.config, args.set)
+    demo_cfg = load_config(DemoConfig, None, args.demo_set)
+    if args.num is not None:
+        if args.num < 1:
+            raise ConfigError(f"--num must be at least 1, got {args.num}")
+        demo_cfg.num_samples = args.num
     out = ensure_empty_output(args.out, args.overwrite)
-    cfg = load_config(GeneratorConfig, args.config, args.set)
-    data = make_demo_dataset(out / "data", per_class=8, size=64, seed=0)
-    ds = open_dataset(data)
-    records = select_records(ds)
-    train_generator(out / "run", cfg, ds, records, selection_info(ds, records), progress=not args.quiet)
-    pipe = load_generator(out / "run")
-    identity = {"pipeline": str((out / "run" / "pipeline").resolve()), "train_stems": [r.stem for r in records]}
-    export_samples(pipe, out / "samples", args.num, seed=0, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
-                   batch_size=cfg.sample.batch_size, identity=identity, progress=not args.quiet,
-                   precision=cfg.sample.precision)
-    print(f"[defectgen] demo finished in {time.time() - t0:.0f} s: data {data}, generator {out / 'run/pipeline'}, "
-          f"pairs {out / 'samples'}, grid {out / 'samples/grid.png'}")
+    timer = run_demo(out, gen_cfg, demo_cfg, progress=not args.quiet)
+    report = _report(out, "defectgen demo", args)
+    print(f"[defectgen] demo: data {out / 'data'}, generator {out / 'run/pipeline'}, pairs {out / 'samples'}, "
+          f"metrics {out / 'metrics'}, evaluation {out / 'eval'}")
+    print(f"[defectgen] report: {report.resolve()}")
+    print(timer.line())
+
+
+def _report(out: Path, title: str, args: argparse.Namespace) -> Path:
+    """Record this command line in ``out`` and rewrite ``out/report.html``."""
+    from defectgen.report_html import update_report
+
+    return update_report(out, title, getattr(args, "argv", None))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -163,7 +189,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else half the cores)")
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -186,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--stage", choices=("large", "small", "both"), default="both")
     p.add_argument("--resume", default=None, help="'latest': continue from the newest checkpoint")
+    p.add_argument("--parallel", action="store_true",
+                   help="train the two stages at once in two processes (each with half the cores)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     _add_common(p)
     _add_threads(p)
@@ -238,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("demo", help="procedural demo data -> train both stages -> sample pairs")
+    p = sub.add_parser("demo", help="demo data -> train both stages -> sample -> metrics -> evaluate -> report.html")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
-    p.add_argument("--num", type=int, default=32)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--num", type=int, default=None, help="pairs to generate (default: DemoConfig.num_samples, 32)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a generator config key")
+    p.add_argument("--demo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a DemoConfig key (defectgen/demo.py), e.g. num_samples=16 or seeds=[0]")
     p.add_argument("--overwrite", action="store_true")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
@@ -282,8 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     from defectgen.quality.features import FeatureExtractorError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in each output's report
     import torch
 
+    from defectgen.timing import set_cpu_threads
+
+    set_cpu_threads()
+    if getattr(args, "quiet", False):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
     torch.backends.cudnn.allow_tf32 = True
     try:

@@ -376,9 +376,17 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from defectgen.report_html import update_report
+    from defectgen.timing import Timer
+
     cfg = load_config(CompareConfig, args.config, args.set)
-    table = run_compare(cfg, args.out, args.only, args.device)
+    timer = Timer()
+    with timer.phase(f"compare {args.only}"):
+        table = run_compare(cfg, args.out, args.only, args.device)
     print(markdown(table, cfg.metrics.feature_extractor))
+    atomic_write_json(args.out / "timing.json", timer.to_dict())
+    print(f"report: {update_report(args.out, f'defectgen compare: {args.out.name}', getattr(args, 'argv', None)).resolve()}")
+    print(timer.line())
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:

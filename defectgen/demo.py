@@ -6,10 +6,20 @@ defect-free surfaces in ``good/`` for painting defects onto (``defectgen sample 
 """
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from defectgen.seg.train import SegConfig
+from defectgen.timing import Timer
+
+if TYPE_CHECKING:
+    from defectgen.generator_config import GeneratorConfig
 
 DEMO_CLASSES = ("background", "scratch", "spot", "patch")
 
@@ -98,3 +108,100 @@ def make_demo_dataset(out: Path, per_class: int = 8, size: int = 64, seed: int =
             img, _ = render_sample(good_rng, size, [])
             Image.fromarray(img).save(out / "good" / f"good_{k:04d}.png")
     return out
+
+
+# ---- the demo command: the whole loop on this data ---------------------------------------------
+
+
+def _demo_seg() -> SegConfig:
+    return SegConfig(model="unet-small", size=32, steps=100, batch_size=8, warmup_steps=5)
+
+
+@dataclass
+class DemoConfig:
+    """What ``defectgen demo`` does around the generator (whose config is ``configs/demo.yaml``)."""
+
+    per_class: int = 16  # demo images per defect class (64 px)
+    shots: int = 8  # images per class the generator and the segmenters train on; the rest is the test set
+    parallel_stages: bool = True  # train the two UNets in two processes at once (when there are 2+ cores)
+    num_samples: int = 32  # generated pairs (unconditional)
+    onto_good: int = 16  # pairs painted onto the demo's defect-free images (guided sampling; 0 = skip)
+    metrics: bool = True  # FID/KID, memorisation, diversity, mask agreement, class statistics
+    ratio: float = 1.0  # synthetic pairs per real pair in the evaluation (against real only)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    seg: SegConfig = field(default_factory=_demo_seg)
+
+
+def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: bool = True) -> Timer:
+    """Data → train both stages → sample (unconditional, and onto good images) → metrics → evaluate
+    (real only vs real + synthetic) into ``out``.
+
+    Returns the phase timings (also written to ``out/timing.json``); ``out`` must exist and be empty.
+    """
+    from defectgen.config import save_config
+    from defectgen.data import open_dataset, select_records
+    from defectgen.export import export_samples
+    from defectgen.io import atomic_write_json
+    from defectgen.run import load_generator, selection_info, train_generator
+
+    out = Path(out)
+    timer = Timer()
+    save_config(cfg, out / "demo.yaml")
+    with timer.phase("data"):
+        data = make_demo_dataset(out / "data", per_class=cfg.per_class, size=64, seed=0)
+        ds = open_dataset(data)
+        records = select_records(ds, shots=cfg.shots, seed=0)
+    sel = selection_info(ds, records, shots=cfg.shots, seed=0)
+    parallel = cfg.parallel_stages and (os.cpu_count() or 1) >= 2
+    with timer.phase("train (2 processes)" if parallel else "train"):
+        train_generator(out / "run", gen_cfg, ds, records, sel, progress=progress, parallel=parallel)
+    for stage, steps in (("large", gen_cfg.train.large_steps), ("small", gen_cfg.train.small_steps)):
+        timer.add(stage, json.loads((out / "run" / stage / "timing.json").read_text())["seconds"], steps=steps)
+    with timer.phase("sample", pairs=cfg.num_samples):
+        pipe = load_generator(out / "run")
+        identity = {"pipeline": str((out / "run" / "pipeline").resolve()), "train_stems": [r.stem for r in records]}
+        export_samples(pipe, out / "samples", cfg.num_samples, seed=0, sampler=gen_cfg.sample.sampler,
+                       steps=gen_cfg.sample.steps, batch_size=gen_cfg.sample.batch_size, identity=identity,
+                       progress=progress)
+    if cfg.onto_good:
+        with timer.phase("sample onto good", pairs=cfg.onto_good):
+            _sample_onto_good(out, pipe, data, gen_cfg, cfg.onto_good, identity, progress)
+    if cfg.metrics:
+        with timer.phase("metrics", pairs=cfg.num_samples):
+            _metrics(out, data, gen_cfg.size, cfg)
+    if cfg.seeds:
+        with timer.phase("evaluate", segmenters=2 * len(cfg.seeds)):
+            _evaluate(out, data, cfg)
+    atomic_write_json(out / "timing.json", timer.to_dict())
+    return timer
+
+
+def _sample_onto_good(out: Path, pipe, data: Path, gen_cfg: "GeneratorConfig", num: int, identity: dict,
+                      progress: bool) -> None:
+    """Defects painted onto the demo's good images, with masks drawn from the training pairs."""
+    from defectgen.export import export_samples
+    from defectgen.guided import GuidedRequest, build_conditions
+
+    request = GuidedRequest("onto", "train", good=data / "good")
+    condition, num = build_conditions(request, out / "run", pipe.class_map, gen_cfg.size, gen_cfg.image_channels,
+                                      num, 0)
+    export_samples(pipe, out / "samples_onto_good", num, seed=0, sampler=gen_cfg.sample.sampler,
+                   steps=gen_cfg.sample.steps, batch_size=gen_cfg.sample.batch_size, identity=identity,
+                   progress=progress, condition=condition, request=request)
+
+
+def _metrics(out: Path, data: Path, size: int, cfg: DemoConfig) -> None:
+    from defectgen.quality.compute import MetricsConfig, compute_metrics
+
+    mcfg = MetricsConfig(size=size, device="cpu", kid_subsets=50)
+    compute_metrics(out / "samples", data, mcfg, out=out / "metrics", seg_config=cfg.seg)
+
+
+def _evaluate(out: Path, data: Path, cfg: DemoConfig) -> None:
+    """Real only vs real + synthetic: the ablation grid with one ratio, one model and the demo's seeds."""
+    from defectgen.seg.ablate import AblateConfig, run_ablation
+
+    grid = AblateConfig(data=str(data), split=None, shots=cfg.shots, selection_seed=0,
+                        sources={"defect-gen": str(out / "samples")}, ratios=[0.0, cfg.ratio],
+                        models=[cfg.seg.model], seeds=list(cfg.seeds), seg=cfg.seg)
+    run_ablation(grid, out / "eval", device="cpu", log=None)

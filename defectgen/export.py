@@ -205,7 +205,8 @@ def _write_grid(out: Path, pipe: DefectGenPipeline, entries: list[dict], conditi
     if condition is not None and request is not None and request.mode != "masks":
         bgs = np.stack([_background(condition(e["index"]), img) for e, img in zip(entries, imgs)])
     scale = max(1, 128 // masks[0].shape[0])
-    atomic_save_image(out / "grid.png", pair_grid(imgs, masks, ncols=4, scale=scale, backgrounds=bgs))
+    atomic_save_image(out / "grid.png", pair_grid(imgs, masks, ncols=4, scale=scale, backgrounds=bgs,
+                                                  names=pipe.class_map.names))
 
 
 def _background(cond: Condition, image: np.ndarray) -> np.ndarray:

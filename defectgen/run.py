@@ -92,36 +92,74 @@ def train_generator(
     stages: tuple[str, ...] = STAGES,
     resume: bool = False,
     progress: bool = True,
+    parallel: bool = False,
 ) -> Path:
     """Train the requested stages into ``out`` and (re)assemble ``out/pipeline``.
 
     Under ``torchrun`` every process trains; the main process alone writes the run folder,
-    ``final/`` and ``pipeline/``, and the others wait for each write before reading on.
+    ``final/`` and ``pipeline/``, and the others wait for each write before reading on. In one
+    process, ``parallel`` trains the small UNet in a second process (same thread count) while this
+    one trains the large one: the two UNets do not depend on each other, and two 1-thread processes
+    use both cores without the thread barriers that slow a 2-thread step on a busy machine (results/demo/).
     """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     state = process_state()
     with state.main_process_first():  # the main process creates the folder, the others then check it
         prepare_run(out, cfg, selection, ds.class_map)
-    for stage in stages:
-        stage_dir = out / stage
-        if (stage_dir / "final" / "config.json").is_file():
-            if state.is_main_process:
-                print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
-            continue
-        if latest_checkpoint(stage_dir) is not None and not resume:
-            raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
-        t0 = time.time()
-        model = train_stage(cfg, data, ds.class_map, stage_dir, stage, resume=resume, progress=progress)
-        if state.is_main_process:
-            with atomic_dir(stage_dir / "final") as tmp:
-                model.save_pretrained(tmp)
-            atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2),
-                                                          "resumed": resume, "processes": state.num_processes})
-        state.wait_for_everyone()
+    todo = [s for s in stages if _needs_training(out / s, s, resume, state.is_main_process)]
+    background = None
+    if parallel and len(todo) > 1 and state.num_processes == 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        background = pool.submit(_train_stage_job, out, cfg, records, ds.class_map, todo.pop(), resume)
+    try:
+        for stage in todo:
+            train_one_stage(out, cfg, data, ds.class_map, stage, resume, progress)
+        if background is not None:
+            background.result()  # re-raises the worker's error here
+    finally:
+        if background is not None:
+            pool.shutdown()
     if state.is_main_process:
         assemble_pipeline(out, cfg)
     state.wait_for_everyone()
     return out / "pipeline"
+
+
+def _needs_training(stage_dir: Path, stage: str, resume: bool, say: bool = True) -> bool:
+    if (stage_dir / "final" / "config.json").is_file():
+        if say:
+            print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
+        return False
+    if latest_checkpoint(stage_dir) is not None and not resume:
+        raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
+    return True
+
+
+def train_one_stage(out: Path, cfg: GeneratorConfig, data: torch.Tensor | CropSet, class_map: ClassMap, stage: str,
+                    resume: bool, progress: bool) -> None:
+    """Train ``stage`` on encoded pairs; the main process writes its EMA UNet to ``out/stage/final`` and its timing."""
+    stage_dir, state = out / stage, process_state()
+    t0 = time.time()
+    model = train_stage(cfg, data, class_map, stage_dir, stage, resume=resume, progress=progress)
+    if state.is_main_process:
+        with atomic_dir(stage_dir / "final") as tmp:
+            model.save_pretrained(tmp)
+        atomic_write_json(stage_dir / "timing.json", {"seconds": round(time.time() - t0, 2), "resumed": resume,
+                                                      "processes": state.num_processes})
+    state.wait_for_everyone()
+
+
+def _train_stage_job(out: Path, cfg: GeneratorConfig, records: list[PairRecord], class_map: ClassMap, stage: str,
+                     resume: bool) -> None:
+    """One stage in a worker process: load the pairs, train, save."""
+    from defectgen.timing import set_cpu_threads
+
+    set_cpu_threads()
+    data = training_data(records, class_map, cfg)
+    train_one_stage(out, cfg, data, class_map, stage, resume, progress=False)
 
 
 def training_data(records: list[PairRecord], class_map: ClassMap, cfg: GeneratorConfig) -> torch.Tensor | CropSet:

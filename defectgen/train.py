@@ -199,7 +199,8 @@ def _trim_log(log_path: Path, upto: int) -> None:
         atomic_write_text(log_path, "".join(k + "\n" for k in keep))
 
 
-def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, stage: str, path: Path) -> None:
+def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, stage: str, path: Path,
+            names: tuple[str, ...] | None = None) -> None:
     """A grid of pairs from this stage's model alone, with fixed seeds (comparable across steps)."""
     large = stage == "large"
     pipe = DefectGenPipeline(unet if large else None, None if large else unet, scheduler, 0.0 if large else 1.0,
@@ -210,7 +211,7 @@ def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, s
     unet.eval()
     out = pipe(gens, sampler="ddim", num_inference_steps=cfg.train.sample_steps, progress=False)
     unet.train(was_training)
-    atomic_save_image(path, pair_grid(out.images, out.masks, ncols=4, scale=max(1, 128 // cfg.size)))
+    atomic_save_image(path, pair_grid(out.images, out.masks, ncols=4, scale=max(1, 128 // cfg.size), names=names))
 
 
 def _check_world(tc: TrainConfig, world: int) -> None:
@@ -311,7 +312,7 @@ def train_stage(
             micro_steps = rows = 0
         if main and tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps):
             ema_model = ema_unet(ema, accelerator.unwrap_model(unet))
-            preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png")
+            preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png", class_map.names)
         if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
             save_checkpoint(parts, stage_dir, done, tc.keep_checkpoints)
         if stop_after is not None and done >= stop_after:

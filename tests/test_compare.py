@@ -70,6 +70,9 @@ def test_compare_end_to_end_and_resume(tmp_path: Path, demo_data: Path, tiny_con
     for png in ("gain_vs_switch.png", "memorisation_vs_switch.png"):
         assert (out / png).stat().st_size > 0
     assert "not comparable to published Inception FID" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # one page: the comparison table, its plots, every row's grid
+    assert "two-stage-u0.40-deep" in page and 'alt="gain_vs_switch.png"' in page
+    assert "rows/vanilla-ddpm/samples/grid.png" in page and "generator/large" in page
     # resumable: a second run recomputes nothing
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("eval.json")}
     capsys.readouterr()
@@ -95,7 +98,9 @@ def test_compare_end_to_end_and_resume(tmp_path: Path, demo_data: Path, tiny_con
 
 def test_demo_command_runs_the_whole_path(tmp_path: Path, tiny_config: Path) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--config", str(tiny_config), "--num", "3", "--quiet"]) == 0
+    tiny_demo = ["--demo-set", "per_class=4", "--demo-set", "shots=2", "--demo-set", "metrics=false",
+                 "--demo-set", "seeds=[]"]
+    assert main(["demo", "--out", str(out), "--config", str(tiny_config), "--num", "3", "--quiet", *tiny_demo]) == 0
     assert len(list((out / "samples" / "images").iterdir())) == 3
     assert (out / "samples" / "grid.png").is_file() and (out / "run" / "pipeline" / "model_index.json").is_file()
     assert main(["demo", "--out", str(out), "--config", str(tiny_config), "--quiet"]) == 2  # not overwritten

@@ -77,7 +77,8 @@ def test_metrics_command_writes_labelled_report(folders):
     rc = run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(out),
                  "--size", "32", "--no-mask-agreement", "--set", "kid_subsets=5")
     assert rc == 0
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "metrics.md", "nearest_neighbours.png", "class_stats.png"}
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "metrics.md", "nearest_neighbours.png", "class_stats.png",
+                                               "report.html", "timing.json", "commands.jsonl"}
     m = json.loads((out / "metrics.json").read_text())
     assert m["inputs"]["real_chosen_by"] == "manifest train_stems"
     assert m["inputs"]["real_stems"] == [f"r{i:02d}" for i in range(6)]

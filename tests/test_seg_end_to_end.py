@@ -121,6 +121,8 @@ def test_evaluate_command_writes_results_and_keeps_them(tiny_data, copypaste_dir
     assert res["config"]["seg"]["model"] == "unet-tiny" and res["config"]["ratio"] == 1.0
     assert res["per_seed"][0]["num_synthetic"] == 6 and res["selection"]["shots"] == 3
     assert (out / "config.yaml").is_file()
+    page = (out / "report.html").read_text()  # the page shows this evaluation's table
+    assert "IoU scratch" in page and "ratio 1 synthetic per real pair" in page
     with pytest.raises(OutputExistsError):
         run_cli(*argv)
     no_synthetic = [a for a in argv if a not in ("--synthetic", copypaste_dir)]
@@ -143,6 +145,8 @@ def test_ablate_grid_resumes_and_refuses_changed_protocol(tiny_data, copypaste_d
         assert (out / name).is_file(), name
     assert len((out / "results.csv").read_text().splitlines()) == 5
     assert "copypaste" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # the ablation's table and plot, embedded
+    assert "copypaste" in page and "gain defect" in page and 'alt="mIoU against ratio"' in page
 
     def no_training(*a, **k):
         raise AssertionError("a finished cell was recomputed")

@@ -77,8 +77,11 @@ def config_from_args(args: argparse.Namespace):
 def run_metrics(args: argparse.Namespace) -> int:
     """Data, config, output-exists and missing-weights errors propagate to ``defectgen.cli.main``."""
     from defectgen.config import ConfigError, load_config
+    from defectgen.io import atomic_write_json
     from defectgen.quality.compute import compute_metrics
     from defectgen.quality.features import FeatureExtractorError
+    from defectgen.report_html import update_report
+    from defectgen.timing import Timer
 
     cfg = config_from_args(args)
     seg_cfg = None
@@ -86,12 +89,14 @@ def run_metrics(args: argparse.Namespace) -> int:
         from defectgen.seg.train import SegConfig
 
         seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
+    timer = Timer()
     try:
-        m = compute_metrics(
-            args.synthetic, args.data, cfg, out=args.out, overwrite=args.overwrite, split=args.split,
-            shots=args.shots, seed=args.seed, list_file=args.list_file, format=args.format,
-            mask_suffix=args.mask_suffix, seg_config=seg_cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-        )
+        with timer.phase("metrics"):
+            m = compute_metrics(
+                args.synthetic, args.data, cfg, out=args.out, overwrite=args.overwrite, split=args.split,
+                shots=args.shots, seed=args.seed, list_file=args.list_file, format=args.format,
+                mask_suffix=args.mask_suffix, seg_config=seg_cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True),
+            )
     except FeatureExtractorError as err:  # missing or wrong weights: a user error like any other (exit 2)
         raise ConfigError(str(err)) from err
     fk = m["fid_kid"]
@@ -100,6 +105,9 @@ def run_metrics(args: argparse.Namespace) -> int:
         s = m["memorisation"][space]
         print(f"memorised ({space}): {s['n_memorised']}/{m['counts']['n_generated']}")
     print(f"wrote {args.out / 'metrics.json'}, metrics.md, nearest_neighbours.png, class_stats.png")
+    atomic_write_json(args.out / "timing.json", timer.to_dict())
+    print(f"report: {update_report(args.out, f'defectgen metrics: {args.out.name}', getattr(args, 'argv', None)).resolve()}")
+    print(timer.line())
     return 0
 
 
@@ -137,6 +145,9 @@ def run_filter(args: argparse.Namespace) -> int:
     from defectgen.quality.mask_agreement import real_data_segmenter
     from defectgen.seg.train import SegConfig
 
+    from defectgen.timing import Timer
+
+    timer = Timer()
     check_threshold(args.min_agreement)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
     manifest_path = args.synthetic / "manifest.json"
@@ -158,4 +169,6 @@ def run_filter(args: argparse.Namespace) -> int:
     print("masks with each class, in -> kept: " + ", ".join(
         f"{n} {summary['masks_with_class']['in'][n]} -> {summary['masks_with_class']['kept'][n]}"
         for n in summary["masks_with_class"]["in"]))
+    timer.add("filter", timer.total, pairs=summary["n_in"])
+    print(timer.line())
     return 0

@@ -86,7 +86,7 @@ def filter_samples(
             kept_entries.append({**by_stem.get(rec.stem, {"file": rec.image.name}), "agreement": float(scores[i])})
         if keep:
             show = keep[:16]
-            pair_grid(images[show], masks[show], ncols=4, scale=max(1, 128 // size)).save(tmp / "grid.png")
+            pair_grid(images[show], masks[show], ncols=4, scale=max(1, 128 // size), names=names).save(tmp / "grid.png")
         atomic_write_json(tmp / "manifest.json", {
             **manifest, "num_samples": len(keep), "samples": kept_entries,
             "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},

@@ -18,6 +18,7 @@ from defectgen.seg.copypaste import run_copypaste
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
 from defectgen.seg.models import MODELS
 from defectgen.seg.usage import USAGE_MODES, UsageConfig
+from defectgen.timing import Timer
 
 
 def _pct(stat: dict) -> str:
@@ -94,9 +95,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg.usage = usage_from_args(args, cfg.usage)
     ds, train = selection_from_args(args)
     progress = evaluation_progress(args.out, args.overwrite)
+    timer = Timer()
     try:
-        results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=args.device,
-                                 progress_dir=progress)
+        with timer.phase("evaluate", seeds=len(cfg.seeds)):
+            results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline,
+                                     device=args.device, progress_dir=progress)
     except BaseException:
         for empty in (progress, progress.parent):  # refused before any seed ran: leave no folder behind
             if empty.is_dir() and not any(empty.iterdir()):
@@ -117,6 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         g = results["paired_gain"]["miou_defect"]
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
               + (f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]" if g["ci_low"] is not None else ""))
+    _finish(out, timer, f"defectgen evaluate: {out.name}", args)
     return 0
 
 
@@ -163,10 +167,23 @@ def cmd_mix(args: argparse.Namespace) -> int:
     test = test_records(ds, train, args.test_split)[0] if ds.splits else []
     syn = open_synthetic(args.synthetic)
     refuse_existing(args.out, args.overwrite)
-    m = mix_dataset(ds, train, test, syn, args.ratio, args.mix_seed, args.layout, args.out, args.balanced, args.test_split)
+    timer = Timer()
+    with timer.phase("mix"):
+        m = mix_dataset(ds, train, test, syn, args.ratio, args.mix_seed, args.layout, args.out, args.balanced,
+                        args.test_split)
     print(f"{m['num_real']} real + {m['num_synthetic']} synthetic training pairs, {len(test)} real test pairs "
           f"-> {args.out} ({args.layout})")
+    print(timer.line())
     return 0
+
+
+def _finish(out: Path, timer: Timer, title: str, args: argparse.Namespace) -> None:
+    """timing.json, report.html and the closing timing line of a command writing into ``out``."""
+    from defectgen.report_html import update_report
+
+    atomic_write_json(out / "timing.json", timer.to_dict())
+    print(f"report: {update_report(out, title, getattr(args, 'argv', None)).resolve()}")
+    print(timer.line())
 
 
 def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -192,9 +209,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             raise ConfigError("--usage/--synthetic-weight/--pretrain-fraction set one usage mode; the config sweeps "
                               f"{len(cfg.usages)} (key 'usages'): change that key instead")
         cfg.usages = [usage_from_args(args, cfg.usages[0])]
-    cells = run_ablation(cfg, args.out, device=args.device, overwrite=args.overwrite)
+    timer = Timer()
+    with timer.phase("ablate") as phase:
+        cells = run_ablation(cfg, args.out, device=args.device, overwrite=args.overwrite)
+        phase["cells"] = len(cells)
     print(markdown_table(summarize(cfg, cells)))
-    print(f"report: {args.out / 'report.md'}")
+    print(f"tables: {args.out / 'report.md'}")
+    _finish(args.out, timer, f"defectgen ablate: {args.out.name}", args)
     return 0
 
 
@@ -222,9 +243,13 @@ def cmd_copypaste(args: argparse.Namespace) -> int:
         raise ConfigError(f"--size must be at least 8 pixels, got {args.size}")
     ds, train = selection_from_args(args)
     refuse_existing(args.out, args.overwrite)
-    images, masks = load_pairs(train, ds.class_map, args.size)
-    run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed, args.balanced)
+    timer = Timer()
+    with timer.phase("copypaste", pairs=args.num):
+        images, masks = load_pairs(train, ds.class_map, args.size)
+        run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed,
+                      args.balanced)
     print(f"{args.num} copy-paste pairs from {len(train)} real training pairs -> {args.out}")
+    print(timer.line())
     return 0
 
 

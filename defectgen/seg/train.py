@@ -10,7 +10,6 @@ training longer or from choosing a lucky checkpoint.
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -23,6 +22,7 @@ from defectgen.config import ConfigError, need
 from defectgen.data.geometry import seg_crop_set, sliding_logits
 from defectgen.device import resolve_device
 from defectgen.seg.models import Segmenter, build_model
+from defectgen.timing import auto_threads
 
 
 @dataclass
@@ -56,9 +56,6 @@ class SegConfig:
         need(0.0 <= self.crop_defect_prob <= 1.0, f"{key}.crop_defect_prob", "must be in [0, 1]", self.crop_defect_prob)
 
 
-def auto_threads() -> int:
-    """Half the CPU cores, between 1 and 4: on a shared machine, oversubscribing cores slows training several-fold."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def seed_everything(seed: int) -> None:
