@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ SETS = {  # name: guided request (None = unconditional)
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_").replace("__", "_")
+    return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
 
 
 def laplacian(images: np.ndarray) -> np.ndarray:
@@ -170,9 +171,10 @@ def write_figure(args, size: int) -> None:
     images, masks = read_set(args.samples / slug(name), size)
     ds = open_dataset(json.loads((args.run / "selection.json").read_text())["data"])
     bgs, _ = load_pairs([ds.by_stem(s["source_image"]) for s in manifest["samples"][:8]], ds.class_map, size)
-    pair_grid(images[:8], masks[:8], ncols=2, scale=2, backgrounds=bgs).save(args.out / "into_training.png")
+    names = ds.class_map.names
+    pair_grid(images[:8], masks[:8], ncols=2, scale=2, backgrounds=bgs, names=names).save(args.out / "into_training.png")
     uncond, umasks = read_set(args.samples / slug("unconditional"), size)
-    pair_grid(uncond[:8], umasks[:8], ncols=4, scale=2).save(args.out / "unconditional.png")
+    pair_grid(uncond[:8], umasks[:8], ncols=4, scale=2, names=names).save(args.out / "unconditional.png")
 
 
 def write_downstream(folder: Path, out: Path) -> None:
