@@ -77,6 +77,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     args.batch_size = own.batch_size if args.batch_size is None else args.batch_size
     args.precision = args.precision or own.precision
     request = _guided_request(args)
+    if request is not None and request.resample > 1 and args.sampler not in ("ddpm", "ddim"):
+        raise ConfigError(f"--resample {request.resample} repeats each step, which {args.sampler}'s step history "
+                          "cannot; use --sampler ddpm or ddim")
     SampleConfig(own.switch if args.switch is None else args.switch, args.sampler, args.steps, args.batch_size,
                  args.precision).check(flags=True)
     if args.num is not None and args.num < 1:

@@ -154,7 +154,8 @@ def read_mask_folder(folder: Path, class_map: ClassMap, size: int) -> dict[str, 
         raw = _mask_array(_open(path), path)
         bad = sorted(set(np.unique(raw).tolist()) - set(range(class_map.num_classes)) - {class_map.ignore_index})
         if bad:
-            raise DataError(f"{path}: mask ids {bad} are not classes of the generator "
+            shown = f"{bad[:8]} and {len(bad) - 8} more" if len(bad) > 8 else str(bad)
+            raise DataError(f"{path}: mask ids {shown} are not classes of the generator "
                             f"({', '.join(f'{i}={n}' for i, n in enumerate(class_map.names))}, 255 = ignore)")
         if not ((raw > 0) & (raw != class_map.ignore_index)).any():
             raise DataError(f"{path}: empty mask (no defect pixel); every mask must hold a defect")

@@ -180,7 +180,7 @@ def write_figure(args, size: int) -> None:
 def write_downstream(folder: Path, out: Path) -> None:
     """Val mIoU and the paired gain over real only, per synthetic set (scripts/neu_guided_val.sh)."""
     rows = {}
-    for name in ("real-only", "unconditional", "into-training", "copy-paste"):
+    for name in ("real-only", "unconditional", "into-training", "into-training-model-masks", "copy-paste"):
         path = folder / name / "results.json"
         if not path.is_file():
             continue

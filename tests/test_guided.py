@@ -219,13 +219,14 @@ def test_bad_guided_input_is_one_clear_error(tiny_run, tmp_path: Path, capsys) -
         (["--into-training", "--classes", "dent=2"], "'dent' is not a defect class"),
         (["--into-training", "--num", "1", "--resample", "0"], "--resample"),
         (["--num", "0"], "--num must be at least 1"),
+        (["--into-training", "--num", "1", "--resample", "2", "--sampler", "dpmsolver++"], "--resample 2 repeats"),
     ]
     for k, (flags, expected) in enumerate(cases):
         capsys.readouterr()
         assert _sample(run, tmp_path / f"out{k}", *flags) == 2, flags
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, (flags, err)
-        assert not (tmp_path / f"out{k}" / "manifest.json").exists()
+        assert not (tmp_path / f"out{k}").exists() or not any((tmp_path / f"out{k}").iterdir()), flags
 
 
 def test_rgb_and_two_classes_keep_the_colour_background() -> None:
