@@ -118,9 +118,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=30)
     ap.add_argument("--downstream", type=Path, default=None,
                     help="scripts/neu_guided_val.sh output: add its val-split segmentation table and stop")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="rebuild the figures, the new-defect statistics and README.md from the kept sample "
+                         "folders and results.json, without sampling or scoring again")
     args = ap.parse_args()
     if args.downstream is not None:
         write_downstream(args.downstream, args.out)
+        return
+    if args.tables_only:
+        rebuild_tables(args)
         return
     pipe = load_generator(args.run)
     size = pipe.unet.config.sample_size
@@ -142,8 +148,7 @@ def main() -> None:
                "memorised_pixel": q["memorisation"]["pixel"]["share_memorised"],
                "seconds_per_pair": manifest["seconds_per_sample"]}
         if req is not None and req.mode == "into-training":
-            bases = np.stack([real_masks[_stem_index(args.run, s["source_image"])] for s in manifest["samples"]])
-            row["seam"] = seam_ratio(images, (masks != bases), req.blend)
+            row.update(into_training_stats(args.run, manifest, images, masks, real_masks, req.blend))
         rows[name] = row
         np.savez_compressed(args.out / f"{slug(name)}.npz", images=images[..., 0], masks=masks)
         print(f"{name}: {json.dumps(row)} ({time.time() - t:.0f} s)", flush=True)
@@ -155,6 +160,32 @@ def main() -> None:
                                                    "rows": rows})
     write_figure(args, size)
     atomic_write_text(args.out / "README.md", markdown(rows, args))
+    print((args.out / "README.md").read_text())
+
+
+def into_training_stats(run: Path, manifest: dict, images: np.ndarray, masks: np.ndarray, real_masks: np.ndarray,
+                        blend: int) -> dict[str, float]:
+    """Seam, and how much new defect each pair got, against the training mask it was painted into."""
+    bases = np.stack([real_masks[_stem_index(run, s["source_image"])] for s in manifest["samples"]])
+    new = ((masks != bases) & (masks > 0)).sum(axis=(1, 2))
+    return {"seam": seam_ratio(images, masks != bases, blend), "pairs_with_new_defect": int((new > 0).sum()),
+            "new_defect_pixels_median": float(np.median(new))}
+
+
+def rebuild_tables(args) -> None:
+    saved = json.loads((args.out / "results.json").read_text())
+    pipe = load_generator(args.run)
+    size = pipe.unet.config.sample_size
+    _, real_masks, _ = training_pairs(args.run, pipe.class_map, size)
+    for name, req in SETS.items():
+        if req is not None and req.mode == "into-training":
+            folder = args.samples / slug(name)
+            images, masks = read_set(folder, size)
+            manifest = json.loads((folder / "manifest.json").read_text())
+            saved["rows"][name].update(into_training_stats(args.run, manifest, images, masks, real_masks, req.blend))
+    atomic_write_json(args.out / "results.json", saved)
+    write_figure(args, size)
+    atomic_write_text(args.out / "README.md", markdown(saved["rows"], argparse.Namespace(**saved["settings"])))
     print((args.out / "README.md").read_text())
 
 
@@ -213,12 +244,15 @@ def markdown(rows: dict[str, dict], args) -> str:
              "segmenter trained on the same 30 pairs). Seam: texture on the ring around the painted "
              "region over texture far from it (real defects: the same ratio around their masks). Time: "
              "seconds per pair over unconditional sampling, interleaved, 8 pairs x 20 steps x 3 rounds.\n",
-             "| set | pairs | defect pixels | fine texture | FID* | mask agr. | seam | time ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| set | pairs | defect pixels | fine texture | FID* | mask agr. | memorised (pix) | seam | new defect: pairs, median px | time ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
+        new = "–" if "pairs_with_new_defect" not in r else f"{r['pairs_with_new_defect']}/{r['n']}, {r['new_defect_pixels_median']:.0f}"
+        mem = r.get("memorised_pixel")
         lines.append(f"| {name} | {r['n']} | {100 * r['defect_share']:.1f}% | {r['texture']:.1f} | {f(r.get('fid'), '.0f')} "
-                     f"| {f(r.get('mask_agreement') and 100 * r['mask_agreement'], '.1f')} | {f(r.get('seam'), '.2f')} "
-                     f"| {f(r.get('time_ratio'), '.2f')} |")
+                     f"| {f(r.get('mask_agreement') and 100 * r['mask_agreement'], '.1f')} "
+                     f"| {f(mem and 100 * mem, '.0f')}{'%' if mem is not None else ''} | {f(r.get('seam'), '.2f')} "
+                     f"| {new} | {f(r.get('time_ratio'), '.2f')} |")
     lines += ["", "![into-training pairs: training image | generated | overlay](into_training.png)", "",
               "![unconditional pairs](unconditional.png)", ""]
     return "\n".join(lines)
