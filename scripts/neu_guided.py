@@ -222,6 +222,9 @@ def write_downstream(folder: Path, out: Path) -> None:
                       "ci_low": gain.get("ci_low"), "ci_high": gain.get("ci_high"),
                       "seeds": r["config"]["seeds"], "scored_on": r["selection"]["test_source"]}
     atomic_write_json(out / "val_downstream.json", rows)
+    if (folder / "copypaste_samples" / "manifest.json").is_file():  # kept like the generated sets, to re-score
+        images, masks = read_set(folder / "copypaste_samples", 64)
+        np.savez_compressed(out / "copy_paste.npz", images=images[..., 0], masks=masks)
     lines = ["# Do the guided pairs help? NEU-Seg validation split (894 images; test not touched)\n",
              "DeepLabV3+-R18 from scratch, 400 steps, 30 real training pairs + 30 synthetic (ratio 1), "
              "3 seeds; gain in defect-class mIoU points, paired by seed, 95% t-interval "
