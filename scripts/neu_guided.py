@@ -116,8 +116,9 @@ def main() -> None:
     ap.add_argument("--switch", type=float, default=0.4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=30)
-    ap.add_argument("--downstream", type=Path, default=None,
-                    help="scripts/neu_guided_val.sh output: add its val-split segmentation table and stop")
+    ap.add_argument("--downstream", type=Path, action="append", default=None,
+                    help="a scripts/neu_guided_val.sh output folder (repeatable: seeds are pooled); "
+                         "write the val-split segmentation table and stop")
     ap.add_argument("--tables-only", action="store_true",
                     help="rebuild the figures, the new-defect statistics and README.md from the kept sample "
                          "folders and results.json, without sampling or scoring again")
@@ -208,31 +209,44 @@ def write_figure(args, size: int) -> None:
     pair_grid(uncond[:8], umasks[:8], ncols=4, scale=2, names=names).save(args.out / "unconditional.png")
 
 
-def write_downstream(folder: Path, out: Path) -> None:
-    """Val mIoU and the paired gain over real only, per synthetic set (scripts/neu_guided_val.sh)."""
+def write_downstream(folders: list[Path], out: Path) -> None:
+    """Val mIoU and the paired gain over real only, per synthetic set, pooled over every folder's seeds
+    (scripts/neu_guided_val.sh: each folder holds one real-only baseline and the sets, same protocol)."""
+    from defectgen.seg.stats import mean_std, paired_gain
+
+    per_seed: dict[str, dict[int, float]] = {}
+    for folder in folders:
+        for name in ("real-only", "unconditional", "into-training", "into-training-model-masks", "copy-paste"):
+            path = folder / name / "results.json"
+            if path.is_file():
+                r = json.loads(path.read_text())
+                assert r["selection"]["test_source"].startswith("split val"), path  # never test
+                per_seed.setdefault(name, {}).update({s["seed"]: s["metrics"]["miou_defect"] for s in r["per_seed"]})
+    base = per_seed.get("real-only", {})
     rows = {}
-    for name in ("real-only", "unconditional", "into-training", "into-training-model-masks", "copy-paste"):
-        path = folder / name / "results.json"
-        if not path.is_file():
-            continue
-        r = json.loads(path.read_text())
-        agg = r["aggregate"]["miou_defect"]
-        gain = (r.get("paired_gain") or {}).get("miou_defect") or {}
-        rows[name] = {"miou_defect": agg["mean"], "std": agg["std"], "gain": gain.get("mean"),
-                      "ci_low": gain.get("ci_low"), "ci_high": gain.get("ci_high"),
-                      "seeds": r["config"]["seeds"], "scored_on": r["selection"]["test_source"]}
+    for name, vals in per_seed.items():
+        seeds = sorted(vals)
+        row = {"seeds": seeds, **{k: v for k, v in mean_std([vals[s] for s in seeds]).items() if k != "n"}}
+        if name != "real-only":
+            common = [s for s in seeds if s in base]
+            row["gain"] = paired_gain([vals[s] for s in common], [base[s] for s in common])
+        rows[name] = row
     atomic_write_json(out / "val_downstream.json", rows)
-    if (folder / "copypaste_samples" / "manifest.json").is_file():  # kept like the generated sets, to re-score
-        images, masks = read_set(folder / "copypaste_samples", 64)
+    cp = folders[0] / "copypaste_samples"
+    if (cp / "manifest.json").is_file():  # kept like the generated sets, to re-score
+        images, masks = read_set(cp, 64)
         np.savez_compressed(out / "copy_paste.npz", images=images[..., 0], masks=masks)
+    n = max(len(r["seeds"]) for r in rows.values())
     lines = ["# Do the guided pairs help? NEU-Seg validation split (894 images; test not touched)\n",
              "DeepLabV3+-R18 from scratch, 400 steps, 30 real training pairs + 30 synthetic (ratio 1), "
-             "3 seeds; gain in defect-class mIoU points, paired by seed, 95% t-interval "
+             f"{n} seeds; gain in defect-class mIoU points, paired by seed, 95% t-interval "
              "(`scripts/neu_guided_val.sh`).\n",
-             "| training data | defect mIoU (val) | gain over real only [95% CI] |", "|---|---|---|"]
+             "| training data | seeds | defect mIoU (val) | gain over real only [95% CI] |", "|---|---|---|---|"]
     for name, r in rows.items():
-        g = "–" if r["gain"] is None else f"{100 * r['gain']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
-        lines.append(f"| {name} | {100 * r['miou_defect']:.1f} ± {100 * (r['std'] or 0):.1f} | {g} |")
+        g = r.get("gain") or {}
+        gain = "–" if g.get("mean") is None else f"{100 * g['mean']:+.1f}" + (
+            "" if g.get("ci_low") is None else f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]")
+        lines.append(f"| {name} | {len(r['seeds'])} | {100 * r['mean']:.1f} ± {100 * (r['std'] or 0):.1f} | {gain} |")
     atomic_write_text(out / "val_downstream.md", "\n".join(lines) + "\n")
     print((out / "val_downstream.md").read_text())
 
