@@ -145,6 +145,8 @@ BAD_INPUTS = [
     ("evaluate --set seg.size=7", _evaluate("--set", "seg.size=7"), "seg.size"),
     ("evaluate --device cuda (no GPU)", _evaluate("--device", "cuda"), "--device cuda"),
     ("evaluate --set ratio=-1", _evaluate("--set", "ratio=-1"), "'ratio'"),
+    ("evaluate --negatives -1", _evaluate("--negatives", "-1"), "'negatives'"),
+    ("evaluate --ratio -1", _evaluate("--ratio", "-1"), "'ratio'"),
     ("inspect --num-classes 0", lambda t, tmp: ["inspect", "--config", str(t["config"]), "--num-classes", "0"],
      "--num-classes"),
     ("copypaste --size 0", lambda t, tmp: ["copypaste", "--data", str(t["data"]), "--num", "2", "--size", "0",

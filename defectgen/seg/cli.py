@@ -93,6 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model is not None:
         cfg.seg.model = args.model
     cfg.usage = usage_from_args(args, cfg.usage)
+    cfg.check()  # the flags above override checked config values: check them the same way
     ds, train = selection_from_args(args)
     progress = evaluation_progress(args.out, args.overwrite)
     timer = Timer()
