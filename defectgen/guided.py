@@ -166,8 +166,6 @@ def read_mask_folder(folder: Path, class_map: ClassMap, size: int) -> dict[str, 
 
 def training_pairs(run: Path, class_map: ClassMap, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The generator's own training pairs, read again from the data folder named in the run."""
-    import yaml
-
     run = Path(run)
     sel_path = next((p for p in (run / "selection.json", run.parent / "selection.json") if p.is_file()), None)
     if sel_path is None:
@@ -176,9 +174,7 @@ def training_pairs(run: Path, class_map: ClassMap, size: int) -> tuple[np.ndarra
     ds = open_dataset(sel["data"], sel.get("format"))
     ds.class_map.check_compatible(class_map, str(sel["data"]))
     records = [ds.by_stem(s) for s in sel["stems"]]
-    cfg_path = sel_path.parent / "config.yaml"
-    mode = (yaml.safe_load(cfg_path.read_text()) or {}).get("resize_mode", "resize") if cfg_path.is_file() else "resize"
-    images, masks = load_pairs(records, class_map, size, mode)
+    images, masks = load_pairs(records, class_map, size, _run_resize_mode(sel_path.parent))
     return images, masks, list(sel["stems"])
 
 
