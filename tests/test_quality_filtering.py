@@ -11,7 +11,7 @@ from defectgen.cli import main
 from defectgen.config import ConfigError
 from defectgen.data import ClassMap, load_pairs, open_dataset
 from defectgen.io import OutputExistsError
-from defectgen.quality.filtering import filter_samples, per_image_agreement
+from defectgen.quality.filtering import choose_pairs, dominant_class, filter_samples, per_image_agreement
 from defectgen.seg.copypaste import write_sample_folder
 
 NAMES = ("background", "spot", "line")
@@ -95,3 +95,44 @@ def test_filter_command_trains_the_segmenter_and_writes_a_readable_folder(tmp_pa
     assert main(args) == 2  # an existing output is never overwritten
     assert main([*args[:6], str(tmp_path / "new"), "--min-agreement", "2"]) == 2
     assert "within [0, 1]" in capsys.readouterr().err
+
+
+def test_per_class_keeps_the_best_of_each_class_above_the_threshold():
+    masks = np.zeros((7, 4, 4), np.uint8)
+    masks[0:3, 0, :2] = 1                        # class 1: pairs 0, 1, 2
+    masks[3:6, 0, :2] = 2                        # class 2: pairs 3, 4, 5 ...
+    masks[5, 1:, :] = 1                          # ... except pair 5, mostly class 1 now
+    masks[6, :, :] = 255                         # pair 6: only ignore pixels -> no class
+    scores = np.array([0.2, 0.9, 0.6, 0.1, 0.4, 0.95, 1.0])
+    assert [dominant_class(m, 3) for m in masks] == [1, 1, 1, 2, 2, 1, 0]
+    assert choose_pairs(scores, masks, 3, 0.3) == [1, 2, 4, 5, 6]            # threshold only
+    assert choose_pairs(scores, masks, 3, 0.0, per_class=1) == [4, 5, 6]     # best of class 1 is pair 5
+    assert choose_pairs(scores, masks, 3, 0.5, per_class=2) == [1, 5, 6]     # class 2 has none above 0.5
+
+
+def test_filter_command_per_class_through_the_cli(tmp_path, demo_data, capsys):
+    from defectgen.data import select_records
+    from defectgen.seg.copypaste import run_copypaste
+
+    ds = open_dataset(demo_data)
+    recs = select_records(ds, shots=2, seed=0)
+    images, masks = load_pairs(recs, ds.class_map, 24)
+    run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, tmp_path / "cp", 12)
+    args = ["filter", "--real", str(demo_data), "--synthetic", str(tmp_path / "cp"), "--out", str(tmp_path / "kept"),
+            "--min-agreement", "0.0", "--per-class", "2", "--seg-set", "steps=2", "--seg-set", "size=32",
+            "--seg-set", "batch_size=4"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    kept_by = manifest["filter"]["kept_by_dominant_class"]
+    assert manifest["num_samples"] == sum(kept_by.values()) and max(kept_by.values()) <= 2
+    scores = manifest["filter"]["scores"]
+    kept = {Path(s["file"]).stem for s in manifest["samples"]}
+    cp = open_dataset(tmp_path / "cp", "index")
+    _, cp_masks = load_pairs(cp.records, cp.class_map, 24)
+    for c in range(1, cp.class_map.num_classes):  # no dropped pair of a class beats a kept one of that class
+        members = [r.stem for r, m in zip(cp.records, cp_masks) if dominant_class(m, cp.class_map.num_classes) == c]
+        if members:
+            lo_kept = min(scores[s] for s in members if s in kept)
+            assert all(scores[s] <= lo_kept for s in members if s not in kept)
+    assert main([*args[:6], str(tmp_path / "new"), "--per-class", "0"]) == 2
+    assert "--per-class" in capsys.readouterr().err

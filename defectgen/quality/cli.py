@@ -124,6 +124,8 @@ def add_filter_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
     p.add_argument("--out", type=Path, required=True, help="new sample folder for the kept pairs")
     p.add_argument("--min-agreement", type=float, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
+    p.add_argument("--per-class", type=int, default=None, metavar="N",
+                   help="keep at most the N best-agreeing pairs of each defect class (a balanced top-up from an oversampled set)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the segmenter")
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
@@ -141,7 +143,7 @@ def run_filter(args: argparse.Namespace) -> int:
     from defectgen.data.selection import dataset_from_args
     from defectgen.io import refuse_existing
     from defectgen.quality.compute import real_records
-    from defectgen.quality.filtering import check_threshold, filter_samples
+    from defectgen.quality.filtering import check_per_class, check_threshold, filter_samples
     from defectgen.quality.mask_agreement import real_data_segmenter
     from defectgen.seg.train import SegConfig
 
@@ -149,6 +151,7 @@ def run_filter(args: argparse.Namespace) -> int:
 
     timer = Timer()
     check_threshold(args.min_agreement)
+    check_per_class(args.per_class)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
     manifest_path = args.synthetic / "manifest.json"
     if not manifest_path.is_file():
@@ -163,12 +166,15 @@ def run_filter(args: argparse.Namespace) -> int:
     predict, info = real_data_segmenter(images, masks, ds.class_map.num_classes, args.seg_seed, seg_cfg, args.device)
     summary = filter_samples(args.synthetic, args.out, predict, args.min_agreement, seg_cfg.size,
                              {**info, "real_chosen_by": chosen_by, "real_stems": [r.stem for r in recs]},
-                             args.overwrite)
+                             args.overwrite, args.per_class)
     print(f"kept {summary['n_kept']}/{summary['n_in']} pairs with agreement >= {args.min_agreement} "
           f"(median score {summary['score_quantiles']['0.5']:.2f}) -> {args.out}")
     print("masks with each class, in -> kept: " + ", ".join(
         f"{n} {summary['masks_with_class']['in'][n]} -> {summary['masks_with_class']['kept'][n]}"
         for n in summary["masks_with_class"]["in"]))
+    if args.per_class is not None:
+        print("kept per class (most pixels), at most {}: ".format(args.per_class) + ", ".join(
+            f"{n} {k}" for n, k in summary["kept_by_dominant_class"].items()))
     timer.add("filter", timer.total, pairs=summary["n_in"])
     print(timer.line())
     return 0

@@ -6,7 +6,12 @@ the defect classes either of them contains (1.0 when both say "no defect"). Pair
 ``min_agreement`` are copied, with their manifest entries, into a new sample folder that every other
 command (``evaluate``, ``metrics``, ``ablate``) reads like ``defectgen sample`` output.
 
-The threshold is a setting chosen up front, never tuned on the test split.
+With ``per_class`` N, at most the N best-scoring pairs of each defect class (a pair counts for the
+class with most pixels in its mask) are kept among those at or above the threshold: oversample each
+class (``sample --classes A=60,B=60``), keep the best 20 of each, and the kept set stays balanced even
+where one class passes the threshold far less often than another (the per-class top-up).
+
+The threshold and N are settings chosen on a validation split, never tuned on the test split.
 """
 from __future__ import annotations
 
@@ -38,6 +43,30 @@ def check_threshold(min_agreement: float) -> None:
         raise ConfigError(f"--min-agreement must be within [0, 1], got {min_agreement}")
 
 
+def dominant_class(mask: np.ndarray, num_classes: int) -> int:
+    """The defect class with most pixels in ``mask`` (0 when it has none; ignore pixels never count)."""
+    counts = np.bincount(mask[mask < num_classes].ravel(), minlength=num_classes)[1:num_classes]
+    return int(np.argmax(counts)) + 1 if counts.any() else 0
+
+
+def choose_pairs(scores: np.ndarray, masks: np.ndarray, num_classes: int, min_agreement: float,
+                 per_class: int | None = None) -> list[int]:
+    """Indices of the kept pairs, in their original order: threshold, then the best ``per_class`` per class."""
+    passing = [i for i, s in enumerate(scores) if s >= min_agreement]
+    if per_class is None:
+        return passing
+    by_class: dict[int, list[int]] = {}
+    for i in passing:
+        by_class.setdefault(dominant_class(masks[i], num_classes), []).append(i)
+    best = [i for idx in by_class.values() for i in sorted(idx, key=lambda i: (-scores[i], i))[:per_class]]
+    return sorted(best)
+
+
+def check_per_class(per_class: int | None) -> None:
+    if per_class is not None and per_class < 1:
+        raise ConfigError(f"--per-class must be at least 1, got {per_class}")
+
+
 def classes_present(masks: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
     """How many masks contain each defect class."""
     return {n: int(sum((m == c).any() for m in masks)) for c, n in enumerate(names) if c > 0}
@@ -51,6 +80,7 @@ def filter_samples(
     size: int,
     segmenter_info: dict[str, Any] | None = None,
     overwrite: bool = False,
+    per_class: int | None = None,
 ) -> dict[str, Any]:
     """Score every pair of ``synthetic`` with ``predictor``; write the kept ones to ``out``; return the summary."""
     from defectgen.data import DataError, load_pairs, open_dataset
@@ -58,6 +88,7 @@ def filter_samples(
 
     synthetic, out = Path(synthetic), Path(out)
     check_threshold(min_agreement)
+    check_per_class(per_class)
     refuse_existing(out, overwrite)
     manifest_path = synthetic / "manifest.json"
     if not manifest_path.is_file():
@@ -66,13 +97,16 @@ def filter_samples(
     syn = open_dataset(synthetic, "index")
     images, masks = load_pairs(syn.records, syn.class_map, size)
     scores = per_image_agreement(predictor(images), masks, syn.class_map.num_classes, syn.class_map.ignore_index)
-    keep = [i for i, s in enumerate(scores) if s >= min_agreement]
+    keep = choose_pairs(scores, masks, syn.class_map.num_classes, min_agreement, per_class)
     by_stem = {Path(e["file"]).stem: e for e in manifest.get("samples", [])}
     names = tuple(syn.class_map.names)
     summary = {
-        "source": str(synthetic), "min_agreement": min_agreement, "n_in": len(scores), "n_kept": len(keep),
+        "source": str(synthetic), "min_agreement": min_agreement, "per_class": per_class,
+        "n_in": len(scores), "n_kept": len(keep),
         "score_quantiles": {q: float(np.quantile(scores, float(q))) for q in ("0.1", "0.25", "0.5", "0.75", "0.9")},
         "masks_with_class": {"in": classes_present(masks, names), "kept": classes_present(masks[keep], names)},
+        "kept_by_dominant_class": {names[c]: sum(dominant_class(masks[i], len(names)) == c for i in keep)
+                                   for c in range(1, len(names))},
         "segmenter": segmenter_info or {},
     }
     with atomic_dir(out) as tmp:
