@@ -15,8 +15,10 @@ test split per ``what`` and refuses a second one.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,18 @@ def read_protocol(path: str | Path) -> list[dict[str, Any]]:
             except ValueError as err:
                 raise ConfigError(f"{path}:{i}: not a JSON line ({err})") from err
     return entries
+
+
+@contextmanager
+def _locked(path: Path):
+    """Serialise writers of one log (campaign scripts run several models side by side)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _append(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -75,18 +89,20 @@ def log_decision(
                           "test is scored once at the end (log_final)")
     entry = {"kind": "decision", "time": _stamp(), "decision": decision, "chosen": chosen, "split": split,
              "rule": rule, "evidence": evidence, "source": source, "note": note}
-    same = [e for e in read_protocol(path) if {**e, "time": None} == {**entry, "time": None}]
-    if same:  # a resumed script reaching the same decision from the same numbers logs it once
-        return same[0]
-    return _append(Path(path), entry)
+    with _locked(Path(path)):
+        same = [e for e in read_protocol(path) if {**e, "time": None} == {**entry, "time": None}]
+        if same:  # a resumed script reaching the same decision from the same numbers logs it once
+            return same[0]
+        return _append(Path(path), entry)
 
 
 def log_final(path: str | Path, what: str, split: str, results: str, note: str = "") -> dict[str, Any]:
     """Append the one scoring of the test ``split`` for ``what``; a second entry for the same ``what`` is refused."""
     path = Path(path)
-    if any(e.get("kind") == "final" and e.get("what") == what for e in read_protocol(path)):
-        raise ConfigError(f"{path}: '{what}' was already scored on the test split; the test split is scored once")
-    decisions = [e["decision"] for e in read_protocol(path) if e.get("kind") == "decision"]
-    entry = {"kind": "final", "time": _stamp(), "what": what, "split": split, "results": results,
-             "decisions_before": decisions, "note": note}
-    return _append(path, entry)
+    with _locked(path):
+        if any(e.get("kind") == "final" and e.get("what") == what for e in read_protocol(path)):
+            raise ConfigError(f"{path}: '{what}' was already scored on the test split; the test split is scored once")
+        decisions = [e["decision"] for e in read_protocol(path) if e.get("kind") == "decision"]
+        entry = {"kind": "final", "time": _stamp(), "what": what, "split": split, "results": results,
+                 "decisions_before": decisions, "note": note}
+        return _append(path, entry)

@@ -1,0 +1,352 @@
+"""Issue 9's decisions and tables: which settings were chosen on val, and the one test scoring.
+
+Called by scripts/neu_pay.sh between its stages; every decision goes to the protocol log
+(``defectgen.seg.protocol``) with the val numbers it was made from, before any test cell runs.
+
+    python scripts/neu_pay.py steps --log L --model M                 # print the chosen seg.steps
+    python scripts/neu_pay.py usage --val DIR --model M --log L       # choose (usage, ratio); print --set lines
+    python scripts/neu_pay.py set --val DIR --model M --log L         # choose the synthetic set; print its folder
+    python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
+
+``final`` records the test scoring in the log (once per model), writes ``headline.{csv,md}``,
+``val_decisions.md``, ``gain_vs_ratio.png`` (val, per usage mode), ``gain_per_lever.png`` (val) and
+one ``.npz`` (uint8 images and masks) per synthetic set of the headline table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from defectgen.config import ConfigError
+from defectgen.io import atomic_write_bytes, atomic_write_text
+from defectgen.seg.protocol import log_decision, log_final, read_protocol
+
+SOURCE = "defectgen"  # the Defect-Gen source of the val ablations
+ROW_ORDER = ["real", "copy-paste", "vanilla-ddpm", "defectgen-unconditional", "defectgen"]
+ROW_NAMES = {
+    "real": "real only",
+    "copy-paste": "copy-paste",
+    "vanilla-ddpm": "vanilla DDPM (large UNet alone, unconditional)",
+    "defectgen-unconditional": "Defect-Gen two-stage, unconditional",
+    "defectgen": "Defect-Gen, chosen setting",
+}
+
+
+def summary(folder: Path) -> list[dict]:
+    """The rows of an ablation's summary.csv with numbers parsed."""
+    path = Path(folder) / "summary.csv"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; run the ablation first")
+    rows = []
+    for r in csv.DictReader(path.open()):
+        rows.append({k: (float(v) if v not in ("", None) and k not in ("model", "source", "usage") else (v or None))
+                     for k, v in r.items()})
+    return rows
+
+
+def ablation_config(folder: Path) -> dict:
+    return yaml.safe_load((Path(folder) / "config.yaml").read_text())
+
+
+def decision(log: Path, name: str) -> dict:
+    """The newest entry of decision ``name`` in the protocol log."""
+    found = [e for e in read_protocol(log) if e.get("kind") == "decision" and e.get("decision") == name]
+    if not found:
+        raise ConfigError(f"{log}: no decision '{name}' yet (run the earlier stage of scripts/neu_pay.sh)")
+    return found[-1]
+
+
+def pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:+.1f}"
+
+
+def cmd_steps(args) -> int:
+    print(int(decision(args.log, f"seg.steps[{args.model}]")["chosen"]))
+    return 0
+
+
+def cmd_usage(args) -> int:
+    """Best (usage, ratio) of the Defect-Gen source by mean paired val gain (defect mIoU); ties: smaller ratio."""
+    rows = [r for r in summary(args.val) if r["model"] == args.model and r["source"] == SOURCE and r["ratio"] > 0]
+    if not rows or any(r["seeds"] < 2 for r in rows):
+        raise ConfigError(f"{args.val}: the val grid for {args.model} is not finished")
+    best = max(rows, key=lambda r: (r["gain_miou_defect"], -r["ratio"]))
+    usages = {u_label(u): u for u in ablation_config(args.val)["usages"]}
+    evidence = {f"{r['usage']} r{r['ratio']:g}": {"gain": r["gain_miou_defect"], "ci": [r["gain_miou_defect_ci_low"],
+                r["gain_miou_defect_ci_high"]], "seeds": int(r["seeds"])} for r in rows}
+    chosen = {"usage": usages[best["usage"]], "ratio": best["ratio"]}
+    log_decision(args.log, f"usage[{args.model}]", chosen, split="val",
+                 rule="largest mean paired gain in val defect mIoU over real-only (ties: the smaller ratio)",
+                 evidence=evidence, source=str(Path(args.val) / "summary.csv"))
+    print(f"usages=[{json.dumps(chosen['usage'])}]")
+    print(f"ratios=[0, {best['ratio']:g}]")
+    return 0
+
+
+def cmd_usage_label(args) -> int:
+    """The chosen usage of a model as LABEL:RATIO (e.g. pretrain-f0.5:1), for a row of a val summary."""
+    chosen = decision(args.log, f"usage[{args.model}]")["chosen"]
+    print(f"{u_label(chosen['usage'])}:{chosen['ratio']:g}")
+    return 0
+
+
+def u_label(u: dict) -> str:
+    """UsageConfig.label() of a usage entry of an ablation config."""
+    from defectgen.seg.usage import UsageConfig
+
+    return UsageConfig(**u).label()
+
+
+def cmd_set(args) -> int:
+    """Unfiltered vs filtered Defect-Gen set at the chosen usage and ratio, by mean paired val gain."""
+    rows = [r for r in summary(args.val) if r["model"] == args.model and r["ratio"] > 0]
+    if not rows or any(r["seeds"] < 2 for r in rows):
+        raise ConfigError(f"{args.val}: the val comparison of synthetic sets for {args.model} is not finished")
+    best = max(rows, key=lambda r: (r["gain_miou_defect"], r["source"] == SOURCE))  # ties keep the unfiltered set
+    folders = ablation_config(args.val)["sources"]
+    evidence = {r["source"]: {"folder": folders[r["source"]], "usage": r["usage"], "ratio": r["ratio"],
+                              "gain": r["gain_miou_defect"],
+                              "ci": [r["gain_miou_defect_ci_low"], r["gain_miou_defect_ci_high"]]} for r in rows}
+    log_decision(args.log, f"synthetic_set[{args.model}]", folders[best["source"]], split="val",
+                 rule="largest mean paired gain in val defect mIoU at the chosen usage and ratio (ties: unfiltered)",
+                 evidence=evidence, source=str(Path(args.val) / "summary.csv"))
+    print(folders[best["source"]])
+    return 0
+
+
+# ---- final tables ------------------------------------------------------------------------------
+
+
+def cell_seconds(folder: Path) -> float:
+    """Mean segmenter training seconds per cell of an ablation."""
+    secs = [json.loads(p.read_text()).get("train_seconds", 0.0) for p in (Path(folder) / "cells").glob("*.json")]
+    return float(np.mean(secs)) if secs else float("nan")
+
+
+def headline(tests: list[Path], log: Path) -> list[dict]:
+    out = []
+    for folder in tests:
+        cfg = ablation_config(folder)
+        model = cfg["models"][0]
+        usage = cfg["usages"][0]
+        for r in summary(folder):
+            out.append({
+                "model": model, "row": r["source"], "name": ROW_NAMES.get(r["source"], r["source"]),
+                "usage": u_label(usage) if r["ratio"] > 0 else "", "ratio": r["ratio"], "seeds": int(r["seeds"]),
+                "steps": cfg["seg"]["steps"], "synthetic_folder": cfg["sources"].get(r["source"], ""),
+                "miou_defect": r["miou_defect_mean"], "miou_defect_std": r["miou_defect_std"],
+                "miou_all": r["miou_all_mean"],
+                "gain": r["gain_miou_defect"], "ci_low": r["gain_miou_defect_ci_low"], "ci_high": r["gain_miou_defect_ci_high"],
+                "train_seconds_per_cell": cell_seconds(folder),
+            })
+    out.sort(key=lambda r: (r["model"], ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99))
+    return out
+
+
+def headline_md(rows: list[dict]) -> str:
+    lines = ["| model | training data | usage, ratio | seeds | defect mIoU (test) | gain over real only [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = "" if r["ci_low"] is None else f" [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
+        gain = "–" if r["gain"] is None else pct(r["gain"]) + ci
+        use = "–" if not r["ratio"] else f"{r['usage']}, {r['ratio']:g}"
+        std = "" if r["miou_defect_std"] is None else f" ± {100 * r['miou_defect_std']:.1f}"
+        lines.append(f"| {r['model']} ({r['steps']} steps) | {r['name']} | {use} | {r['seeds']} "
+                     f"| {100 * r['miou_defect']:.1f}{std} | {gain} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def decisions_md(log: Path) -> str:
+    lines = ["| # | decision | chosen | split | rule | evidence (val) |", "|---|---|---|---|---|---|"]
+    for i, e in enumerate(read_protocol(log), 1):
+        if e.get("kind") == "decision":
+            ev = e["evidence"]
+            ev_s = "; ".join(f"{k}: {_ev(v)}" for k, v in ev.items()) if isinstance(ev, dict) else str(ev)
+            lines.append(f"| {i} | {e['decision']} | `{json.dumps(e['chosen'])}` | {e['split']} | {e['rule']} | {ev_s} |")
+        else:
+            lines.append(f"| {i} | **test scored once**: {e['what']} | – | {e['split']} | after decisions "
+                         f"{', '.join(e['decisions_before'])} | {e['results']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ev(v) -> str:
+    if isinstance(v, dict) and "gain" in v:
+        ci = v.get("ci") or [None, None]
+        return f"{pct(v['gain'])}" + (f" [{pct(ci[0])}, {pct(ci[1])}]" if ci[0] is not None else "")
+    if isinstance(v, float):
+        return f"{100 * v:.1f}" if v <= 1 else f"{v:g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_ev(x)}" for k, x in v.items())
+    return str(v)
+
+
+def plot_gain_vs_ratio(vals: list[Path]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(vals), figsize=(4.6 * len(vals), 3.6), squeeze=False)
+    for ax, folder in zip(axes[0], vals):
+        rows = [r for r in summary(folder) if r["source"] == SOURCE and r["ratio"] > 0]
+        for usage in dict.fromkeys(r["usage"] for r in rows):
+            pts = sorted((r for r in rows if r["usage"] == usage), key=lambda r: r["ratio"])
+            xs = [0] + [r["ratio"] for r in pts]
+            ys = [0] + [100 * r["gain_miou_defect"] for r in pts]
+            lo = [0] + [100 * (r["gain_miou_defect"] - r["gain_miou_defect_ci_low"]) for r in pts]
+            hi = [0] + [100 * (r["gain_miou_defect_ci_high"] - r["gain_miou_defect"]) for r in pts]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=usage)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(ablation_config(folder)["models"][0], fontsize=9)
+        ax.set_xlabel("synthetic pairs per real pair")
+        ax.set_ylabel("val gain, defect mIoU (points)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Defect-Gen pairs (into-training, model masks) on NEU val: gain vs ratio per usage mode", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def lever_rows(levers: list[str]) -> list[tuple[str, float, float, float]]:
+    """(label, gain, ci_low, ci_high) in points from 'LABEL=FOLDER[:MODEL:SOURCE:USAGE:RATIO]' specs."""
+    out = []
+    for spec in levers:
+        label, rest = spec.split("=", 1)
+        parts = rest.split(":")
+        folder = Path(parts[0])
+        if (folder / "summary.csv").is_file():
+            model, source, usage, ratio = parts[1], parts[2], parts[3], float(parts[4])
+            r = next(r for r in summary(folder) if r["model"] == model and r["source"] == source
+                     and r["usage"] == usage and r["ratio"] == ratio)
+            g, lo, hi = r["gain_miou_defect"], r["gain_miou_defect_ci_low"], r["gain_miou_defect_ci_high"]
+        else:  # evaluate folders with a paired gain (scripts/neu_guided_val.sh), pooled over seeds
+            g, lo, hi = pooled_gain([Path(p) for p in parts])
+        out.append((label, 100 * g, 100 * lo, 100 * hi))
+    return out
+
+
+def pooled_gain(folders: list[Path]) -> tuple[float, float, float]:
+    from defectgen.seg.stats import paired_gain
+
+    vals, base = [], []
+    for f in folders:
+        res = json.loads((f / "results.json").read_text())
+        ref = json.loads(Path(res["paired_gain"]["baseline"]).read_text())
+        by = {s["seed"]: s["metrics"]["miou_defect"] for s in ref["per_seed"]}
+        for s in res["per_seed"]:
+            vals.append(s["metrics"]["miou_defect"])
+            base.append(by[s["seed"]])
+    g = paired_gain(vals, base)
+    return g["mean"], g["ci_low"], g["ci_high"]
+
+
+def plot_levers(rows: list[tuple[str, float, float, float]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ys = np.arange(len(rows))[::-1]
+    for y, (label, g, lo, hi) in zip(ys, rows):
+        ax.errorbar([g], [y], xerr=[[g - lo], [hi - g]], fmt="o", capsize=3, color="C0" if lo > 0 else "C1")
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("val gain over real only, defect mIoU points (95% CI), DeepLabV3+-R18")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_npz(folder: Path, out: Path, size: int = 64) -> int:
+    from defectgen.data import load_pairs, open_dataset
+
+    ds = open_dataset(folder, "index")
+    images, masks = load_pairs(ds.records, ds.class_map, size)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images.astype(np.uint8), masks=masks.astype(np.uint8),
+                        stems=np.array([r.stem for r in ds.records]), class_names=np.array(ds.class_map.names))
+    atomic_write_bytes(out, buf.getvalue())
+    return out.stat().st_size
+
+
+def cmd_final(args) -> int:
+    out = Path(args.out)
+    for folder in args.test:
+        cfg = ablation_config(folder)
+        what = f"headline table, {cfg['models'][0]}"
+        if cfg.get("test_split") != "test":
+            raise ConfigError(f"{folder}: not a test-split ablation")
+        if not any(e.get("kind") == "final" and e.get("what") == what for e in read_protocol(args.log)):
+            log_final(args.log, what, split="test", results=str(Path(folder) / "summary.csv"),
+                      note="scored once with the val-chosen settings; the ablation folder is resumable, never re-scored")
+    rows = headline(args.test, args.log)
+    atomic_write_text(out / "headline.csv", to_csv(rows))
+    atomic_write_text(out / "headline.md", headline_md(rows))
+    atomic_write_text(out / "val_decisions.md", "# Protocol log, in order (results/neu_pay/protocol.jsonl)\n\n"
+                      + decisions_md(args.log))
+    if args.val:
+        atomic_write_bytes(out / "gain_vs_ratio.png", plot_gain_vs_ratio(args.val))
+    if args.lever:
+        levers = lever_rows(args.lever)
+        atomic_write_bytes(out / "gain_per_lever.png", plot_levers(levers))
+        atomic_write_text(out / "levers.md", "| lever (val, DeepLabV3+-R18) | gain [95% CI] |\n|---|---|\n" + "\n".join(
+            f"| {label} | {g:+.1f} [{lo:+.1f}, {hi:+.1f}] |" for label, g, lo, hi in levers) + "\n")
+    sizes = {}
+    for r in rows:
+        if r["synthetic_folder"] and r["row"] not in sizes:
+            sizes[r["row"]] = write_npz(Path(r["synthetic_folder"]), out / f"pairs_{r['row']}.npz")
+    print(headline_md(rows))
+    print("npz sizes (bytes):", sizes)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, func in (("steps", cmd_steps), ("usage-label", cmd_usage_label)):
+        s = sub.add_parser(name)
+        s.add_argument("--model", required=True)
+        s.set_defaults(func=func)
+    for name, func in (("usage", cmd_usage), ("set", cmd_set)):
+        s = sub.add_parser(name)
+        s.add_argument("--val", type=Path, required=True)
+        s.add_argument("--model", required=True)
+        s.set_defaults(func=func)
+    s = sub.add_parser("final")
+    s.add_argument("--test", type=Path, action="append", required=True)
+    s.add_argument("--val", type=Path, action="append", default=[])
+    s.add_argument("--lever", action="append", default=[], help="LABEL=ABLATION:MODEL:SOURCE:USAGE:RATIO or LABEL=EVAL1:EVAL2")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=cmd_final)
+    for s in sub.choices.values():
+        s.add_argument("--log", type=Path, required=True, help="protocol log (JSON lines)")
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"neu_pay: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
