@@ -4,8 +4,9 @@ Called by scripts/neu_pay.sh between its stages; every decision goes to the prot
 (``defectgen.seg.protocol``) with the val numbers it was made from, before any test cell runs.
 
     python scripts/neu_pay.py steps --log L --model M                 # print the chosen seg.steps
-    python scripts/neu_pay.py usage --val DIR --model M --log L       # choose (usage, ratio); print --set lines
+    python scripts/neu_pay.py usage --val DIR --model M --log L       # choose (usage, ratio); print ablate --set args
     python scripts/neu_pay.py set --val DIR --model M --log L         # choose the synthetic set; print its folder
+    python scripts/neu_pay.py usage-sets|usage-label|set-of --model M --log L   # read a decision back
     python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
 
 ``final`` records the test scoring in the log (once per model), writes ``headline.{csv,md}``,
@@ -85,8 +86,23 @@ def cmd_usage(args) -> int:
     log_decision(args.log, f"usage[{args.model}]", chosen, split="val",
                  rule="largest mean paired gain in val defect mIoU over real-only (ties: the smaller ratio)",
                  evidence=evidence, source=str(Path(args.val) / "summary.csv"))
-    print(f"usages=[{json.dumps(chosen['usage'])}]")
-    print(f"ratios=[0, {best['ratio']:g}]")
+    print(" ".join(usage_sets(chosen)))
+    return 0
+
+
+def usage_sets(chosen: dict) -> list[str]:
+    """The ablate --set arguments of a usage decision (no spaces: they travel through the shell)."""
+    return ["--set", f"usages=[{json.dumps(chosen['usage'], separators=(',', ':'))}]",
+            "--set", f"ratios=0,{chosen['ratio']:g}"]
+
+
+def cmd_usage_sets(args) -> int:
+    print(" ".join(usage_sets(decision(args.log, f"usage[{args.model}]")["chosen"])))
+    return 0
+
+
+def cmd_set_of(args) -> int:
+    print(decision(args.log, f"synthetic_set[{args.model}]")["chosen"])
     return 0
 
 
@@ -323,7 +339,8 @@ def cmd_final(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name, func in (("steps", cmd_steps), ("usage-label", cmd_usage_label)):
+    for name, func in (("steps", cmd_steps), ("usage-label", cmd_usage_label), ("usage-sets", cmd_usage_sets),
+                       ("set-of", cmd_set_of)):
         s = sub.add_parser(name)
         s.add_argument("--model", required=True)
         s.set_defaults(func=func)

@@ -11,7 +11,7 @@
 #
 # Resumable: finished cells, sample folders and decisions are kept; a rerun only does what is missing.
 # Stages: 1 synthetic sets -> per model, side by side: 2 steps curve (val) -> 3 usage x ratio (val) ->
-# 4 filtered vs unfiltered at the chosen usage (val) -> 5 test, once -> 6 tables, plots, .npz.
+# 4 filtered vs unfiltered at the chosen usage (val, DeepLabV3+-R18) -> 5 test, once -> 6 tables, plots, .npz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -39,32 +39,48 @@ done
   --sampler ddpm --seed 0 --out $W/vanilla
 [ -f $W/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $D "${LIST[@]}" --num 60 --size 64 --out $W/copypaste
 
-per_model() {  # stages 2-5 for one segmentation model
+PRIMARY=deeplabv3plus-r18   # the baseline of the issue's target; its val choices also pick the synthetic set
+val_stages() {  # stages 2-4 for one segmentation model
   local m=$1 s; s=$(short $1)
   # 2. segmentation steps: real-only val mIoU against steps, 3 seeds; logs seg.steps[MODEL]
   python scripts/seg_steps_curve.py --data $D "${LIST[@]}" --config configs/seg_neu64.yaml --model $m \
     --steps 200,400,800 --seeds 0,1,2 --score-split val --out $R/steps_curve_$s --protocol-log $LOG
-  local STEPS=(--set "models=[$m]" --set seg.steps=$($PAY steps --log $LOG --model $m))
   # 3. usage mode x ratio for the Defect-Gen pairs on val; logs usage[MODEL] (mode and ratio)
-  local RATIOS=(); [ $m = deeplabv3plus-r18 ] || RATIOS=(--set "ratios=[0, 1]")  # the slower baseline: ratio 1 only
-  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_usage_$s "${STEPS[@]}" "${RATIOS[@]}"
-  local USE; mapfile -t USE < <($PAY usage --log $LOG --val $R/val_usage_$s --model $m)
-  [ ${#USE[@]} = 2 ] || { echo "neu_pay: no usage decision for $m" >&2; return 2; }
-  # 4. filtered vs unfiltered at the chosen usage and ratio on val; the real-only and unfiltered cells
-  #    are the val_usage cells (same protocol key), copied so that only the filtered cells are new
-  mkdir -p $R/val_set_$s/cells && cp -n $R/val_usage_$s/cells/*.json $R/val_set_$s/cells/
-  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_set_$s "${STEPS[@]}" \
-    --set "${USE[0]}" --set "${USE[1]}" --set sources.defectgen-filtered=$W/filtered
-  local SET; SET=$($PAY set --log $LOG --val $R/val_set_$s --model $m)
-  # 5. test, once: real-only, copy-paste, vanilla DDPM, Defect-Gen unconditional and the chosen set
-  $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$s "${STEPS[@]}" \
-    --set "${USE[0]}" --set "${USE[1]}" --set sources.defectgen=$SET
+  local M U RATIOS=(); args_of M model_sets $m
+  [ $m = $PRIMARY ] || RATIOS=(--set ratios=0,1)  # the slower baseline: ratio 1 only
+  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_usage_$s "${M[@]}" "${RATIOS[@]}"
+  $PAY usage --log $LOG --val $R/val_usage_$s --model $m > /dev/null
+  [ $m = $PRIMARY ] || return 0
+  # 4. filtered vs unfiltered at the chosen usage and ratio on val (primary baseline); the real-only and
+  #    unfiltered cells are the val_usage cells (same protocol key), copied so only the filtered cells are new
+  local lbl u r suf=""; lbl=$($PAY usage-label --log $LOG --model $m); u=${lbl%%:*} r=${lbl#*:}
+  [ $u = mix ] || suf=__$u
+  mkdir -p $R/val_set_$s/cells
+  cp -n $R/val_usage_$s/cells/${m}__real__r0__s[0-9].json $R/val_usage_$s/cells/${m}__defectgen__r${r}__s[0-9]$suf.json \
+    $R/val_set_$s/cells/
+  args_of U usage_sets $m
+  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_set_$s "${M[@]}" "${U[@]}" \
+    --set sources.defectgen-filtered=$W/filtered
+  $PAY set --log $LOG --val $R/val_set_$s --model $m > /dev/null
 }
-
-# the two models side by side, one thread each (logs in runs/neu_pay/MODEL.log)
-pids=()
-for m in "${MODELS[@]}"; do per_model $m > $W/$(short $m).log 2>&1 & pids+=($!); done
-for p in "${pids[@]}"; do wait $p || { echo "neu_pay: a model's stages failed, see $W/*.log" >&2; exit 1; }; done
+model_sets() { echo --set models=$1 --set seg.steps=$($PAY steps --log $LOG --model $1); }
+usage_sets() { $PAY usage-sets --log $LOG --model $1; }
+# the --set arguments as arrays (read -a splits words without globbing the [..] of the values)
+args_of() { local -n _a=$1; shift; read -ra _a <<< "$("$@")"; [ ${#_a[@]} -gt 0 ]; }
+test_stage() {  # 5. test, once: real-only, copy-paste, vanilla DDPM, (Defect-Gen unconditional,) the chosen set
+  local m=$1 s; s=$(short $1)
+  local M U UNCOND=(); args_of M model_sets $m; args_of U usage_sets $m
+  [ $m = $PRIMARY ] || UNCOND=(--set sources.defectgen-unconditional=)  # CPU time: on the primary only
+  $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$s "${M[@]}" "${U[@]}" \
+    --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) "${UNCOND[@]}"
+}
+side_by_side() {  # run "$1 MODEL" for both models at once, one thread each (logs in runs/neu_pay/)
+  local pids=() m
+  for m in "${MODELS[@]}"; do $1 $m > $W/$1_$(short $m).log 2>&1 & pids+=($!); done
+  for p in "${pids[@]}"; do wait $p || { echo "neu_pay: $1 failed, see $W/$1_*.log" >&2; exit 1; }; done
+}
+side_by_side val_stages
+side_by_side test_stage
 
 # 6. headline table, decisions, plots, the synthetic pairs as .npz
 G=runs/guided_val G2=runs/guided_val_seeds_3_4_5 V=$R/val_usage_dl-r18
