@@ -4,8 +4,7 @@ Called by scripts/neu_pay.sh between its stages; every decision goes to the prot
 (``defectgen.seg.protocol``) with the val numbers it was made from, before any test cell runs.
 
     python scripts/neu_pay.py steps --log L --model M                 # print the chosen seg.steps
-    python scripts/neu_pay.py usage --val DIR --model M --log L       # choose (usage, ratio); print ablate --set args
-    python scripts/neu_pay.py set --val DIR --model M --log L         # choose the synthetic set; print its folder
+    python scripts/neu_pay.py choose --val DIR --model M --log L      # choose synthetic set, usage and ratio on val
     python scripts/neu_pay.py usage-sets|usage-label|set-of --model M --log L   # read a decision back
     python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
 
@@ -73,36 +72,26 @@ def cmd_steps(args) -> int:
     return 0
 
 
-def cmd_usage(args) -> int:
-    """Best (usage, ratio) of the Defect-Gen source by mean paired val gain (defect mIoU); ties: smaller ratio."""
-    rows = [r for r in summary(args.val) if r["model"] == args.model and r["source"] == SOURCE and r["ratio"] > 0]
+def cmd_choose(args) -> int:
+    """Best (synthetic set, usage, ratio) by mean paired val gain in defect mIoU; ties: unfiltered, smaller ratio."""
+    rows = [r for r in summary(args.val) if r["model"] == args.model and r["ratio"] > 0]
     if not rows or any(r["seeds"] < 2 for r in rows):
         raise ConfigError(f"{args.val}: the val grid for {args.model} is not finished")
-    best = max(rows, key=lambda r: (r["gain_miou_defect"], -r["ratio"]))
-    usages = {u_label(u): u for u in ablation_config(args.val)["usages"]}
-    evidence = {f"{r['usage']} r{r['ratio']:g}": {"gain": r["gain_miou_defect"], "ci": [r["gain_miou_defect_ci_low"],
-                r["gain_miou_defect_ci_high"]], "seeds": int(r["seeds"])} for r in rows}
-    chosen = {"usage": usages[best["usage"]], "ratio": best["ratio"]}
-    log_decision(args.log, f"usage[{args.model}]", chosen, split="val",
-                 rule="largest mean paired gain in val defect mIoU over real-only (ties: the smaller ratio)",
-                 evidence=evidence, source=str(Path(args.val) / "summary.csv"))
-    print(" ".join(usage_sets(chosen)))
-    return 0
-
-
-def usage_sets(chosen: dict) -> list[str]:
-    """The ablate --set arguments of a usage decision (no spaces: they travel through the shell)."""
-    return ["--set", f"usages=[{json.dumps(chosen['usage'], separators=(',', ':'))}]",
-            "--set", f"ratios=0,{chosen['ratio']:g}"]
-
-
-def cmd_usage_sets(args) -> int:
-    print(" ".join(usage_sets(decision(args.log, f"usage[{args.model}]")["chosen"])))
-    return 0
-
-
-def cmd_set_of(args) -> int:
-    print(decision(args.log, f"synthetic_set[{args.model}]")["chosen"])
+    best = max(rows, key=lambda r: (r["gain_miou_defect"], r["source"] == SOURCE, -r["ratio"]))
+    cfg = ablation_config(args.val)
+    usages = {u_label(u): u for u in cfg["usages"]}
+    evidence = {f"{r['source']}, {r['usage']}, r{r['ratio']:g}": {
+        "gain": r["gain_miou_defect"], "ci": [r["gain_miou_defect_ci_low"], r["gain_miou_defect_ci_high"]],
+        "seeds": int(r["seeds"])} for r in rows}
+    rule = "largest mean paired gain in val defect mIoU over real-only (ties: unfiltered set, smaller ratio)"
+    where = str(Path(args.val) / "summary.csv")
+    log_decision(args.log, f"usage[{args.model}]", {"usage": usages[best["usage"]], "ratio": best["ratio"]},
+                 split="val", rule=rule, evidence=evidence, source=where)
+    log_decision(args.log, f"synthetic_set[{args.model}]", cfg["sources"][best["source"]], split="val", rule=rule,
+                 evidence=evidence, source=where,
+                 note="used for every segmentation model: the pretrained baseline's val grid was not run (CPU time)")
+    print(f"chosen on val: {best['source']}, {best['usage']}, ratio {best['ratio']:g}: "
+          f"{pct(best['gain_miou_defect'])} points")
     return 0
 
 
@@ -118,23 +107,6 @@ def u_label(u: dict) -> str:
     from defectgen.seg.usage import UsageConfig
 
     return UsageConfig(**u).label()
-
-
-def cmd_set(args) -> int:
-    """Unfiltered vs filtered Defect-Gen set at the chosen usage and ratio, by mean paired val gain."""
-    rows = [r for r in summary(args.val) if r["model"] == args.model and r["ratio"] > 0]
-    if not rows or any(r["seeds"] < 2 for r in rows):
-        raise ConfigError(f"{args.val}: the val comparison of synthetic sets for {args.model} is not finished")
-    best = max(rows, key=lambda r: (r["gain_miou_defect"], r["source"] == SOURCE))  # ties keep the unfiltered set
-    folders = ablation_config(args.val)["sources"]
-    evidence = {r["source"]: {"folder": folders[r["source"]], "usage": r["usage"], "ratio": r["ratio"],
-                              "gain": r["gain_miou_defect"],
-                              "ci": [r["gain_miou_defect_ci_low"], r["gain_miou_defect_ci_high"]]} for r in rows}
-    log_decision(args.log, f"synthetic_set[{args.model}]", folders[best["source"]], split="val",
-                 rule="largest mean paired gain in val defect mIoU at the chosen usage and ratio (ties: unfiltered)",
-                 evidence=evidence, source=str(Path(args.val) / "summary.csv"))
-    print(folders[best["source"]])
-    return 0
 
 
 # ---- final tables ------------------------------------------------------------------------------
@@ -219,20 +191,21 @@ def plot_gain_vs_ratio(vals: list[Path]) -> bytes:
 
     fig, axes = plt.subplots(1, len(vals), figsize=(4.6 * len(vals), 3.6), squeeze=False)
     for ax, folder in zip(axes[0], vals):
-        rows = [r for r in summary(folder) if r["source"] == SOURCE and r["ratio"] > 0]
-        for usage in dict.fromkeys(r["usage"] for r in rows):
-            pts = sorted((r for r in rows if r["usage"] == usage), key=lambda r: r["ratio"])
+        rows = [r for r in summary(folder) if r["ratio"] > 0]
+        for line in dict.fromkeys((r["source"], r["usage"]) for r in rows):
+            pts = sorted((r for r in rows if (r["source"], r["usage"]) == line), key=lambda r: r["ratio"])
             xs = [0] + [r["ratio"] for r in pts]
             ys = [0] + [100 * r["gain_miou_defect"] for r in pts]
             lo = [0] + [100 * (r["gain_miou_defect"] - r["gain_miou_defect_ci_low"]) for r in pts]
             hi = [0] + [100 * (r["gain_miou_defect_ci_high"] - r["gain_miou_defect"]) for r in pts]
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=usage)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=", ".join(line))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(ablation_config(folder)["models"][0], fontsize=9)
         ax.set_xlabel("synthetic pairs per real pair")
         ax.set_ylabel("val gain, defect mIoU (points)")
         ax.legend(fontsize=7)
-    fig.suptitle("Defect-Gen pairs (into-training, model masks) on NEU val: gain vs ratio per usage mode", fontsize=9)
+    fig.suptitle("Defect-Gen pairs (into-training, model masks) on NEU val: gain vs ratio per set and usage mode",
+                 fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -344,11 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--model", required=True)
         s.set_defaults(func=func)
-    for name, func in (("usage", cmd_usage), ("set", cmd_set)):
-        s = sub.add_parser(name)
-        s.add_argument("--val", type=Path, required=True)
-        s.add_argument("--model", required=True)
-        s.set_defaults(func=func)
+    s = sub.add_parser("choose")
+    s.add_argument("--val", type=Path, required=True)
+    s.add_argument("--model", required=True)
+    s.set_defaults(func=cmd_choose)
     s = sub.add_parser("final")
     s.add_argument("--test", type=Path, action="append", required=True)
     s.add_argument("--val", type=Path, action="append", default=[])

@@ -10,8 +10,8 @@
 #   scripts/neu_guided.sh && scripts/neu_pay.sh
 #
 # Resumable: finished cells, sample folders and decisions are kept; a rerun only does what is missing.
-# Stages: 1 synthetic sets -> per model, side by side: 2 steps curve (val) -> 3 usage x ratio (val) ->
-# 4 filtered vs unfiltered at the chosen usage (val, DeepLabV3+-R18) -> 5 test, once -> 6 tables, plots, .npz.
+# Stages: 1 synthetic sets -> 2 steps curve per model (val) -> 3 synthetic set x usage mode at ratio 1
+# (val, DeepLabV3+-R18) -> 5 test, once, both models -> 6 tables, plots, .npz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -39,60 +39,50 @@ done
   --sampler ddpm --seed 0 --out $W/vanilla
 [ -f $W/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $D "${LIST[@]}" --num 60 --size 64 --out $W/copypaste
 
-PRIMARY=deeplabv3plus-r18   # the baseline of the issue's target; its val choices also pick the synthetic set
-val_stages() {  # stages 2-4 for one segmentation model
-  local m=$1 s; s=$(short $1)
-  # 2. segmentation steps: real-only val mIoU against steps, 3 seeds; logs seg.steps[MODEL]
-  python scripts/seg_steps_curve.py --data $D "${LIST[@]}" --config configs/seg_neu64.yaml --model $m \
-    --steps 200,400,800 --seeds 0,1,2 --score-split val --out $R/steps_curve_$s --protocol-log $LOG
-  # 3. usage mode x ratio for the Defect-Gen pairs on val; logs usage[MODEL] (mode and ratio)
-  local M U RATIOS=(); args_of M model_sets $m
-  [ $m = $PRIMARY ] || RATIOS=(--set ratios=0,1)  # the slower baseline: ratio 1 only
-  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_usage_$s "${M[@]}" "${RATIOS[@]}"
-  $PAY usage --log $LOG --val $R/val_usage_$s --model $m > /dev/null
-  [ $m = $PRIMARY ] || return 0
-  # 4. filtered vs unfiltered at the chosen usage and ratio on val (primary baseline); the real-only and
-  #    unfiltered cells are the val_usage cells (same protocol key), copied so only the filtered cells are new
-  local lbl u r suf=""; lbl=$($PAY usage-label --log $LOG --model $m); u=${lbl%%:*} r=${lbl#*:}
-  [ $u = mix ] || suf=__$u
-  mkdir -p $R/val_set_$s/cells
-  cp -n $R/val_usage_$s/cells/${m}__real__r0__s[0-9].json $R/val_usage_$s/cells/${m}__defectgen__r${r}__s[0-9]$suf.json \
-    $R/val_set_$s/cells/
-  args_of U usage_sets $m
-  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_set_$s "${M[@]}" "${U[@]}" \
-    --set sources.defectgen-filtered=$W/filtered
-  $PAY set --log $LOG --val $R/val_set_$s --model $m > /dev/null
-}
+PRIMARY=deeplabv3plus-r18   # the baseline of the issue's target: its val grid chooses set, usage and ratio
 model_sets() { echo --set models=$1 --set seg.steps=$($PAY steps --log $LOG --model $1); }
-usage_sets() { $PAY usage-sets --log $LOG --model $1; }
+usage_sets() { $PAY usage-sets --log $LOG --model $PRIMARY; }
 # the --set arguments as arrays (read -a splits words without globbing the [..] of the values)
 args_of() { local -n _a=$1; shift; read -ra _a <<< "$("$@")"; [ ${#_a[@]} -gt 0 ]; }
+steps_curve() {  # 2. real-only val mIoU against steps, 3 seeds; logs seg.steps[MODEL]
+  python scripts/seg_steps_curve.py --data $D "${LIST[@]}" --config configs/seg_neu64.yaml --model $1 \
+    --steps 200,400,800 --seeds 0,1,2 --score-split val --out $R/steps_curve_$(short $1) --protocol-log $LOG
+}
+val_part() {  # 3. one half of the val grid (same folder, disjoint cells): real + unfiltered, or filtered
+  local M; args_of M model_sets $PRIMARY
+  local part=(--set sources.defectgen-filtered=); [ $1 = a ] || part=(--set sources.defectgen= --set ratios=1)
+  $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}" "${part[@]}"
+}
 test_stage() {  # 5. test, once: real-only, copy-paste, vanilla DDPM, (Defect-Gen unconditional,) the chosen set
-  local m=$1 s; s=$(short $1)
-  local M U UNCOND=(); args_of M model_sets $m; args_of U usage_sets $m
+  local m=$1 M U UNCOND=(); args_of M model_sets $m; args_of U usage_sets
   [ $m = $PRIMARY ] || UNCOND=(--set sources.defectgen-unconditional=)  # CPU time: on the primary only
-  $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$s "${M[@]}" "${U[@]}" \
+  $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$(short $m) "${M[@]}" "${U[@]}" \
     --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) "${UNCOND[@]}"
 }
-side_by_side() {  # run "$1 MODEL" for both models at once, one thread each (logs in runs/neu_pay/)
-  local pids=() m
-  for m in "${MODELS[@]}"; do $1 $m > $W/$1_$(short $m).log 2>&1 & pids+=($!); done
-  for p in "${pids[@]}"; do wait $p || { echo "neu_pay: $1 failed, see $W/$1_*.log" >&2; exit 1; }; done
+side_by_side() {  # run "$1 ARG" for each further argument at once, one thread each (logs in runs/neu_pay/)
+  local f=$1 pids=() a; shift
+  for a in "$@"; do $f $a > $W/${f}_$(short $a).log 2>&1 & pids+=($!); done
+  for p in "${pids[@]}"; do wait $p || { echo "neu_pay: $f failed, see $W/${f}_*.log" >&2; exit 1; }; done
 }
-side_by_side val_stages
-side_by_side test_stage
+side_by_side steps_curve "${MODELS[@]}"
+# 3. the val grid of the primary baseline: synthetic set (unfiltered, filtered) x usage mode at ratio 1,
+#    in two processes; the last call only gathers (every cell is done) and writes the full tables
+side_by_side val_part a b
+args_of M model_sets $PRIMARY
+$DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}"
+$PAY choose --log $LOG --val $R/val_$(short $PRIMARY) --model $PRIMARY
+side_by_side test_stage "${MODELS[@]}"
 
 # 6. headline table, decisions, plots, the synthetic pairs as .npz
-G=runs/guided_val G2=runs/guided_val_seeds_3_4_5 V=$R/val_usage_dl-r18
-$PAY final --log $LOG --out $R --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet \
-  --val $V --val $R/val_usage_dl-effl0-imagenet \
-  --lever "unconditional, mix 1 (6 seeds)=$G/unconditional:$G2/unconditional" \
-  --lever "copy-paste, mix 1 (6 seeds)=$G/copy-paste:$G2/copy-paste" \
-  --lever "into-training, train masks, mix 1 (6 seeds)=$G/into-training:$G2/into-training" \
-  --lever "into-training, model masks, mix 1 (6 seeds)=$G/into-training-model-masks:$G2/into-training-model-masks" \
-  --lever "model masks, mix 2=$V:deeplabv3plus-r18:defectgen:mix:2" \
-  --lever "model masks, pretrain 1=$V:deeplabv3plus-r18:defectgen:pretrain-f0.5:1" \
-  --lever "model masks, pretrain 2=$V:deeplabv3plus-r18:defectgen:pretrain-f0.5:2" \
-  --lever "model masks, weighted 0.3, 1=$V:deeplabv3plus-r18:defectgen:weighted-w0.3:1" \
-  --lever "model masks, weighted 0.3, 2=$V:deeplabv3plus-r18:defectgen:weighted-w0.3:2" \
-  --lever "filtered top-20/class, chosen usage=$R/val_set_dl-r18:deeplabv3plus-r18:defectgen-filtered:$($PAY usage-label --log $LOG --model deeplabv3plus-r18)"
+G=runs/guided_val G2=runs/guided_val_seeds_3_4_5 V=$R/val_$(short $PRIMARY):$PRIMARY
+$PAY final --log $LOG --out $R --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet --val $R/val_$(short $PRIMARY) \
+  --lever "first check (400 steps, 6 seeds): unconditional, mix=$G/unconditional:$G2/unconditional" \
+  --lever "first check (400 steps, 6 seeds): copy-paste, mix=$G/copy-paste:$G2/copy-paste" \
+  --lever "first check (400 steps, 6 seeds): into-training, train masks, mix=$G/into-training:$G2/into-training" \
+  --lever "first check (400 steps, 6 seeds): into-training, model masks, mix=$G/into-training-model-masks:$G2/into-training-model-masks" \
+  --lever "model masks, mix=$V:defectgen:mix:1" \
+  --lever "model masks, pretrain 0.5=$V:defectgen:pretrain-f0.5:1" \
+  --lever "model masks, weighted 0.3=$V:defectgen:weighted-w0.3:1" \
+  --lever "model masks filtered (top 20/class), mix=$V:defectgen-filtered:mix:1" \
+  --lever "model masks filtered (top 20/class), pretrain 0.5=$V:defectgen-filtered:pretrain-f0.5:1" \
+  --lever "model masks filtered (top 20/class), weighted 0.3=$V:defectgen-filtered:weighted-w0.3:1"
