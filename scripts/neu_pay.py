@@ -95,6 +95,22 @@ def cmd_choose(args) -> int:
     return 0
 
 
+def usage_sets(chosen: dict) -> list[str]:
+    """The ablate --set arguments of a usage decision (no spaces: they travel through the shell)."""
+    return ["--set", f"usages=[{json.dumps(chosen['usage'], separators=(',', ':'))}]",
+            "--set", f"ratios=0,{chosen['ratio']:g}"]
+
+
+def cmd_usage_sets(args) -> int:
+    print(" ".join(usage_sets(decision(args.log, f"usage[{args.model}]")["chosen"])))
+    return 0
+
+
+def cmd_set_of(args) -> int:
+    print(decision(args.log, f"synthetic_set[{args.model}]")["chosen"])
+    return 0
+
+
 def cmd_usage_label(args) -> int:
     """The chosen usage of a model as LABEL:RATIO (e.g. pretrain-f0.5:1), for a row of a val summary."""
     chosen = decision(args.log, f"usage[{args.model}]")["chosen"]

@@ -50,7 +50,7 @@ steps_curve() {  # 2. real-only val mIoU against steps, 3 seeds; logs seg.steps[
 }
 val_part() {  # 3. one half of the val grid (same folder, disjoint cells): real + unfiltered, or filtered
   local M; args_of M model_sets $PRIMARY
-  local part=(--set sources.defectgen-filtered=); [ $1 = a ] || part=(--set sources.defectgen= --set ratios=1)
+  local part=(--set sources.defectgen-filtered=); [ $1 = a ] || part=(--set sources.defectgen= --set "ratios=[1]")
   $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}" "${part[@]}"
 }
 test_stage() {  # 5. test, once: real-only, copy-paste, vanilla DDPM, (Defect-Gen unconditional,) the chosen set
