@@ -53,11 +53,10 @@ val_part() {  # 3. one half of the val grid (same folder, disjoint cells): real 
   local part=(--set sources.defectgen-filtered=); [ $1 = a ] || part=(--set sources.defectgen= --set "ratios=[1]")
   $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}" "${part[@]}"
 }
-test_stage() {  # 5. test, once: real-only, copy-paste, vanilla DDPM, (Defect-Gen unconditional,) the chosen set
-  local m=$1 M U UNCOND=(); args_of M model_sets $m; args_of U usage_sets
-  [ $m = $PRIMARY ] || UNCOND=(--set sources.defectgen-unconditional=)  # CPU time: on the primary only
+test_stage() {  # 5. test, once: real-only, copy-paste, vanilla DDPM and the chosen Defect-Gen set
+  local m=$1 M U; args_of M model_sets $m; args_of U usage_sets
   $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$(short $m) "${M[@]}" "${U[@]}" \
-    --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) "${UNCOND[@]}"
+    --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY)
 }
 side_by_side() {  # run "$1 ARG" for each further argument at once, one thread each (logs in runs/neu_pay/)
   local f=$1 pids=() a; shift
