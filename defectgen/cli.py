@@ -19,7 +19,7 @@ from defectgen.data import add_selection_args, select_records, selection_from_ar
 from defectgen.device import resolve_device
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import OutputExistsError, OutputWriteError, write_error
-from defectgen.pipeline import SAMPLERS
+from defectgen.schedule import SAMPLERS
 from defectgen.run import RunError
 
 

@@ -24,7 +24,8 @@ from defectgen.distributed import process_state, shard
 from defectgen.io import (OutputExistsError, atomic_save_image, atomic_write_json, clean_stale_tmp,
                           ensure_empty_output, refuse_existing)
 from defectgen.guided import Condition, GuidedRequest, known_batch
-from defectgen.pipeline import DefectGenPipeline, sample_seed
+from defectgen.pipeline import DefectGenPipeline
+from defectgen.schedule import sample_generators, sample_seed
 from defectgen.run import RunError
 from defectgen.viz import pair_grid
 
@@ -75,7 +76,7 @@ def export_samples(
     """
     out = Path(out)
     if pipe.class_map is None:
-        raise ValueError("the pipeline has no class map; load it with DefectGenPipeline.from_pretrained")
+        raise ValueError("the pipeline has no class names (config class_names); build it with class_names=...")
     switch = pipe.config.switch if switch is None else switch
     precision = _precision(precision, pipe.device)
     job = json.loads(json.dumps({"num": num, "seed": seed, "switch": switch, "sampler": sampler, "steps": steps,
@@ -146,8 +147,7 @@ def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int,
     names = pipe.class_map.names
     seeds = [sample_seed(seed, i) for i in idx]
     # on a GPU the noise comes from per-sample CUDA generators: same (seed, index) rule, no host draws
-    noise_device = pipe.device if pipe.device.type == "cuda" else "cpu"
-    gens = [torch.Generator(noise_device).manual_seed(s) for s in seeds]
+    gens = sample_generators(seed, idx, pipe.device if pipe.device.type == "cuda" else "cpu")
     conds = [condition(i) for i in idx] if condition is not None else None
     guided = {} if conds is None else {
         "known": known_batch(conds, pipe.class_map, pipe.config.image_channels, request.blend),

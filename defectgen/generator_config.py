@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 
 from defectgen.config import need
 from defectgen.models import UNetConfig
-from defectgen.pipeline import SAMPLERS
+from defectgen.schedule import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS
 
 STAGES = ("large", "small")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 RESIZE_MODES = ("resize", "center-crop", "crop")
 

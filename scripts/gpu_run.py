@@ -111,9 +111,9 @@ def pack_pipeline(run: Path, out: Path, shard_mb: float) -> list[str]:
 
     import torch
 
-    from defectgen.pipeline import DefectGenPipeline
+    from defectgen.pipeline import load_pipeline
 
-    pipe = DefectGenPipeline.from_pretrained(run / "pipeline", dtype=torch.float16)
+    pipe = load_pipeline(run / "pipeline", dtype=torch.float16)
     tmp = Path(tempfile.mkdtemp(prefix="pack_"))
     pipe.save_pretrained(tmp, max_shard_size=int(shard_mb * 1e6))
     names = []
@@ -137,7 +137,7 @@ def unpack_weights(src: Path, dst: Path) -> Path:
     import torch
 
     from defectgen.io import atomic_dir
-    from defectgen.pipeline import DefectGenPipeline
+    from defectgen.pipeline import load_pipeline
 
     with atomic_dir(dst) as tmp:
         with tarfile.open(src / "pipeline_meta.tar") as tar:
@@ -146,7 +146,7 @@ def unpack_weights(src: Path, dst: Path) -> Path:
             rel = Path(*shard.name[len("weights-"):].split(SEP))
             (tmp / "pipeline" / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / "pipeline" / rel).write_bytes(shard.read_bytes())
-        pipe = DefectGenPipeline.from_pretrained(tmp / "pipeline", dtype=torch.float32)
+        pipe = load_pipeline(tmp / "pipeline", dtype=torch.float32)
         for shard in (tmp / "pipeline").rglob("*.safetensors*"):
             shard.unlink()  # the fp16 shards and their index, replaced by the float32 save below
         pipe.save_pretrained(tmp / "pipeline")

@@ -27,10 +27,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path, demo_data: Path, 
     cfg = load_config(GeneratorConfig, tiny_config, ["train.large_steps=6", "train.checkpoint_every=2",
                                                      "train.sample_every=0"])
     data, ds = _data(demo_data, cfg)
-    whole = train_stage(cfg, data, ds.class_map, tmp_path / "a", "large", progress=False)
-    train_stage(cfg, data, ds.class_map, tmp_path / "b", "large", progress=False, stop_after=3)
+    whole = train_stage(cfg, data, tmp_path / "a", "large", progress=False)
+    train_stage(cfg, data, tmp_path / "b", "large", progress=False, stop_after=3)
     assert latest_checkpoint(tmp_path / "b").name == "step_0000002"  # step 3's work is lost, as in a crash
-    resumed = train_stage(cfg, data, ds.class_map, tmp_path / "b", "large", resume=True, progress=False)
+    resumed = train_stage(cfg, data, tmp_path / "b", "large", resume=True, progress=False)
     for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
@@ -44,7 +44,7 @@ def test_training_lowers_the_loss(tmp_path: Path, demo_data: Path, tiny_config: 
                                                      "train.batch_size=4", "train.sample_every=0",
                                                      "train.checkpoint_every=0"])
     data, ds = _data(demo_data, cfg)
-    train_stage(cfg, data, ds.class_map, tmp_path, "small", progress=False)
+    train_stage(cfg, data, tmp_path, "small", progress=False)
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.7 * losses[0]
 
@@ -159,8 +159,8 @@ def test_gpu_speed_options_keep_the_result(tmp_path: Path, demo_data: Path, tiny
     cfg = load_config(GeneratorConfig, tiny_config, base)
     fast = load_config(GeneratorConfig, tiny_config, [*base, "train.channels_last=true", "train.compile=true"])
     data, ds = _data(demo_data, cfg)
-    a = train_stage(cfg, data, ds.class_map, tmp_path / "a", "large", progress=False)
-    b = train_stage(fast, data, ds.class_map, tmp_path / "b", "large", progress=False)
+    a = train_stage(cfg, data, tmp_path / "a", "large", progress=False)
+    b = train_stage(fast, data, tmp_path / "b", "large", progress=False)
     x, t = torch.randn(2, 5, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 15])
     with torch.no_grad():
         torch.testing.assert_close(b(x, t).sample, a(x, t).sample, rtol=0, atol=1e-5)

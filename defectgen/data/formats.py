@@ -51,7 +51,6 @@ class PairRecord:
     stem: str
     image: Path
     mask: Path | None
-    label: str | None = None
     binary_class: int | None = None
     threshold: int | None = None
 
@@ -296,7 +295,7 @@ def read_mvtec(root: Path) -> DefectDataset:
             mask = root / "ground_truth" / defect / f"{img.stem}_mask.png"
             if not mask.is_file():
                 raise DataError(f"{img}: missing mask (expected {mask})")
-            records.append(PairRecord(f"{defect}_{img.stem}", img, mask, label=defect, binary_class=cid))
+            records.append(PairRecord(f"{defect}_{img.stem}", img, mask, binary_class=cid))
     good = [PairRecord(f"{part}_good_{p.stem}", p, None) for part in ("train", "test")
             if (root / part / "good").is_dir() for p in _images_in(root / part / "good")]
     ds = DefectDataset(root, "mvtec", class_map, records, {}, good)
@@ -360,7 +359,7 @@ def read_binary_per_class(root: Path, mask_suffix: str | None = None, threshold:
         for img in images:
             if img.stem not in masks:
                 raise DataError(f"{img}: missing mask (X.jpg + X.png beside it, or suffix '{mask_suffix or '_mask'}')")
-            records.append(PairRecord(f"{name}_{img.stem}", img, masks[img.stem], label=name, binary_class=cid,
+            records.append(PairRecord(f"{name}_{img.stem}", img, masks[img.stem], binary_class=cid,
                                       threshold=threshold))
     ds = DefectDataset(root, "binary-per-class", class_map, records, {})
     ds.report.append(f"binary-per-class layout: classes {classes}, {len(records)} pairs")
