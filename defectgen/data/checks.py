@@ -134,7 +134,8 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
     empty = [r for r, d, i in zip(ds.records, defect, ignore) if d == 0 and i == 0]
     all_ignore = [r for r, d, i in zip(ds.records, defect, ignore) if d == 0 and i > 0]
     if empty:
-        where = Counter(r.label or r.mask.parent.name for r in empty)
+        where = Counter(ds.class_map.names[r.binary_class] if r.binary_class is not None else r.mask.parent.name
+                        for r in empty)
         ds.report.append(f"warning: {len(empty)} masks hold no defect pixel ({dict(where)}; e.g. {empty[0].mask}): "
                          "used as defect-free images, not as class examples")
     if all_ignore:
