@@ -29,6 +29,7 @@ import numpy as np
 
 from defectgen.config import ConfigError, load_config, save_config, to_dict
 from defectgen.data import DefectDataset, PairRecord, load_pairs, open_dataset, select_records
+from defectgen.data.samples import is_complete
 from defectgen.generator_config import GeneratorConfig
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.quality.compute import MetricsConfig
@@ -164,7 +165,7 @@ def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[P
     main = None
     for row in order:
         target = out / "rows" / row.name / "samples"
-        if (target / "manifest.json").is_file():
+        if is_complete(target):
             continue
         if row.kind == "copy-paste":
             log(f"copy-paste: {cfg.num_samples} pairs")
@@ -198,7 +199,7 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
     encoder, predictor = None, None
     for row in rows(cfg):
         rdir = out / "rows" / row.name
-        if not (rdir / "samples" / "manifest.json").is_file():
+        if not is_complete(rdir / "samples"):
             log(f"{row.name}: no samples yet (run compare without --only score first)")
             continue
         if not (rdir / "metrics" / "metrics.json").is_file():

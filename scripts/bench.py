@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from defectgen.config import load_config  # noqa: E402
+from defectgen.data.samples import read_manifest  # noqa: E402
 from defectgen.generator_config import GeneratorConfig  # noqa: E402
 from defectgen.models import build_unet  # noqa: E402
 from defectgen.pipeline import DefectGenPipeline  # noqa: E402
@@ -225,7 +226,7 @@ def scaling(quick: bool, data_dir: Path, work: Path) -> dict[str, object]:
             syn = work / f"samples_{n}_{rep}"
             _torchrun(n, ["sample", "--run", str(work / "bench_pipeline"), "--num", str(num), "--out", str(syn),
                           "--sampler", "ddim", "--steps", str(sample_steps), "--batch-size", "4", "--quiet"])
-            sample[str(n)].append(num / json.loads((syn / "manifest.json").read_text())["seconds"])
+            sample[str(n)].append(num / read_manifest(syn)["seconds"])
 
     def summary(runs: dict[str, list[float]]) -> dict[str, object]:
         one, two = float(np.median(runs["1"])), float(np.median(runs["2"]))

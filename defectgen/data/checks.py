@@ -22,6 +22,7 @@ from defectgen.data.classmap import ClassMap
 from defectgen.data.errors import DataError
 from defectgen.data.formats import DefectDataset, PairRecord, index_class_map
 from defectgen.data.loading import binary_threshold, read_mask_array
+from defectgen.data.samples import is_complete
 
 SQUASH_NOTE = " (non-square: 'resize_mode: resize' squashes them to size x size; 'resize_mode: crop' keeps the aspect)"
 MAX_DERIVED_CLASSES = 20  # ids 1..K without a names file are classes only up to this K
@@ -126,7 +127,7 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
         ids = set(ds.class_map.defect_ids)
         defect = [sum(c for v, c in h.items() if v in ids) for h in hists]
         ignore = [h.get(ds.class_map.ignore_index, 0) for h in hists]
-    if (ds.root / "manifest.json").is_file():  # a written sample set: every pair stays a pair
+    if is_complete(ds.root):  # a written sample set: every pair stays a pair
         n_empty = sum(d == 0 for d in defect)
         ds.report.append(f"sample set: {len(ds.records)} pairs" + (f", {n_empty} without a defect pixel" if n_empty else ""))
         return ds

@@ -18,13 +18,13 @@ mask once (see ``checks.py``) and says what it found in ``DefectDataset.report``
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.data.classmap import ClassMap, read_labels_file
 from defectgen.data.errors import DataError
+from defectgen.data.samples import MANIFEST, is_complete, read_manifest
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Recognised image/mask folder names (case-insensitive). Pairs are tried in this order.
@@ -107,7 +107,7 @@ def find_dir_pair(root: Path) -> tuple[Path, Path] | None:
 # ---- layout detection: every layout says why it does not fit ----
 
 def _why_not_index(root: Path) -> str | None:
-    if (root / "manifest.json").is_file() and find_dir_pair(root):
+    if is_complete(root) and find_dir_pair(root):
         return None
     pair = find_dir_pair(root)
     if pair is None:
@@ -212,11 +212,11 @@ def _read_splits(root: Path) -> dict[str, list[str]]:
 
 def index_class_map(root: Path) -> ClassMap | None:
     """The class map named by ``root``'s manifest, class_map.json or class-name file; None if none."""
-    if (root / "manifest.json").is_file():
+    if is_complete(root):
         try:
-            return ClassMap.from_dict(json.loads((root / "manifest.json").read_text())["class_map"])
-        except (ValueError, KeyError) as err:
-            raise DataError(f"{root / 'manifest.json'}: no readable class_map ({err})") from err
+            return ClassMap.from_dict(read_manifest(root)["class_map"])
+        except (KeyError, TypeError) as err:
+            raise DataError(f"{root / MANIFEST}: no readable class_map ({err})") from err
     if (root / "class_map.json").is_file():
         return ClassMap.load(root / "class_map.json")
     for name in LABEL_FILES:

@@ -134,10 +134,9 @@ def add_filter_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_filter(args: argparse.Namespace) -> int:
-    import json
-
     from defectgen.config import load_config
-    from defectgen.data import DataError, load_pairs, open_dataset
+    from defectgen.data import load_pairs, open_dataset
+    from defectgen.data.samples import read_manifest
     from defectgen.data.selection import dataset_from_args
     from defectgen.io import refuse_existing
     from defectgen.quality.compute import real_records
@@ -150,13 +149,11 @@ def run_filter(args: argparse.Namespace) -> int:
     timer = Timer()
     check_threshold(args.min_agreement)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
-    manifest_path = args.synthetic / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
+    manifest = read_manifest(args.synthetic)
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
     ds = dataset_from_args(args)
     ds.class_map.check_compatible(open_dataset(args.synthetic, "index").class_map, f"{args.synthetic} vs {args.data}")
-    recs, chosen_by = real_records(ds, json.loads(manifest_path.read_text()), args.split, args.shots, args.seed,
+    recs, chosen_by = real_records(ds, manifest, args.split, args.shots, args.seed,
                                    args.list_file)
     images, masks = load_pairs(recs, ds.class_map, seg_cfg.size)
     print(f"training the segmenter on {len(recs)} real pairs ({chosen_by})", file=sys.stderr, flush=True)

@@ -7,7 +7,6 @@ KID, memorisation and diversity (with Inception, FID/KID alone go through torch-
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +185,7 @@ def compute_metrics(
     ``encoder`` to reuse the feature network across many calls (e.g. one per comparison row).
     """
     from defectgen.data import load_pairs, open_dataset
+    from defectgen.data.samples import is_complete, read_manifest
     from defectgen.io import ensure_empty_output, refuse_existing
     from defectgen.quality.report import class_stats_png, nearest_neighbours_png, write_report
 
@@ -195,8 +195,7 @@ def compute_metrics(
     if out is not None:
         refuse_existing(Path(out), overwrite)  # raises now rather than after minutes of work
     syn = open_dataset(synthetic, "index")
-    manifest_path = synthetic / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = read_manifest(synthetic) if is_complete(synthetic) else {}
     ds = open_dataset(real, format, mask_suffix)
     ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {real}")
     real_recs, chosen_by = real_records(ds, manifest, split, shots, seed, None if list_file is None else Path(list_file))

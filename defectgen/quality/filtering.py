@@ -10,15 +10,14 @@ The threshold is a setting chosen up front, never tuned on the test split.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from defectgen.config import ConfigError
-from defectgen.io import atomic_dir, atomic_write_json, refuse_existing
+from defectgen.data.samples import copy_samples, read_manifest
+from defectgen.io import refuse_existing
 from defectgen.quality.mask_agreement import Predictor, iou_per_class
 
 
@@ -53,16 +52,12 @@ def filter_samples(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score every pair of ``synthetic`` with ``predictor``; write the kept ones to ``out``; return the summary."""
-    from defectgen.data import DataError, load_pairs, open_dataset
-    from defectgen.viz import pair_grid
+    from defectgen.data import load_pairs, open_dataset
 
     synthetic, out = Path(synthetic), Path(out)
     check_threshold(min_agreement)
     refuse_existing(out, overwrite)
-    manifest_path = synthetic / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(synthetic)
     syn = open_dataset(synthetic, "index")
     images, masks = load_pairs(syn.records, syn.class_map, size)
     scores = per_image_agreement(predictor(images), masks, syn.class_map.num_classes, syn.class_map.ignore_index)
@@ -75,20 +70,10 @@ def filter_samples(
         "masks_with_class": {"in": classes_present(masks, names), "kept": classes_present(masks[keep], names)},
         "segmenter": segmenter_info or {},
     }
-    with atomic_dir(out) as tmp:
-        kept_entries = []
-        for sub in ("images", "masks"):
-            (tmp / sub).mkdir()
-        for i in keep:
-            rec = syn.records[i]
-            shutil.copyfile(rec.image, tmp / "images" / rec.image.name)
-            shutil.copyfile(rec.mask, tmp / "masks" / rec.mask.name)
-            kept_entries.append({**by_stem.get(rec.stem, {"file": rec.image.name}), "agreement": float(scores[i])})
-        if keep:
-            show = keep[:16]
-            pair_grid(images[show], masks[show], ncols=4, scale=max(1, 128 // size), names=names).save(tmp / "grid.png")
-        atomic_write_json(tmp / "manifest.json", {
-            **manifest, "num_samples": len(keep), "samples": kept_entries,
-            "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},
-        })
+    kept = [syn.records[i] for i in keep]
+    entries = [{**by_stem.get(r.stem, {"file": r.image.name}), "agreement": float(scores[i])} for r, i in zip(kept, keep)]
+    copy_samples(out, [(r.image, r.mask) for r in kept], {
+        **manifest, "num_samples": len(keep), "samples": entries,
+        "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},
+    }, grid=(images[keep], masks[keep]) if keep else None)
     return summary

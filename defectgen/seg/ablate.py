@@ -24,7 +24,8 @@ from defectgen.data import open_dataset, select_records
 from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.seg.evaluate import RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.metrics import SCALAR_METRICS
-from defectgen.seg.mixing import SyntheticSet, check_no_leak, open_synthetic
+from defectgen.data.samples import MANIFEST, SyntheticSet, open_synthetic
+from defectgen.seg.mixing import check_no_leak
 from defectgen.seg.models import MODELS
 from defectgen.seg.stats import mean_std, paired_gain
 from defectgen.seg.train import SegConfig
@@ -172,7 +173,7 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
     sources: dict[str, SyntheticSet] = {}
     for name, folder in cfg.sources.items():
         syn = open_synthetic(folder)
-        syn.class_map.check_compatible(ds.class_map, str(syn.root / "manifest.json"))
+        syn.class_map.check_compatible(ds.class_map, str(syn.root / MANIFEST))
         check_no_leak([r.stem for r in train], [r.stem for r in test], syn)
         sources[name] = syn
     prepare_out(out, overwrite)

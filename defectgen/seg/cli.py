@@ -162,7 +162,7 @@ def add_mix_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 def cmd_mix(args: argparse.Namespace) -> int:
     from defectgen.data.layouts import mix_dataset
     from defectgen.seg.evaluate import test_records
-    from defectgen.seg.mixing import open_synthetic
+    from defectgen.data.samples import open_synthetic
 
     ds, train = selection_from_args(args)
     test = test_records(ds, train, args.test_split)[0] if ds.splits else []
