@@ -19,6 +19,7 @@ mask once (see ``checks.py``) and says what it found in ``DefectDataset.report``
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,8 @@ MASK_DIR_NAMES = ("SegmentationClass", "ann_dir", "masks", "mask", "labels", "la
 INDEX_DIR_PAIRS = tuple((a, b) for a in IMAGE_DIR_NAMES for b in MASK_DIR_NAMES)
 LABEL_FILES = ("labels.txt", "classes.txt", "class_names.txt")
 NOT_CLASS_DIRS = ("ImageSets", "splits")  # split-file folders next to data folders
-FORMATS = ("index", "mvtec", "binary-per-class")
+DataFormat = Literal["index", "mvtec", "binary-per-class"]
+FORMATS: tuple[str, ...] = get_args(DataFormat)
 # A folder whose name holds one of these words (split at _ - . space) holds defect-free images.
 GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
 
