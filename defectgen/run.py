@@ -23,7 +23,7 @@ from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.distributed import process_state
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
-from defectgen.io import atomic_dir, atomic_write_json
+from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
 from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
 from defectgen.schedule import make_scheduler
@@ -42,6 +42,8 @@ def selection_info(ds: DefectDataset, records: list[PairRecord], **options: obje
 def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], class_map: ClassMap) -> None:
     """Create the run folder, or check that an existing one was made with this config and data."""
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, *(out / s for s in STAGES), *(out / s / "checkpoints" for s in STAGES)):
+        clean_stale_tmp(folder)  # half-written checkpoints, finals and pipelines of a killed run
     cfg_path, sel_path = out / "config.yaml", out / "selection.json"
     if cfg_path.is_file():
         same_cfg = _saved_config(cfg_path) == to_dict(cfg)

@@ -179,3 +179,40 @@ def test_parallel_stages_give_the_same_weights(tmp_path: Path, demo_data: Path, 
         b = UNet2DModel.from_pretrained(tmp_path / "par" / stage / "final").state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), stage
     assert (tmp_path / "par" / "pipeline" / "model_index.json").is_file()
+
+
+@pytest.fixture()
+def fresh_accelerate():
+    """accelerate keeps one mixed-precision setting per process: start and leave this test with a clean state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_resumes_exactly(precision: str, tmp_path: Path, demo_data: Path, tiny_config: Path,
+                                        fresh_accelerate: None) -> None:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if not Accelerator(mixed_precision=precision).native_amp:
+        pytest.skip(f"accelerate runs {precision} on this device ({AcceleratorState().device.type}) as plain fp32, "
+                    f"without autocast: there is no {precision} training to resume")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.large_steps=4", "train.checkpoint_every=2",
+                                                     "train.sample_every=0", f"train.mixed_precision={precision}"])
+    data, _ = _data(demo_data, cfg)
+    whole = train_stage(cfg, data, tmp_path / "a", "large", progress=False)
+    train_stage(cfg, data, tmp_path / "b", "large", progress=False, stop_after=3)
+    state = json.loads((latest_checkpoint(tmp_path / "b") / "trainer_state.json").read_text())
+    assert state["step"] == 2 and "scaler" in state  # fp16 on CUDA: the grad scaler's state rides along
+    resumed = train_stage(cfg, data, tmp_path / "b", "large", resume=True, progress=False)
+    for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    plain = load_config(GeneratorConfig, tiny_config, ["train.large_steps=4", "train.checkpoint_every=2",
+                                                       "train.sample_every=0"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    fp32 = train_stage(plain, data, tmp_path / "c", "large", progress=False)
+    assert any(not torch.equal(p, q) for p, q in zip(whole.state_dict().values(), fp32.state_dict().values()))
