@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
 from defectgen.config import ConfigError
 from defectgen.data.formats import FORMATS
@@ -129,3 +130,16 @@ def finish(out: Path, timer: Timer, title: str, args: argparse.Namespace, prefix
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def command(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int],
+            data_flag: str | None = None, **parser_options: Any) -> argparse.ArgumentParser:
+    """A subcommand: its parser, the selection flags when it reads real data (``data_flag``), and its handler
+    (whose docstring, if it has one, is the command's ``--help`` description)."""
+    if func.__doc__:
+        parser_options.setdefault("description", inspect.cleandoc(func.__doc__))
+    p = sub.add_parser(name, **parser_options)
+    if data_flag is not None:
+        add_selection_args(p, data_flag)
+    p.set_defaults(func=func)
+    return p

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from defectgen.cli.common import add_device, add_set, device, finish
+from defectgen.cli.common import command, add_device, add_set, device, finish
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -22,10 +22,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="vanilla vs small-only vs two-stage vs copy-paste, scored the same way")
+    p = command(sub, "compare", cmd_compare, help="vanilla vs small-only vs two-stage vs copy-paste, scored the same way")
     p.add_argument("--config", type=Path, required=True, help="YAML comparison config (e.g. configs/compare_neu64.yaml)")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier comparison to resume)")
     p.add_argument("--only", choices=("all", "generate", "score"), default="all")
     add_device(p)
     add_set(p, "the comparison config")
-    p.set_defaults(func=cmd_compare)

@@ -5,7 +5,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from defectgen.cli.common import (add_device, add_out, add_selection_args, add_set, device, finish, positive,
+from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, positive,
                                   selection)
 from defectgen.config import ConfigError, load_config, save_config
 from defectgen.data import load_pairs
@@ -54,15 +54,18 @@ def usage_from_args(args: argparse.Namespace, usage: UsageConfig) -> UsageConfig
     return usage
 
 
-def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "evaluate", help="train a segmenter on real + synthetic pairs and score it on the test split",
-        description="Train a segmentation model on the real training selection plus RATIO synthetic pairs per real "
-        "pair, for each seed, and score it on the held-out test split. Writes OUT/results.json and OUT/config.yaml.",
-    )
-    add_selection_args(p)
-    p.add_argument("--synthetic", type=Path, default=None, help="sample folder (images/, masks/, manifest.json)")
-    p.add_argument("--ratio", type=float, default=None, help="synthetic pairs per real training pair (0 = real only)")
+def _add_synthetic(p: argparse.ArgumentParser, required: bool) -> None:
+    """--synthetic and --ratio: which sample folder, and how many of its pairs per real training pair."""
+    p.add_argument("--synthetic", type=Path, required=required, default=None,
+                   help="sample folder (images/, masks/, manifest.json)")
+    p.add_argument("--ratio", type=float, required=required, default=None,
+                   help="synthetic pairs per real training pair" + ("" if required else " (0 = real only)"))
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "evaluate", cmd_evaluate, data_flag="--data",
+                help="train a segmenter on real + synthetic pairs and score it on the test split")
+    _add_synthetic(p, required=False)
     add_usage_args(p)
     p.add_argument("--model", choices=list(MODELS), default=None, help="segmentation model")
     p.add_argument("--seeds", type=_seeds, default=None, help="training seeds, e.g. 0,1,2")
@@ -76,10 +79,11 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     add_set(p, "the evaluation config, e.g. --set seg.steps=300")
     add_device(p)
     add_out(p, "output folder (new, or an unfinished evaluation to continue)")
-    p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Train a segmentation model on the real training selection plus RATIO synthetic pairs per real pair, for
+    each seed, and score it on the held-out test split. Writes OUT/results.json and OUT/config.yaml."""
     cfg = load_config(EvalConfig, args.config, args.set)
     for flag, key in (("ratio", "ratio"), ("seeds", "seeds"), ("test_split", "test_split"), ("test_list", "test_list"),
                       ("negatives", "negatives")):
@@ -133,27 +137,23 @@ def evaluation_progress(out: Path, overwrite: bool) -> Path:
     return progress
 
 
-def _add_mix(subparsers: argparse._SubParsersAction) -> None:
+def _add_mix(sub: argparse._SubParsersAction) -> None:
     from defectgen.data.layouts import LAYOUTS
 
-    p = subparsers.add_parser(
-        "mix", help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)",
-        description="Write the real training selection plus RATIO synthetic pairs per real pair (drawn from --mix-seed) "
-        "as split 'train', and the real test pairs as the test split, in a layout segmentation code reads; "
-        "OUT/manifest.json says where every pair came from.",
-    )
-    add_selection_args(p)
-    p.add_argument("--synthetic", type=Path, required=True, help="sample folder (images/, masks/, manifest.json)")
-    p.add_argument("--ratio", type=float, required=True, help="synthetic pairs per real training pair")
+    p = command(sub, "mix", cmd_mix, data_flag="--data",
+                help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)")
+    _add_synthetic(p, required=True)
     p.add_argument("--mix-seed", type=int, default=0, help="seed of the synthetic draw")
     p.add_argument("--layout", choices=LAYOUTS, default="mmseg")
     p.add_argument("--test-split", default="test", help="split of the real test pairs (written when the data has splits)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not balance synthetic pairs over classes")
     add_out(p)
-    p.set_defaults(func=cmd_mix)
 
 
 def cmd_mix(args: argparse.Namespace) -> int:
+    """Write the real training selection plus RATIO synthetic pairs per real pair (drawn from --mix-seed) as split
+    'train', and the real test pairs as the test split, in a layout segmentation code reads; OUT/manifest.json says
+    where every pair came from."""
     from defectgen.data.layouts import mix_dataset
     from defectgen.seg.evaluate import test_records
     from defectgen.data.samples import open_synthetic
@@ -172,21 +172,18 @@ def cmd_mix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ablate(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "ablate", help="the grid sources x ratios x models x seeds, resumable",
-        description="Run every (model, source, ratio, seed) cell of the config's grid; finished cells in OUT/cells/ are "
-        "not recomputed. Writes OUT/results.csv, OUT/summary.csv, OUT/miou_vs_ratio.png and OUT/report.md.",
-    )
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "ablate", cmd_ablate, help="the grid sources x ratios x models x seeds, resumable")
     p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. configs/ablate_neu64.yaml)")
     add_set(p, "the ablation config")
     add_usage_args(p)
     add_device(p)
     add_out(p, "output folder (new, or an earlier ablation to resume)")
-    p.set_defaults(func=cmd_ablate)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    """Run every (model, source, ratio, seed) cell of the config's grid; finished cells in OUT/cells/ are not
+    recomputed. Writes OUT/results.csv, OUT/summary.csv, OUT/miou_vs_ratio.png and OUT/report.md."""
     cfg = load_config(AblateConfig, args.config, args.set)
     if any(getattr(args, k) is not None for k in ("usage", "synthetic_weight", "pretrain_fraction")):
         if len(cfg.usages) != 1:
@@ -203,22 +200,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_copypaste(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "copypaste", help="copy-paste baseline pairs in the sample layout",
-        description="Cut defect regions by their masks from the selected real training images and paste them onto "
-        "other selected training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`.",
-    )
-    add_selection_args(p)
+def _add_copypaste(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "copypaste", cmd_copypaste, data_flag="--data", help="copy-paste baseline pairs in the sample layout")
     p.add_argument("--num", type=int, required=True, help="number of pairs to write")
     p.add_argument("--size", type=int, default=64, help="side of the written pairs in pixels (default 64)")
     p.add_argument("--paste-seed", type=int, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not cycle through the defect classes")
     add_out(p)
-    p.set_defaults(func=cmd_copypaste)
 
 
 def cmd_copypaste(args: argparse.Namespace) -> int:
+    """Cut defect regions by their masks from the selected real training images and paste them onto other selected
+    training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`."""
     positive(args, "num")
     positive(args, "size", least=8)
     ds, train = selection(args).select()

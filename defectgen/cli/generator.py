@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from defectgen.cli.common import (add_device, add_out, add_quiet, add_selection_args, add_set, add_threads,
+from defectgen.cli.common import (command, add_device, add_out, add_quiet, add_selection_args, add_set, add_threads,
                                   apply_threads, device, positive, report, selection)
 from defectgen.config import ConfigError, load_config
 from defectgen.data.layouts import LAYOUTS
@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the two-stage generator on real pairs")
+    p = command(sub, "train", cmd_train, help="train the two-stage generator on real pairs")
     p.add_argument("--config", type=Path, default=None)
     add_selection_args(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
@@ -184,9 +184,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_set(p, "the generator config")
     add_quiet(p)
     add_threads(p)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample new image + mask pairs from a trained generator")
+    p = command(sub, "sample", cmd_sample, help="sample new image + mask pairs from a trained generator")
     p.add_argument("--run", type=Path, required=True, help="run folder or pipeline folder")
     p.add_argument("--num", type=int, default=None, help="number of pairs")
     p.add_argument("--switch", type=float, default=None,
@@ -219,19 +218,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="folder layout: defectgen (images/, masks/), mmseg (img_dir/, ann_dir/) or voc")
     add_quiet(p)
     add_threads(p)
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("data", help="read a data folder and say what was found (layout, classes, good images, masks)")
-    add_selection_args(p)
-    p.set_defaults(func=cmd_data)
+    command(sub, "data", cmd_data, data_flag="--data",
+            help="read a data folder and say what was found (layout, classes, good images, masks)")
 
-    p = sub.add_parser("inspect", help="parameters and receptive field of both networks")
+    p = command(sub, "inspect", cmd_inspect, help="parameters and receptive field of both networks")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--num-classes", type=int, default=4, help="classes including background")
     add_set(p, "the generator config")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("demo", help="demo data -> train both stages -> sample -> metrics -> evaluate -> report.html")
+    p = command(sub, "demo", cmd_demo, help="demo data -> train both stages -> sample -> metrics -> evaluate -> report.html")
     p.add_argument("--config", type=Path, default=DEMO_CONFIG)
     p.add_argument("--num", type=int, default=None, help="pairs to generate (default: DemoConfig.num_samples, 32)")
     add_set(p, "the generator config")
@@ -239,4 +235,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="override a DemoConfig key (defectgen/demo.py), e.g. num_samples=16 or seeds=[0]")
     add_out(p, "demo folder")
     add_quiet(p)
-    p.set_defaults(func=cmd_demo)

@@ -16,18 +16,14 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from defectgen.cli.common import add_device, add_out, add_selection_args, add_set, device, finish, log, selection
+from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, log, selection
 from defectgen.quality.features import FEATURE_EXTRACTORS
 
 
-def _add_metrics(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "metrics",
-        help="FID/KID, memorisation, diversity, mask agreement and class statistics of a synthetic set",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_selection_args(p, data_flag="--real")
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "metrics", cmd_metrics, data_flag="--real", description=__doc__,
+                help="FID/KID, memorisation, diversity, mask agreement and class statistics of a synthetic set",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
     add_out(p)
     p.add_argument("--config", type=Path, default=None, help="YAML with MetricsConfig fields")
@@ -43,7 +39,6 @@ def _add_metrics(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the mask-agreement segmenter")
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
     add_device(p)
-    p.set_defaults(func=cmd_metrics)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -100,14 +95,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_filter(subparsers: argparse._SubParsersAction) -> None:
+def _add_filter(sub: argparse._SubParsersAction) -> None:
     from defectgen.quality import filtering
 
-    p = subparsers.add_parser(
-        "filter", help="keep generated pairs whose mask a segmenter trained on the real subset agrees with",
-        description=filtering.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_selection_args(p, data_flag="--real")
+    p = command(sub, "filter", cmd_filter, data_flag="--real", description=filtering.__doc__,
+                help="keep generated pairs whose mask a segmenter trained on the real subset agrees with",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
     add_out(p, "new sample folder for the kept pairs")
     p.add_argument("--min-agreement", type=float, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
@@ -115,7 +108,6 @@ def _add_filter(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
     p.add_argument("--seg-seed", type=int, default=0, help="seed of the segmenter's training")
     add_device(p)
-    p.set_defaults(func=cmd_filter)
 
 
 def cmd_filter(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ What is settled here and said in ``DefectDataset.report``:
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -92,24 +93,25 @@ def _binary_stats(ds: DefectDataset, hists: list[dict[int, int]], threshold: int
     return defect
 
 
-def _sizes_line(records: list[PairRecord]) -> str:
+def _sizes_line(records: list[PairRecord]) -> tuple[str, list[Path]]:
+    """The report's line on image sizes, and the images that cannot be opened (an error once selected)."""
     sizes, unreadable = Counter(), []
     for rec in records:
         try:
             with Image.open(rec.image) as im:
                 sizes[im.size] += 1
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            unreadable.append(rec.image)  # named by load_pair when it is used
+            unreadable.append(rec.image)  # named by load_pair when it is selected
     if unreadable:
-        return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})"
+        return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})", unreadable
     if len(sizes) == 1:
         (w, h), = sizes
         aspect = max(w, h) / min(w, h)
-        return f"image size {w}x{h} (all {len(records)}), aspect {aspect:.2f}" + (SQUASH_NOTE if aspect > 1.05 else "")
+        return f"image size {w}x{h} (all {len(records)}), aspect {aspect:.2f}" + (SQUASH_NOTE if aspect > 1.05 else ""), []
     aspects = [max(w, h) / min(w, h) for w, h in sizes]
     longs = [max(w, h) for w, h in sizes]
     return (f"image sizes vary: {len(sizes)} sizes, long side {min(longs)}-{max(longs)} px, aspect {min(aspects):.2f}-{max(aspects):.2f}"
-            + (SQUASH_NOTE if max(aspects) > 1.05 else ""))
+            + (SQUASH_NOTE if max(aspects) > 1.05 else "")), []
 
 
 def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectDataset:
@@ -149,7 +151,8 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
     ds.records = keep
     ds.good = ds.good + empty
     ds.report.append(_classes_line(ds, hists, defect))
-    ds.report.append(_sizes_line(ds.records + ds.good))
+    line, ds.unreadable = _sizes_line(ds.records + ds.good)
+    ds.report.append(line)
     return ds
 
 

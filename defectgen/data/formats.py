@@ -66,6 +66,7 @@ class DefectDataset:
     splits: dict[str, list[str]] = field(default_factory=dict)
     good: list[PairRecord] = field(default_factory=list)  # defect-free images (never a class, never a shot)
     report: list[str] = field(default_factory=list)  # what the reader found, one line each ("warning: ..." first)
+    unreadable: list[Path] = field(default_factory=list)  # images that cannot be opened (an error once selected)
 
     def by_stem(self, stem: str) -> PairRecord:
         for rec in self.records + self.good:

@@ -14,7 +14,7 @@ from pathlib import Path
 from defectgen.data.errors import DataError
 from defectgen.data.dataset import open_dataset
 from defectgen.data.formats import DataFormat, DefectDataset, PairRecord
-from defectgen.data.loading import present_classes
+from defectgen.data.loading import load_pair, present_classes
 
 
 def read_stem_list(path: Path) -> list[str]:
@@ -124,8 +124,16 @@ class SelectionConfig:
                               list_file=None if self.list_file is None else Path(self.list_file))
 
     def select(self, log: bool = True) -> tuple[DefectDataset, list[PairRecord]]:
-        ds = self.open(log)
-        return ds, self.records(ds)
+        """The data and the chosen records; a chosen image that cannot be opened is an error now, before any work."""
+        ds = self.open(log=False)
+        records = self.records(ds)
+        unreadable = set(ds.unreadable)
+        for rec in (r for r in records if r.image in unreadable):
+            load_pair(rec, ds.class_map)  # raises, naming the file and why
+        if log:
+            for line in ds.report:
+                print(f"[data] {line}", file=sys.stderr)
+        return ds, records
 
 
 @dataclass
