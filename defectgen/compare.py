@@ -33,6 +33,7 @@ from defectgen.data.samples import is_complete
 from defectgen.generator_config import GeneratorConfig
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.quality.compute import MetricsConfig
+from defectgen.schedule import Sampler
 from defectgen.seg.evaluate import EvalConfig
 
 Log = Callable[[str], None]
@@ -44,7 +45,7 @@ class CompareConfig(SelectionKeys):
     generator_overrides: list[str] = field(default_factory=list)
     run: str | None = None  # reuse a trained two-stage run folder instead of training one
     num_samples: int = 300
-    sampler: str = "ddpm"
+    sampler: Sampler = "ddpm"
     steps: int | None = None
     sample_seed: int = 0
     sample_batch_size: int = 100

@@ -18,7 +18,8 @@ from defectgen.config import ConfigError, to_dict
 from defectgen.data.selection import SelectionConfig
 from defectgen.quality.class_stats import class_statistics, compare_class_statistics
 from defectgen.quality.diversity import diversity
-from defectgen.quality.features import EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, extractor_label
+from defectgen.quality.features import (EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, FeatureExtractorName,
+                                        extractor_label)
 from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, resolve_inception_weights
 from defectgen.quality.mask_agreement import Predictor, mask_agreement, real_data_segmenter
 from defectgen.quality.memorisation import memorisation
@@ -29,7 +30,7 @@ class MetricsConfig:
     """Settings of ``defectgen metrics``; saved into ``metrics.json``."""
 
     size: int = 64  # both sets are resized to size x size before any comparison
-    feature_extractor: str = EFFICIENTNET_NAME  # for FID/KID: efficientnet-lite0 | inception-v3-compat
+    feature_extractor: FeatureExtractorName = EFFICIENTNET_NAME  # for FID/KID
     inception_weights: str | None = None  # local Inception-v3 file; else torch-fidelity's cache
     kid_subsets: int = 100
     kid_subset_size: int | None = None  # None: min(1000, n_real, n_generated)
