@@ -21,6 +21,7 @@ from defectgen import __version__
 from defectgen.config import ConfigError
 from defectgen.distributed import process_state, shard
 from defectgen.data import samples
+from defectgen.generator_config import PRECISIONS
 from defectgen.io import OutputExistsError, atomic_write_json, clean_stale_tmp, ensure_empty_output, refuse_existing
 from defectgen.guided import Condition, GuidedRequest, known_batch
 from defectgen.pipeline import DefectGenPipeline
@@ -92,8 +93,8 @@ def check_output(out: Path, overwrite: bool = False) -> None:
 
 def _precision(precision: str, device: torch.device) -> str:
     """The precision that will actually run: bf16 only on CUDA (elsewhere it would only be slower)."""
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"precision must be fp32 or bf16, got '{precision}'")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "bf16" and device.type != "cuda":
         print(f"[defectgen] bf16 sampling needs CUDA; sampling in fp32 on {device.type}")
         return "fp32"

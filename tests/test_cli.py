@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -88,3 +89,13 @@ def test_sample_takes_the_runs_sample_config_as_defaults(tmp_path: Path, demo_da
                  "--sampler", "ddpm", "--steps", "4", "--switch", "0.5"]) == 0
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert b["sampler"] == "ddpm" and b["steps"] == 4 and b["switch"] == 0.5
+    # a pipeline folder of an older defectgen: class names in class_map.json, not in model_index.json
+    old = tmp_path / "old_pipeline"
+    shutil.copytree(run / "pipeline", old)
+    index = json.loads((old / "model_index.json").read_text())
+    names = index.pop("class_names")
+    index.pop("ignore_index")
+    (old / "model_index.json").write_text(json.dumps(index))
+    (old / "class_map.json").write_text(json.dumps({"names": names, "ignore_index": 255}))
+    assert main(["sample", "--run", str(old), "--num", "1", "--out", str(tmp_path / "c"), "--quiet", "--steps", "2"]) == 0
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["class_map"]["names"] == names
