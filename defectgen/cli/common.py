@@ -37,10 +37,10 @@ def error_line(err: BaseException) -> str:
     return f"defectgen: error: {text}"
 
 
-def add_set(p: argparse.ArgumentParser, what: str = "the config") -> None:
+def add_set(p: argparse.ArgumentParser, what: str, example: str) -> None:
     """``--set KEY=VALUE``: the one way to override a key of the command's config."""
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a key of {what} (repeatable), e.g. --set train.lr=2e-4")
+                   help=f"override a key of {what} (repeatable), e.g. --set {example}")
 
 
 def add_out(p: argparse.ArgumentParser, what: str = "output folder") -> None:

@@ -27,4 +27,4 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier comparison to resume)")
     p.add_argument("--only", choices=("all", "generate", "score"), default="all")
     add_device(p)
-    add_set(p, "the comparison config")
+    add_set(p, "the comparison config", "num_samples=100")

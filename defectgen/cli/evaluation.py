@@ -76,7 +76,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-list", default=None, help="file of exact test stems instead of a split")
     p.add_argument("--baseline", type=Path, default=None, help="ratio-0 results.json of the same protocol: adds the paired gain")
     p.add_argument("--config", type=Path, default=None, help="YAML evaluation config (e.g. configs/seg_neu64.yaml)")
-    add_set(p, "the evaluation config, e.g. --set seg.steps=300")
+    add_set(p, "the evaluation config", "seg.steps=300")
     add_device(p)
     add_out(p, "output folder (new, or an unfinished evaluation to continue)")
 
@@ -175,7 +175,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "ablate", cmd_ablate, help="the grid sources x ratios x models x seeds, resumable")
     p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. configs/ablate_neu64.yaml)")
-    add_set(p, "the ablation config")
+    add_set(p, "the ablation config", "seeds=[0,1]")
     add_usage_args(p)
     add_device(p)
     add_out(p, "output folder (new, or an earlier ablation to resume)")

@@ -181,7 +181,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", choices=("latest",), default=None, help="'latest': continue from the newest checkpoint")
     p.add_argument("--parallel", action="store_true",
                    help="train the two stages at once in two processes (each with half the cores)")
-    add_set(p, "the generator config")
+    add_set(p, "the generator config", "train.lr=2e-4")
     add_quiet(p)
     add_threads(p)
 
@@ -225,12 +225,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "inspect", cmd_inspect, help="parameters and receptive field of both networks")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--num-classes", type=int, default=4, help="classes including background")
-    add_set(p, "the generator config")
+    add_set(p, "the generator config", "train.lr=2e-4")
 
     p = command(sub, "demo", cmd_demo, help="demo data -> train both stages -> sample -> metrics -> evaluate -> report.html")
     p.add_argument("--config", type=Path, default=DEMO_CONFIG)
     p.add_argument("--num", type=int, default=None, help="pairs to generate (default: DemoConfig.num_samples, 32)")
-    add_set(p, "the generator config")
+    add_set(p, "the generator config", "train.lr=2e-4")
     p.add_argument("--demo-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a DemoConfig key (defectgen/demo.py), e.g. num_samples=16 or seeds=[0]")
     add_out(p, "demo folder")

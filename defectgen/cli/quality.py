@@ -27,7 +27,7 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
     add_out(p)
     p.add_argument("--config", type=Path, default=None, help="YAML with MetricsConfig fields")
-    add_set(p, "the MetricsConfig")
+    add_set(p, "the MetricsConfig", "kid_subsets=10")
     p.add_argument("--feature-extractor", choices=FEATURE_EXTRACTORS, default=None,
                    help="features for FID/KID (default efficientnet-lite0: offline, not comparable to published FID)")
     p.add_argument("--inception-weights", type=Path, default=None,
