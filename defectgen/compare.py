@@ -121,7 +121,7 @@ def train_variant(cfg: CompareConfig, out: Path, name: str, ds: DefectDataset, r
 def _sel(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord]) -> dict:
     from defectgen.run import selection_info
 
-    return selection_info(ds, recs, **cfg.selection.options())
+    return selection_info(ds, recs, cfg.selection)
 
 
 def _pipeline_for(row: Row, main: Path, variant: Path | None, device: str):

@@ -151,7 +151,7 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
         data = make_demo_dataset(out / "data", per_class=cfg.per_class, size=64, seed=0)
         selection = SelectionConfig(data=str(data), shots=cfg.shots)
         ds, records = selection.select(log=False)
-    sel = selection_info(ds, records, **selection.options())
+    sel = selection_info(ds, records, selection)
     parallel = cfg.parallel_stages and (os.cpu_count() or 1) >= 2
     with timer.phase("train (2 processes)" if parallel else "train"):
         train_generator(out / "run", gen_cfg, ds, records, sel, progress=progress, parallel=parallel)

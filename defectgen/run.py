@@ -19,7 +19,7 @@ import yaml
 from diffusers import UNet2DModel
 
 from defectgen.config import from_dict, save_config, to_dict
-from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
+from defectgen.data import ClassMap, DefectDataset, PairRecord, SelectionConfig, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.distributed import process_state
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
@@ -34,8 +34,9 @@ class RunError(RuntimeError):
     """The run folder does not fit the request (different config or data, or would be overwritten)."""
 
 
-def selection_info(ds: DefectDataset, records: list[PairRecord], **options: object) -> dict[str, object]:
-    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": options,
+def selection_info(ds: DefectDataset, records: list[PairRecord], sel: SelectionConfig) -> dict[str, object]:
+    """``selection.json``: the data, the selection options and the exact stems trained on."""
+    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": sel.options(),
             "stems": [r.stem for r in records]}
 
 

@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     timer = Timer()
     before = {s: (args.out / s / "final" / "config.json").is_file() for s in stages}
     with timer.phase("train (2 processes)" if args.parallel else "train"):
-        path = train_generator(args.out, cfg, ds, records, selection_info(ds, records, **sel.options()), stages,
+        path = train_generator(args.out, cfg, ds, records, selection_info(ds, records, sel), stages,
                                resume=args.resume == "latest", progress=not args.quiet, parallel=args.parallel)
     if not main_process:
         return 0
