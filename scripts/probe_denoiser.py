@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
 from defectgen.compare import CompareConfig, _generator_config
 from defectgen.config import load_config
 from defectgen.data import load_pairs
 from defectgen.pairs import encode_pairs
-from defectgen.schedule import make_scheduler
+from defectgen.schedule import make_scheduler, sampler_scheduler
 
 
 def x0_estimate(sched, model_out, xt, t):
@@ -56,7 +56,7 @@ def main() -> None:
             est = x0_estimate(sched, model(xt, tt).sample, xt, t)
         print(f"fit t={t}: x0 estimate error {float((est - x0).pow(2).mean()):.4f}, "
               f"noisy input error {float((xt - x0).pow(2).mean()):.4f}")
-    ddim = DDIMScheduler.from_config(sched.config)
+    ddim = sampler_scheduler(sched, "ddim")
     ddim.set_timesteps(50)
     x = torch.randn((2, *x0.shape[1:]), generator=g)
     for i, t in enumerate(ddim.timesteps):
