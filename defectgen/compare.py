@@ -15,7 +15,6 @@ Every step's output is checked before it runs, so an interrupted compare resumes
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -28,29 +27,25 @@ from typing import Any, Callable
 import numpy as np
 
 from defectgen.config import ConfigError, load_config, save_config, to_dict
-from defectgen.data import DefectDataset, PairRecord, load_pairs, open_dataset, select_records
+from defectgen.data import DefectDataset, PairRecord, load_pairs
+from defectgen.data.selection import SelectionConfig, SelectionKeys
+from defectgen.data.samples import is_complete
 from defectgen.generator_config import GeneratorConfig
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.quality.compute import MetricsConfig
+from defectgen.schedule import Sampler
 from defectgen.seg.evaluate import EvalConfig
 
 Log = Callable[[str], None]
 
 
 @dataclass
-class CompareConfig:
-    data: str = ""
-    format: str | None = None
-    mask_suffix: str | None = None
-    split: str | None = "train"
-    shots: int | None = 10
-    selection_seed: int = 0
-    list_file: str | None = None
+class CompareConfig(SelectionKeys):
     generator_config: str = "configs/neu64.yaml"
     generator_overrides: list[str] = field(default_factory=list)
     run: str | None = None  # reuse a trained two-stage run folder instead of training one
     num_samples: int = 300
-    sampler: str = "ddpm"
+    sampler: Sampler = "ddpm"
     steps: int | None = None
     sample_seed: int = 0
     sample_batch_size: int = 100
@@ -96,13 +91,6 @@ def _generator_config(cfg: CompareConfig, extra: list[str] = ()) -> GeneratorCon
     return load_config(GeneratorConfig, cfg.generator_config, [*cfg.generator_overrides, *extra])
 
 
-def _selection(cfg: CompareConfig) -> tuple[DefectDataset, list[PairRecord]]:
-    ds = open_dataset(cfg.data, cfg.format, cfg.mask_suffix)
-    recs = select_records(ds, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed,
-                          list_file=Path(cfg.list_file) if cfg.list_file else None)
-    return ds, recs
-
-
 # ---- generate ------------------------------------------------------------------------------
 
 def train_main(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], log: Log) -> Path:
@@ -133,7 +121,7 @@ def train_variant(cfg: CompareConfig, out: Path, name: str, ds: DefectDataset, r
 def _sel(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord]) -> dict:
     from defectgen.run import selection_info
 
-    return selection_info(ds, recs, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed, list=cfg.list_file)
+    return selection_info(ds, recs, cfg.selection)
 
 
 def _pipeline_for(row: Row, main: Path, variant: Path | None, device: str):
@@ -164,7 +152,7 @@ def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[P
     main = None
     for row in order:
         target = out / "rows" / row.name / "samples"
-        if (target / "manifest.json").is_file():
+        if is_complete(target):
             continue
         if row.kind == "copy-paste":
             log(f"copy-paste: {cfg.num_samples} pairs")
@@ -198,16 +186,17 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
     encoder, predictor = None, None
     for row in rows(cfg):
         rdir = out / "rows" / row.name
-        if not (rdir / "samples" / "manifest.json").is_file():
+        if not is_complete(rdir / "samples"):
             log(f"{row.name}: no samples yet (run compare without --only score first)")
             continue
         if not (rdir / "metrics" / "metrics.json").is_file():
             log(f"metrics for {row.name}")
             encoder = encoder or FeatureEncoder(cfg.metrics.device)
             predictor = predictor or _real_segmenter(cfg, ds, recs, device)  # one segmenter serves every row
-            compute_metrics(rdir / "samples", cfg.data, cfg.metrics, out=rdir / "metrics", format=cfg.format,
-                            mask_suffix=cfg.mask_suffix, encoder=encoder, overwrite=True, predictor=predictor,
-                            list_file=_stem_file(out, recs))
+            real = SelectionConfig(data=cfg.data, format=cfg.format, mask_suffix=cfg.mask_suffix,
+                                   list_file=str(_stem_file(out, recs)))  # exactly the generator's images
+            compute_metrics(rdir / "samples", real, cfg.metrics, out=rdir / "metrics", encoder=encoder, overwrite=True,
+                            predictor=predictor)
         if not (rdir / "eval.json").is_file():
             log(f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
             atomic_write_json(rdir / "eval.json", run_evaluation(ds, recs, cfg.eval, synthetic=rdir / "samples",
@@ -357,7 +346,7 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
 
     dev = str(resolve_device(device))
     rows(cfg)  # names, only_rows, the device and the data are checked before anything is written
-    ds, recs = _selection(cfg)
+    ds, recs = cfg.selection.select(log=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "config.yaml").is_file():  # read through the dataclass: options added later keep their defaults
@@ -373,27 +362,3 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
         score_rows(cfg, out, ds, recs, dev, log)
     log(f"compare step '{only}' took {time.time() - t0:.0f} s")
     return write_results(cfg, out)
-
-
-def cmd_compare(args: argparse.Namespace) -> None:
-    from defectgen.report_html import update_report
-    from defectgen.timing import Timer
-
-    cfg = load_config(CompareConfig, args.config, args.set)
-    timer = Timer()
-    with timer.phase(f"compare {args.only}"):
-        table = run_compare(cfg, args.out, args.only, args.device)
-    print(markdown(table, cfg.metrics.feature_extractor))
-    atomic_write_json(args.out / "timing.json", timer.to_dict())
-    print(f"report: {update_report(args.out, f'defectgen compare: {args.out.name}', getattr(args, 'argv', None)).resolve()}")
-    print(timer.line())
-
-
-def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="vanilla vs small-only vs two-stage vs copy-paste, scored the same way")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--only", choices=("all", "generate", "score"), default="all")
-    p.add_argument("--device", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.set_defaults(func=cmd_compare)

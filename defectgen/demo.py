@@ -139,7 +139,7 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
     Returns the phase timings (also written to ``out/timing.json``); ``out`` must exist and be empty.
     """
     from defectgen.config import save_config
-    from defectgen.data import open_dataset, select_records
+    from defectgen.data import SelectionConfig
     from defectgen.export import export_samples
     from defectgen.io import atomic_write_json
     from defectgen.run import load_generator, selection_info, train_generator
@@ -149,9 +149,9 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
     save_config(cfg, out / "demo.yaml")
     with timer.phase("data"):
         data = make_demo_dataset(out / "data", per_class=cfg.per_class, size=64, seed=0)
-        ds = open_dataset(data)
-        records = select_records(ds, shots=cfg.shots, seed=0)
-    sel = selection_info(ds, records, shots=cfg.shots, seed=0)
+        selection = SelectionConfig(data=str(data), shots=cfg.shots)
+        ds, records = selection.select(log=False)
+    sel = selection_info(ds, records, selection)
     parallel = cfg.parallel_stages and (os.cpu_count() or 1) >= 2
     with timer.phase("train (2 processes)" if parallel else "train"):
         train_generator(out / "run", gen_cfg, ds, records, sel, progress=progress, parallel=parallel)

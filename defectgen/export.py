@@ -1,8 +1,8 @@
-"""Sampling a trained generator into the standard output layout.
+"""The generator's sampling job: sharded across processes, resumable, written pair by pair.
 
-``DIR/images/NNNNNN.png``, ``DIR/masks/NNNNNN.png`` (class ids), ``DIR/manifest.json`` and
-``DIR/grid.png``. A folder without ``manifest.json`` is unfinished: while sampling it also holds
-``.sample_job.json`` (the arguments) and ``.done/NNNNNN.json`` (one record per finished pair).
+The folder is a sample folder (``defectgen.data.samples``: images/, masks/, manifest.json,
+grid.png), written through that module. Until the manifest is written it is unfinished and also
+holds ``.sample_job.json`` (the arguments) and ``.done/NNNNNN.json`` (one record per finished pair).
 """
 from __future__ import annotations
 
@@ -15,36 +15,21 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from defectgen import __version__
 from defectgen.config import ConfigError
 from defectgen.distributed import process_state, shard
-from defectgen.io import (OutputExistsError, atomic_save_image, atomic_write_json, clean_stale_tmp,
-                          ensure_empty_output, refuse_existing)
+from defectgen.data import samples
+from defectgen.generator_config import PRECISIONS
+from defectgen.io import OutputExistsError, atomic_write_json, clean_stale_tmp, ensure_empty_output, refuse_existing
 from defectgen.guided import Condition, GuidedRequest, known_batch
-from defectgen.pipeline import DefectGenPipeline, sample_seed
+from defectgen.pipeline import DefectGenPipeline
+from defectgen.schedule import sample_generators, sample_seed
 from defectgen.run import RunError
-from defectgen.viz import pair_grid
 
 JOB_FILE = ".sample_job.json"
 DONE_DIR = ".done"
-
-
-def class_pixels(mask: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
-    """Pixels of each class in a mask (ignore pixels are not counted)."""
-    counts = np.bincount(mask[mask < len(names)].ravel(), minlength=len(names))
-    return {name: int(counts[i]) for i, name in enumerate(names)}
-
-
-def save_pair(folder: Path, index: int, image: np.ndarray, mask: np.ndarray, names: tuple[str, ...]) -> dict:
-    """Write pair ``index`` into ``folder/images`` and ``folder/masks`` (each file atomically);
-    return its manifest entry."""
-    name = f"{index:06d}.png"
-    atomic_save_image(folder / "images" / name, Image.fromarray(image))
-    atomic_save_image(folder / "masks" / name, Image.fromarray(mask))
-    return {"index": index, "file": name, "class_pixels": class_pixels(mask, names)}
 
 
 def export_samples(
@@ -75,7 +60,7 @@ def export_samples(
     """
     out = Path(out)
     if pipe.class_map is None:
-        raise ValueError("the pipeline has no class map; load it with DefectGenPipeline.from_pretrained")
+        raise ValueError("the pipeline has no class names (config class_names); build it with class_names=...")
     switch = pipe.config.switch if switch is None else switch
     precision = _precision(precision, pipe.device)
     job = json.loads(json.dumps({"num": num, "seed": seed, "switch": switch, "sampler": sampler, "steps": steps,
@@ -94,22 +79,22 @@ def export_samples(
     if state.is_main_process:
         _finish(out, pipe, job, condition, request, time.time() - t0, len(done))
     state.wait_for_everyone()
-    return json.loads((out / "manifest.json").read_text())
+    return samples.read_manifest(out)
 
 
 def check_output(out: Path, overwrite: bool = False) -> None:
     """Fail before any work unless ``out`` is new, empty, to be replaced (``overwrite``) or an
     unfinished sample run (which ``export_samples`` resumes if the arguments match)."""
     out = Path(out)
-    if (out / JOB_FILE).is_file() and not (out / "manifest.json").is_file():
+    if (out / JOB_FILE).is_file() and not samples.is_complete(out):
         return
     refuse_existing(out, overwrite)
 
 
 def _precision(precision: str, device: torch.device) -> str:
     """The precision that will actually run: bf16 only on CUDA (elsewhere it would only be slower)."""
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"precision must be fp32 or bf16, got '{precision}'")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision == "bf16" and device.type != "cuda":
         print(f"[defectgen] bf16 sampling needs CUDA; sampling in fp32 on {device.type}")
         return "fp32"
@@ -119,19 +104,19 @@ def _precision(precision: str, device: torch.device) -> str:
 def _open_job(out: Path, job: dict[str, object], overwrite: bool) -> None:
     """Start the sample folder, or continue an unfinished one that was started with the same job."""
     job_file = out / JOB_FILE
-    if not overwrite and job_file.is_file() and not (out / "manifest.json").is_file():
+    if not overwrite and job_file.is_file() and not samples.is_complete(out):
         old = json.loads(job_file.read_text())
         if old != job:
             diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
             raise OutputExistsError(f"{out} holds an unfinished sample run with other arguments ({', '.join(diff)}); "
                                     "run that command again to finish it, or pass --overwrite")
-        for tmp in [*(out / "images").glob(".*"), *(out / "masks").glob(".*")]:
+        for tmp in [*(out / samples.IMAGES).glob(".*"), *(out / samples.MASKS).glob(".*")]:
             tmp.unlink()  # temporary files of a killed write; their pair is not recorded as done
         return
     clean_stale_tmp(out.parent, out.name)  # a killed writer's temporary folder beside ``out``
     ensure_empty_output(out, overwrite)
-    for sub in ("images", "masks", DONE_DIR):
-        (out / sub).mkdir()
+    samples.make_folders(out)
+    (out / DONE_DIR).mkdir()
     atomic_write_json(job_file, job)
 
 
@@ -146,8 +131,7 @@ def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int,
     names = pipe.class_map.names
     seeds = [sample_seed(seed, i) for i in idx]
     # on a GPU the noise comes from per-sample CUDA generators: same (seed, index) rule, no host draws
-    noise_device = pipe.device if pipe.device.type == "cuda" else "cpu"
-    gens = [torch.Generator(noise_device).manual_seed(s) for s in seeds]
+    gens = sample_generators(seed, idx, pipe.device if pipe.device.type == "cuda" else "cpu")
     conds = [condition(i) for i in idx] if condition is not None else None
     guided = {} if conds is None else {
         "known": known_batch(conds, pipe.class_map, pipe.config.image_channels, request.blend),
@@ -156,7 +140,7 @@ def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int,
         res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False, **guided)
     masks = res.masks if conds is None else [c.mask if c.mask is not None else m for c, m in zip(conds, res.masks)]
     for j, (i, s, img, mask) in enumerate(zip(idx, seeds, res.images, masks)):
-        entry = {**save_pair(out, i, img, mask, names), "seed": s, **(conds[j].info if conds else {})}
+        entry = {**samples.save_pair(out, i, img, mask, names), "seed": s, **(conds[j].info if conds else {})}
         atomic_write_json(out / DONE_DIR / f"{i:06d}.json", entry, sync=False)
 
 
@@ -167,7 +151,7 @@ def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], conditio
     missing = sorted(set(range(num)) - _done_indices(out))
     if missing:
         raise RunError(f"{out}: pairs {missing[:5]} were not written; run the same command again to fill them")
-    samples = [json.loads((out / DONE_DIR / f"{i:06d}.json").read_text()) for i in range(num)]
+    entries = [json.loads((out / DONE_DIR / f"{i:06d}.json").read_text()) for i in range(num)]
     _, _, large_ts, small_ts = pipe.plan(str(job["sampler"]), job["steps"], float(job["switch"]))
     manifest = {
         "defectgen_version": __version__,
@@ -187,10 +171,10 @@ def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], conditio
         "seconds": round(seconds, 2),  # this invocation's wall time, all processes together
         "seconds_per_sample": round(seconds / max(num - resumed, 1), 4),
         "resumed_pairs": resumed,
-        "samples": samples,
+        "samples": entries,
     }
-    _write_grid(out, pipe, samples[:16], condition, request)
-    atomic_write_json(out / "manifest.json", manifest)
+    _write_grid(out, pipe, entries[: samples.GRID_PAIRS], condition, request)
+    samples.write_manifest(out, manifest)
     shutil.rmtree(out / DONE_DIR, ignore_errors=True)
     (out / JOB_FILE).unlink(missing_ok=True)
 
@@ -199,14 +183,11 @@ def _write_grid(out: Path, pipe: DefectGenPipeline, entries: list[dict], conditi
                 request: GuidedRequest | None) -> None:
     if not entries:
         return
-    imgs = np.stack([np.asarray(Image.open(out / "images" / e["file"]).convert("RGB")) for e in entries])
-    masks = np.stack([np.asarray(Image.open(out / "masks" / e["file"])) for e in entries])
+    imgs, masks = samples.read_pairs(out, [e["file"] for e in entries])
     bgs = None
     if condition is not None and request is not None and request.mode != "masks":
         bgs = np.stack([_background(condition(e["index"]), img) for e, img in zip(entries, imgs)])
-    scale = max(1, 128 // masks[0].shape[0])
-    atomic_save_image(out / "grid.png", pair_grid(imgs, masks, ncols=4, scale=scale, backgrounds=bgs,
-                                                  names=pipe.class_map.names))
+    samples.write_grid(out, imgs, masks, pipe.class_map.names, bgs)
 
 
 def _background(cond: Condition, image: np.ndarray) -> np.ndarray:

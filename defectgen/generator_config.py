@@ -5,16 +5,20 @@ Defaults are the CPU real-data settings (64 px); ``configs/*.yaml`` override the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from defectgen.config import need
 from defectgen.models import UNetConfig
-from defectgen.pipeline import SAMPLERS
+from defectgen.schedule import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, BetaSchedule, PredictionType, Sampler
 
-STAGES = ("large", "small")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-RESIZE_MODES = ("resize", "center-crop", "crop")
+Stage = Literal["large", "small"]
+STAGES: tuple[str, ...] = get_args(Stage)
+MixedPrecision = Literal["no", "fp16", "bf16"]
+ResizeMode = Literal["resize", "center-crop", "crop"]  # crop: aspect kept, random size² crops
+Precision = Literal["fp32", "bf16"]
+MIXED_PRECISION: tuple[str, ...] = get_args(MixedPrecision)
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _choice(value: object, key: str, choices: tuple[str, ...]) -> None:
@@ -40,8 +44,8 @@ def check_unet(cfg: UNetConfig, key: str, size: int) -> None:
 @dataclass
 class DiffusionConfig:
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"  # diffusers' name for the cosine schedule
-    prediction_type: str = "sample"  # epsilon | sample (x0) | v_prediction
+    beta_schedule: BetaSchedule = "squaredcos_cap_v2"  # diffusers' name for the cosine schedule
+    prediction_type: PredictionType = "sample"  # epsilon | sample (x0) | v_prediction
     clip_sample: bool = True
     # Rescale the betas so that alpha_bar at the last timestep is exactly 0 (Lin et al. 2024, diffusers'
     # ``rescale_betas_zero_snr``): training then sees pure noise at t = T, as sampling starts from it.
@@ -66,7 +70,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: MixedPrecision = "no"
     channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs)
     compile: bool = False  # torch.compile the UNet; CUDA only, ignored on CPU
     flip: bool = True
@@ -92,17 +96,17 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     switch: float = 0.4
-    sampler: str = "ddpm"  # ddpm | ddim | dpmsolver++
+    sampler: Sampler = "ddpm"
     steps: int | None = None  # None: every training timestep
     batch_size: int = 16
-    precision: str = "fp32"  # bf16 runs the UNets in bf16 on CUDA (ignored elsewhere)
+    precision: Precision = "fp32"  # bf16 runs the UNets in bf16 on CUDA (ignored elsewhere)
 
     def check(self, key: str = "sample", flags: bool = False) -> None:
         """``flags=True`` names the ``sample`` command's flags (``--steps``) instead of config keys."""
         name = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: f"{key}.{k}")  # noqa: E731
         need(0.0 <= self.switch <= 1.0, name("switch"), "must be in [0, 1]", self.switch)
         _choice(self.sampler, name("sampler"), SAMPLERS)
-        _choice(self.precision, name("precision"), ("fp32", "bf16"))
+        _choice(self.precision, name("precision"), PRECISIONS)
         need(self.steps is None or self.steps >= 1, name("steps"), "must be at least 1 (or left out: every timestep)",
              self.steps)
         need(self.batch_size >= 1, name("batch_size"), "must be at least 1", self.batch_size)
@@ -112,7 +116,7 @@ class SampleConfig:
 class GeneratorConfig:
     size: int = 64
     image_channels: int = 3  # 1 trains on grey images
-    resize_mode: str = "resize"  # resize (squash to size²) | center-crop | crop (aspect kept, random size² crops)
+    resize_mode: ResizeMode = "resize"  # resize (squash to size²) | center-crop | crop (aspect kept, random size² crops)
     long_side: int | None = None  # crop mode: scale images so their long side is this (None: native size)
     crop_defect_prob: float = 0.5  # crop mode: share of crops placed over a defect pixel
     large: UNetConfig = field(

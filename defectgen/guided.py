@@ -29,7 +29,8 @@ from PIL import Image
 from defectgen.data import ClassMap, DataError, good_images, load_pairs, open_dataset, read_labels_file
 from defectgen.data.loading import _mask_array, _open, _to_rgb
 from defectgen.pairs import dihedral, encode_pairs
-from defectgen.pipeline import Known, sample_seed, soft_region
+from defectgen.pipeline import Known, soft_region
+from defectgen.schedule import sample_seed
 
 MODES = ("unconditional", "onto", "masks", "into-training")
 MASK_SOURCES = ("folder", "train", "model")

@@ -73,14 +73,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_tmp(parent: Path, name: str) -> list[Path]:
-    """Remove hidden temporary files/folders for target ``name`` whose writing process is gone."""
+# Before temporaries carried host and pid they were .NAME.RANDOM.tmp (mkdtemp's 8 characters): no
+# writer makes those any more, so one that is found is the leftover of a killed older defectgen.
+_OLD_TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def _stale(p: Path, name: str | None) -> bool:
+    m = _TMP.match(p.name)
+    if m:
+        return (name is None or m["name"] == name) and m["host"] == _host() and not _alive(int(m["pid"]))
+    m = _OLD_TMP.match(p.name)
+    return m is not None and (name is None or m["name"] == name)
+
+
+def clean_stale_tmp(parent: Path, name: str | None = None) -> list[Path]:
+    """Remove hidden temporary files/folders for target ``name`` (None: any target) in ``parent`` whose
+    writing process is gone: this host's dead writers, and every old-style temporary."""
     removed = []
     if not Path(parent).is_dir():
         return removed
     for p in Path(parent).iterdir():
-        m = _TMP.match(p.name)
-        if m and m["name"] == name and m["host"] == _host() and not _alive(int(m["pid"])):
+        if _stale(p, name):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -14,19 +14,18 @@ defect region itself until the switch, where its mask estimate is frozen.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 
-from defectgen.data import ClassMap
+from defectgen.data import IGNORE_INDEX, ClassMap
 from defectgen.pairs import decode_pairs
-
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
-MULTISTEP = ("dpmsolver++",)  # samplers that keep a history of model outputs between steps
+from defectgen.schedule import MULTISTEP, plan
 
 
 @dataclass
@@ -85,39 +84,21 @@ def soft_region(region: torch.Tensor, blend: int) -> torch.Tensor:
     return torch.stack(rings).mean(dim=0)
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample ``index``: depends on (seed, index) only, never on batching."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] % (2**63))
-
-
-def sampler_scheduler(scheduler: DDPMScheduler, sampler: str) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler:
-    """A fresh scheduler of kind ``sampler`` sharing the training schedule's config.
-
-    DPM-Solver++ (2nd order, multistep) reaches DDPM's quality in 20-25 steps. It has no
-    ``clip_sample``; thresholding with ``sample_max_value = 1`` is the same clip of the x0 estimate
-    to [-1, 1].
-    """
-    if sampler == "ddpm":
-        return DDPMScheduler.from_config(scheduler.config)
-    if sampler == "ddim":
-        return DDIMScheduler.from_config(scheduler.config)
-    if sampler == "dpmsolver++":
-        return DPMSolverMultistepScheduler.from_config(
-            scheduler.config, algorithm_type="dpmsolver++", solver_order=2,
-            thresholding=bool(scheduler.config.get("clip_sample", False)), sample_max_value=1.0)
-    raise ValueError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
-
-
-def split_timesteps(timesteps: list[int], switch: float, num_train_timesteps: int) -> tuple[list[int], list[int]]:
-    """Timesteps run by the large model (``t >= switch * T``) and by the small one (the rest)."""
-    if not 0.0 <= switch <= 1.0:
-        raise ValueError(f"switch must be in [0, 1], got {switch}")
-    boundary = switch * num_train_timesteps
-    return [t for t in timesteps if t >= boundary], [t for t in timesteps if t < boundary]
+def check_channels(unets: list[UNet2DModel | None], image_channels: int, num_classes: int) -> None:
+    """A pair is image channels followed by one channel per class: every UNet must take exactly that."""
+    for unet in (u for u in unets if u is not None):
+        if unet.config.in_channels != image_channels + num_classes or unet.config.out_channels != unet.config.in_channels:
+            raise ValueError(f"the UNet takes {unet.config.in_channels} channels in and {unet.config.out_channels} out, "
+                             f"but a pair has {image_channels} image channels + {num_classes} classes = "
+                             f"{image_channels + num_classes}")
 
 
 class DefectGenPipeline(DiffusionPipeline):
-    """Large UNet (``unet``) for the noisy steps, small UNet (``unet_2``) after the switch."""
+    """Large UNet (``unet``) for the noisy steps, small UNet (``unet_2``) after the switch.
+
+    The config (``model_index.json``) holds the switch, the image channels and the class names, so
+    ``save_pretrained`` / ``from_pretrained`` round-trip the whole generator.
+    """
 
     _optional_components = ["unet", "unet_2"]
 
@@ -128,27 +109,22 @@ class DefectGenPipeline(DiffusionPipeline):
         scheduler: DDPMScheduler,
         switch: float = 0.4,
         image_channels: int = 3,
+        class_names: list[str] | None = None,
+        ignore_index: int = IGNORE_INDEX,
     ):
         super().__init__()
         self.register_modules(unet=unet, unet_2=unet_2, scheduler=scheduler)
-        self.register_to_config(switch=switch, image_channels=image_channels)
-        self.class_map: ClassMap | None = None
+        names = None if class_names is None else list(class_names)
+        self.register_to_config(switch=switch, image_channels=image_channels, class_names=names,
+                                ignore_index=ignore_index)
+        if names is not None:
+            check_channels([unet, unet_2], image_channels, len(names))
 
-    # The class map is not a scalar config entry: it travels as class_map.json in the folder.
-    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:  # type: ignore[override]
-        super().save_pretrained(save_directory, **kwargs)
-        if self.class_map is not None:
-            self.class_map.save(Path(save_directory) / "class_map.json")
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> "DefectGenPipeline":  # type: ignore[override]
-        path = Path(path)
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"{path}: not a saved DefectGen pipeline (no model_index.json)")
-        pipe = super().from_pretrained(path, **kwargs)
-        if (path / "class_map.json").is_file():
-            pipe.class_map = ClassMap.load(path / "class_map.json")
-        return pipe
+    @property
+    def class_map(self) -> ClassMap | None:
+        """Class id <-> name of the generated masks (None: a pipeline built without class names)."""
+        names = self.config.class_names
+        return None if names is None else ClassMap(tuple(names), self.config.ignore_index)
 
     def _model_for(self, large: bool) -> UNet2DModel:
         model = self.unet if large else self.unet_2
@@ -159,12 +135,7 @@ class DefectGenPipeline(DiffusionPipeline):
 
     def plan(self, sampler: str = "ddpm", num_inference_steps: int | None = None, switch: float | None = None):
         """The scheduler set up for sampling, its timesteps, and the split: (scheduler, timesteps, large, small)."""
-        switch = self.config.switch if switch is None else switch
-        scheduler = sampler_scheduler(self.scheduler, sampler)
-        total = scheduler.config.num_train_timesteps
-        scheduler.set_timesteps(num_inference_steps or total)
-        timesteps = [int(t) for t in scheduler.timesteps]
-        return scheduler, timesteps, *split_timesteps(timesteps, switch, total)
+        return plan(self.scheduler, sampler, num_inference_steps, self.config.switch if switch is None else switch)
 
     def _alpha_bar(self, scheduler, t: int) -> float:
         """ᾱ at timestep ``t``; ``t < 0`` is the clean end of the trajectory (ᾱ = 1)."""
@@ -236,3 +207,17 @@ class DefectGenPipeline(DiffusionPipeline):
             x = prev
         images, masks = decode_pairs(x, self.config.image_channels)
         return PairSamples(images, masks, {"large": large_ts, "small": small_ts})
+
+
+# Pipelines saved before the class names moved into model_index.json kept them in this file.
+LEGACY_CLASS_MAP = "class_map.json"
+
+
+def load_pipeline(path: str | Path, **kwargs) -> DefectGenPipeline:
+    """``DefectGenPipeline.from_pretrained``, also for folders whose class names are in ``class_map.json``."""
+    path = Path(path)
+    index = json.loads((path / "model_index.json").read_text())
+    if index.get("class_names") is None and (path / LEGACY_CLASS_MAP).is_file():
+        old = ClassMap.load(path / LEGACY_CLASS_MAP)
+        kwargs = {"class_names": list(old.names), "ignore_index": old.ignore_index, **kwargs}
+    return DefectGenPipeline.from_pretrained(path, **kwargs)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from defectgen.data.samples import GRID, MASKS
 from defectgen.io import atomic_write_text
 from defectgen.timing import summary_line
 
@@ -250,10 +251,15 @@ def section_progress(root: Path) -> str:
 
 
 def _sample_sets(root: Path) -> list[tuple[Path, dict]]:
+    from defectgen.data import DataError, samples
+
     found = []
-    for path in _find(root, "manifest.json"):
-        m = _read_json(path)
-        if isinstance(m, dict) and "samples" in m:
+    for path in _find(root, samples.MANIFEST):
+        try:
+            m = samples.read_manifest(path.parent)
+        except DataError:  # a damaged manifest is left out of the page, not an error of the page
+            continue
+        if "samples" in m:
             found.append((path.parent, m))
     return found
 
@@ -277,7 +283,7 @@ def section_samples(root: Path) -> str:
                 facts.append(f"{label} {m[key]}")
         if m.get("seconds_per_sample") is not None:
             facts.append(f"{m['seconds_per_sample']:.3f} s/pair")
-        grid = folder / "grid.png"
+        grid = folder / GRID
         tiles = ("the image it was painted onto | the generated image | with the mask overlaid"
                  if mode in ("onto", "into-training") else "image | image with the mask overlaid")
         parts.append(f"<h3>{html.escape(_rel(folder, root))}</h3><p>{html.escape(', '.join(facts))}. "
@@ -295,7 +301,7 @@ def _real_shares(m: dict, names: list[str], folder: Path) -> dict[str, float] | 
     from defectgen.data import DataError, load_pairs, open_dataset
     from defectgen.quality.class_stats import class_statistics
 
-    first = next(iter(sorted((folder / "masks").glob("*.png"))), None)
+    first = next(iter(sorted((folder / MASKS).glob("*.png"))), None)
     size = Image.open(first).size[0] if first is not None else 32
 
     pipeline = (m.get("model") or {}).get("pipeline")

@@ -6,7 +6,7 @@ Layout::
     RUN/selection.json      data folder, format and the exact stems trained on
     RUN/class_map.json
     RUN/large/  RUN/small/  log.jsonl, samples/step_*.png, checkpoints/step_*/, final/ (EMA UNet)
-    RUN/pipeline/           DefectGenPipeline.save_pretrained: both UNets, scheduler, class map, switch
+    RUN/pipeline/           DefectGenPipeline.save_pretrained: both UNets, scheduler, switch, class names
 """
 from __future__ import annotations
 
@@ -19,28 +19,32 @@ import yaml
 from diffusers import UNet2DModel
 
 from defectgen.config import from_dict, save_config, to_dict
-from defectgen.data import ClassMap, DefectDataset, PairRecord, load_pairs
+from defectgen.data import ClassMap, DefectDataset, PairRecord, SelectionConfig, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.distributed import process_state
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
-from defectgen.io import atomic_dir, atomic_write_json
+from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
-from defectgen.pipeline import DefectGenPipeline
-from defectgen.train import latest_checkpoint, make_scheduler, train_stage
+from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
+from defectgen.schedule import make_scheduler
+from defectgen.train import latest_checkpoint, train_stage
 
 
 class RunError(RuntimeError):
     """The run folder does not fit the request (different config or data, or would be overwritten)."""
 
 
-def selection_info(ds: DefectDataset, records: list[PairRecord], **options: object) -> dict[str, object]:
-    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": options,
+def selection_info(ds: DefectDataset, records: list[PairRecord], sel: SelectionConfig) -> dict[str, object]:
+    """``selection.json``: the data, the selection options and the exact stems trained on."""
+    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": sel.options(),
             "stems": [r.stem for r in records]}
 
 
 def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], class_map: ClassMap) -> None:
     """Create the run folder, or check that an existing one was made with this config and data."""
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, *(out / s for s in STAGES), *(out / s / "checkpoints" for s in STAGES)):
+        clean_stale_tmp(folder)  # half-written checkpoints, finals and pipelines of a killed run
     cfg_path, sel_path = out / "config.yaml", out / "selection.json"
     if cfg_path.is_file():
         same_cfg = _saved_config(cfg_path) == to_dict(cfg)
@@ -143,7 +147,7 @@ def train_one_stage(out: Path, cfg: GeneratorConfig, data: torch.Tensor | CropSe
     """Train ``stage`` on encoded pairs; the main process writes its EMA UNet to ``out/stage/final`` and its timing."""
     stage_dir, state = out / stage, process_state()
     t0 = time.time()
-    model = train_stage(cfg, data, class_map, stage_dir, stage, resume=resume, progress=progress)
+    model = train_stage(cfg, data, stage_dir, stage, resume=resume, progress=progress, names=class_map.names)
     if state.is_main_process:
         with atomic_dir(stage_dir / "final") as tmp:
             model.save_pretrained(tmp)
@@ -180,9 +184,9 @@ def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
         models[stage] = UNet2DModel.from_pretrained(final) if (final / "config.json").is_file() else None
     if not any(models.values()):
         raise RunError(f"{out}: no finished stage to assemble")
-    pipe = DefectGenPipeline(models["large"], models["small"], make_scheduler(cfg), cfg.sample.switch,
-                             cfg.image_channels)
-    pipe.class_map = ClassMap.load(out / "class_map.json")
+    names = ClassMap.load(out / "class_map.json").names
+    pipe = DefectGenPipeline(models["large"], models["small"], make_scheduler(cfg.diffusion), cfg.sample.switch,
+                             cfg.image_channels, list(names))
     with atomic_dir(out / "pipeline") as tmp:
         pipe.save_pretrained(tmp)
     return out / "pipeline"
@@ -229,8 +233,9 @@ def check_pipeline_folder(path: Path) -> None:
         raise RunError(f"{index_path}: not valid JSON ({err}); the pipeline folder is damaged") from err
     if not isinstance(index, dict) or "scheduler" not in index:
         raise RunError(f"{index_path}: not a DefectGen pipeline index (no scheduler entry)")
-    if not (path / "class_map.json").is_file():
-        raise RunError(f"{path / 'class_map.json'}: missing; without it the pipeline's classes have no names")
+    if index.get("class_names") is None and not (path / LEGACY_CLASS_MAP).is_file():
+        raise RunError(f"{index_path}: no class_names (nor an older defectgen's {LEGACY_CLASS_MAP}); "
+                       "without them the pipeline's classes have no names")
     parts = [name for name in ("unet", "unet_2") if (index.get(name) or [None])[0] is not None]
     if not parts:
         raise RunError(f"{index_path}: names neither UNet (unet, unet_2); nothing to sample with")
@@ -254,11 +259,7 @@ def load_generator(run: Path, device: str | torch.device = "cpu") -> DefectGenPi
     path = pipeline_path(run)
     check_pipeline_folder(path)
     try:
-        pipe = DefectGenPipeline.from_pretrained(path)
+        pipe = load_pipeline(path)  # also checks the UNets' channels against image channels + classes
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         raise RunError(f"{path}: the pipeline cannot be loaded ({str(err).splitlines()[0]})") from err
-    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
-    expected = pipe.config.image_channels + pipe.class_map.num_classes
-    if ref.config.in_channels != expected:
-        raise RunError(f"{path}: the UNet takes {ref.config.in_channels} channels but image channels + classes = {expected}")
     return pipe.to(device)

@@ -32,25 +32,13 @@ from safetensors.torch import load_file, save_model
 from tqdm.auto import tqdm
 
 from defectgen.config import ConfigError
-from defectgen.data import ClassMap
 from defectgen.data.geometry import CropSet
 from defectgen.generator_config import GeneratorConfig, TrainConfig
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
 from defectgen.models import build_unet
-from defectgen.pipeline import DefectGenPipeline, sample_seed
+from defectgen.pipeline import DefectGenPipeline
+from defectgen.schedule import make_scheduler, sample_generators, sample_seed, target_for
 from defectgen.viz import pair_grid
-
-
-def make_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
-    d = cfg.diffusion
-    return DDPMScheduler(
-        num_train_timesteps=d.num_train_timesteps,
-        beta_schedule=d.beta_schedule,
-        prediction_type=d.prediction_type,
-        clip_sample=d.clip_sample,
-        rescale_betas_zero_snr=d.rescale_betas_zero_snr,
-        timestep_spacing="trailing",  # sampling starts from the top timestep, pure noise
-    )
 
 
 def augment(x: torch.Tensor, draws: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -66,17 +54,6 @@ def augment(x: torch.Tensor, draws: torch.Tensor, cfg: TrainConfig) -> torch.Ten
         turns = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
         x = turns[draws[:, 2], torch.arange(len(x), device=x.device)]
     return x
-
-
-def target_for(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "sample":
-        return x0
-    if kind == "v_prediction":
-        return scheduler.get_velocity(x0, noise, t)
-    raise ValueError(f"unknown prediction_type '{kind}'")
 
 
 def draw_batch(
@@ -206,7 +183,7 @@ def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, s
     pipe = DefectGenPipeline(unet if large else None, None if large else unet, scheduler, 0.0 if large else 1.0,
                              cfg.image_channels)
     n = cfg.train.sample_count
-    gens = [torch.Generator().manual_seed(sample_seed(1234, i)) for i in range(n)]
+    gens = sample_generators(1234, range(n))
     was_training = unet.training
     unet.eval()
     out = pipe(gens, sampler="ddim", num_inference_steps=cfg.train.sample_steps, progress=False)
@@ -232,25 +209,26 @@ def _accelerate(unet: UNet2DModel, tc: TrainConfig, device: torch.device) -> UNe
 def train_stage(
     cfg: GeneratorConfig,
     data: torch.Tensor | CropSet,
-    class_map: ClassMap,
     stage_dir: Path,
     stage: str,
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    names: tuple[str, ...] | None = None,
 ) -> UNet2DModel:
     """Train the ``stage`` UNet on encoded pairs ``data`` (N,C,H,W); return the EMA model.
 
     ``train.batch_size`` is the global batch: under ``torchrun`` each process trains on its share
     and DDP averages the gradients, so the weights match a single-process run. ``stop_after`` ends
     this call after that many steps (training in chunks on a machine with a time limit);
-    ``resume=True`` continues from the newest checkpoint. Only the main process writes.
+    ``resume=True`` continues from the newest checkpoint; ``names`` label the classes in the
+    preview grids. Only the main process writes.
     """
     tc = cfg.train
     steps = tc.large_steps if stage == "large" else tc.small_steps
     torch.manual_seed(tc.seed)
     unet = build_unet(cfg.large if stage == "large" else cfg.small, data.shape[1], cfg.size)
-    scheduler = make_scheduler(cfg)
+    scheduler = make_scheduler(cfg.diffusion)
     # The schedule is stepped by hand once per optimizer step: a prepared scheduler that follows the
     # optimizer would be stepped once per process, running the schedule num_processes times too fast.
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
@@ -312,7 +290,7 @@ def train_stage(
             micro_steps = rows = 0
         if main and tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps):
             ema_model = ema_unet(ema, accelerator.unwrap_model(unet))
-            preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png", class_map.names)
+            preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png", names)
         if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
             save_checkpoint(parts, stage_dir, done, tc.keep_checkpoints)
         if stop_after is not None and done >= stop_after:

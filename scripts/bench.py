@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from defectgen.config import load_config  # noqa: E402
+from defectgen.data.samples import read_manifest  # noqa: E402
 from defectgen.generator_config import GeneratorConfig  # noqa: E402
 from defectgen.models import build_unet  # noqa: E402
-from defectgen.pipeline import DefectGenPipeline, sample_seed, sampler_scheduler  # noqa: E402
-from defectgen.train import make_scheduler, target_for, train_stage  # noqa: E402
+from defectgen.pipeline import DefectGenPipeline  # noqa: E402
+from defectgen.schedule import make_scheduler, sample_generators, sampler_scheduler, target_for  # noqa: E402
+from defectgen.train import train_stage  # noqa: E402
 
 CHANNELS = 1 + 4  # grey image + 4 classes, as the demo data
 
@@ -73,11 +75,12 @@ def bench_config(size: int, quick: bool) -> GeneratorConfig:
     return cfg
 
 
-def make_pipeline(cfg: GeneratorConfig, device: str) -> DefectGenPipeline:
+def make_pipeline(cfg: GeneratorConfig, device: str, class_names: list[str] | None = None) -> DefectGenPipeline:
     torch.manual_seed(0)
     large = build_unet(cfg.large, CHANNELS, cfg.size)
     small = build_unet(cfg.small, CHANNELS, cfg.size)
-    return DefectGenPipeline(large, small, make_scheduler(cfg), cfg.sample.switch, cfg.image_channels).to(device)
+    return DefectGenPipeline(large, small, make_scheduler(cfg.diffusion), cfg.sample.switch, cfg.image_channels,
+                             class_names).to(device)
 
 
 def bare_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[], object]:
@@ -86,7 +89,7 @@ def bare_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[
         sched = sampler_scheduler(pipe.scheduler, "ddpm")
         sched.set_timesteps(steps)
         boundary = pipe.config.switch * sched.config.num_train_timesteps
-        gens = [torch.Generator(pipe.device).manual_seed(sample_seed(0, i)) for i in range(batch)]
+        gens = sample_generators(0, range(batch), pipe.device)
         x = torch.stack([torch.randn(CHANNELS, pipe.unet.config.sample_size, pipe.unet.config.sample_size,
                                      generator=g, device=pipe.device) for g in gens])
         with torch.no_grad():
@@ -100,7 +103,7 @@ def bare_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[
 
 def ours_sampling(pipe: DefectGenPipeline, batch: int, steps: int) -> Callable[[], object]:
     def run() -> object:
-        gens = [torch.Generator(pipe.device).manual_seed(sample_seed(0, i)) for i in range(batch)]
+        gens = sample_generators(0, range(batch), pipe.device)
         return pipe(gens, num_inference_steps=steps, progress=False)
     return run
 
@@ -115,13 +118,13 @@ def training_pair(cfg: GeneratorConfig, data: torch.Tensor, steps: int, device: 
         import shutil
 
         shutil.rmtree(tmp / "large", ignore_errors=True)
-        train_stage(cfg, data, None, tmp / "large", "large", progress=False)  # type: ignore[arg-type]
+        train_stage(cfg, data, tmp / "large", "large", progress=False)
 
     def bare() -> None:
         torch.manual_seed(0)
         unet = build_unet(cfg.large, data.shape[1], cfg.size).to(device).train()
         opt = torch.optim.AdamW(unet.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        sched = make_scheduler(cfg)
+        sched = make_scheduler(cfg.diffusion)
         g = torch.Generator().manual_seed(0)
         x0 = data[torch.randint(len(data), (cfg.train.batch_size,), generator=g)].to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
@@ -205,10 +208,9 @@ def scaling(quick: bool, data_dir: Path, work: Path) -> dict[str, object]:
             "train.checkpoint_every=0", "train.log_every=1"]
     if quick:
         sets += ["large.base_channels=8", "large.norm_num_groups=8", "large.attention_head_dim=8"]
-    pipe = make_pipeline(bench_config(size, quick), "cpu")
     from defectgen.data import open_dataset
 
-    pipe.class_map = open_dataset(data_dir).class_map
+    pipe = make_pipeline(bench_config(size, quick), "cpu", list(open_dataset(data_dir).class_map.names))
     pipe.save_pretrained(work / "bench_pipeline")
     num, sample_steps = (8, 5) if quick else (32, 20)
     train: dict[str, list[float]] = {"1": [], "2": []}
@@ -224,7 +226,7 @@ def scaling(quick: bool, data_dir: Path, work: Path) -> dict[str, object]:
             syn = work / f"samples_{n}_{rep}"
             _torchrun(n, ["sample", "--run", str(work / "bench_pipeline"), "--num", str(num), "--out", str(syn),
                           "--sampler", "ddim", "--steps", str(sample_steps), "--batch-size", "4", "--quiet"])
-            sample[str(n)].append(num / json.loads((syn / "manifest.json").read_text())["seconds"])
+            sample[str(n)].append(num / read_manifest(syn)["seconds"])
 
     def summary(runs: dict[str, list[float]]) -> dict[str, object]:
         one, two = float(np.median(runs["1"])), float(np.median(runs["2"]))

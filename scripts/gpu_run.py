@@ -111,9 +111,9 @@ def pack_pipeline(run: Path, out: Path, shard_mb: float) -> list[str]:
 
     import torch
 
-    from defectgen.pipeline import DefectGenPipeline
+    from defectgen.pipeline import load_pipeline
 
-    pipe = DefectGenPipeline.from_pretrained(run / "pipeline", dtype=torch.float16)
+    pipe = load_pipeline(run / "pipeline", dtype=torch.float16)
     tmp = Path(tempfile.mkdtemp(prefix="pack_"))
     pipe.save_pretrained(tmp, max_shard_size=int(shard_mb * 1e6))
     names = []
@@ -137,7 +137,7 @@ def unpack_weights(src: Path, dst: Path) -> Path:
     import torch
 
     from defectgen.io import atomic_dir
-    from defectgen.pipeline import DefectGenPipeline
+    from defectgen.pipeline import load_pipeline
 
     with atomic_dir(dst) as tmp:
         with tarfile.open(src / "pipeline_meta.tar") as tar:
@@ -146,7 +146,7 @@ def unpack_weights(src: Path, dst: Path) -> Path:
             rel = Path(*shard.name[len("weights-"):].split(SEP))
             (tmp / "pipeline" / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / "pipeline" / rel).write_bytes(shard.read_bytes())
-        pipe = DefectGenPipeline.from_pretrained(tmp / "pipeline", dtype=torch.float32)
+        pipe = load_pipeline(tmp / "pipeline", dtype=torch.float32)
         for shard in (tmp / "pipeline").rglob("*.safetensors*"):
             shard.unlink()  # the fp16 shards and their index, replaced by the float32 save below
         pipe.save_pretrained(tmp / "pipeline")
@@ -155,12 +155,11 @@ def unpack_weights(src: Path, dst: Path) -> Path:
 
 def pack_samples(folder: Path, out: Path, max_bytes: int) -> list[str]:
     """The sample folder's pairs as compressed ``.npz`` parts under ``max_bytes`` each, plus the manifest."""
-    from PIL import Image
+    from defectgen.data import samples
 
-    manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():
-        entries = json.loads(manifest_path.read_text())["samples"]
-        (out / "manifest.json").write_bytes(manifest_path.read_bytes())
+    if samples.is_complete(folder):
+        entries = samples.read_manifest(folder)["samples"]
+        (out / samples.MANIFEST).write_bytes((folder / samples.MANIFEST).read_bytes())
     else:  # unfinished: the pairs recorded as done (never a half-written file)
         from defectgen.export import DONE_DIR
 
@@ -181,8 +180,7 @@ def pack_samples(folder: Path, out: Path, max_bytes: int) -> list[str]:
         part, size, k = [], 0, k + 1
 
     for e in entries:
-        img = np.asarray(Image.open(folder / "images" / e["file"]).convert("RGB"))
-        mask = np.asarray(Image.open(folder / "masks" / e["file"]))
+        (img,), (mask,) = samples.read_pairs(folder, [e["file"]])
         per_pair = per_pair or img.nbytes + mask.nbytes
         if size + per_pair > max_bytes * 0.9:  # uncompressed bound: a part can never exceed max_bytes
             flush()
@@ -194,20 +192,17 @@ def pack_samples(folder: Path, out: Path, max_bytes: int) -> list[str]:
 
 def unpack_samples(src: Path, dst: Path) -> Path:
     """Rebuild the sample folder (images/, masks/, manifest.json) from ``pack_samples``' files."""
-    from PIL import Image
-
+    from defectgen.data import samples
     from defectgen.io import atomic_dir
 
     with atomic_dir(dst) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
+        samples.make_folders(tmp)
         for part in sorted(src.glob("samples-*.npz")):
             with np.load(part) as z:
                 for i, img, mask in zip(z["index"], z["images"], z["masks"]):
-                    Image.fromarray(img).save(tmp / "images" / f"{int(i):06d}.png")
-                    Image.fromarray(mask).save(tmp / "masks" / f"{int(i):06d}.png")
-        if (src / "manifest.json").is_file():
-            (tmp / "manifest.json").write_bytes((src / "manifest.json").read_bytes())
+                    samples.save_pair(tmp, int(i), img, mask, ())
+        if (src / samples.MANIFEST).is_file():
+            (tmp / samples.MANIFEST).write_bytes((src / samples.MANIFEST).read_bytes())
     return dst
 
 

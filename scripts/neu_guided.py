@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from defectgen.data import load_pairs, open_dataset
+from defectgen.data.samples import is_complete, read_manifest
 from defectgen.export import export_samples
 from defectgen.guided import GuidedRequest, build_conditions, known_batch, training_pairs
 from defectgen.io import atomic_write_json, atomic_write_text
@@ -70,8 +71,8 @@ def seam_ratio(images: np.ndarray, region: np.ndarray, blend: int) -> float:
 
 def sample_set(pipe, run: Path, name: str, req: GuidedRequest | None, args, out: Path) -> dict:
     folder = out / slug(name)
-    if (folder / "manifest.json").is_file():
-        return json.loads((folder / "manifest.json").read_text())
+    if is_complete(folder):
+        return read_manifest(folder)
     size = pipe.unet.config.sample_size
     cond = None
     if req is not None:
@@ -182,7 +183,7 @@ def rebuild_tables(args) -> None:
         if req is not None and req.mode == "into-training":
             folder = args.samples / slug(name)
             images, masks = read_set(folder, size)
-            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest = read_manifest(folder)
             saved["rows"][name].update(into_training_stats(args.run, manifest, images, masks, real_masks, req.blend))
     atomic_write_json(args.out / "results.json", saved)
     write_figure(args, size)
@@ -199,7 +200,7 @@ def _stem_index(run: Path, stem: str, _cache: dict = {}) -> int:
 def write_figure(args, size: int) -> None:
     """Training image | generated | overlay for the first 8 into-training pairs."""
     name = "into-training, train masks"
-    manifest = json.loads((args.samples / slug(name) / "manifest.json").read_text())
+    manifest = read_manifest(args.samples / slug(name))
     images, masks = read_set(args.samples / slug(name), size)
     ds = open_dataset(json.loads((args.run / "selection.json").read_text())["data"])
     bgs, _ = load_pairs([ds.by_stem(s["source_image"]) for s in manifest["samples"][:8]], ds.class_map, size)
@@ -233,7 +234,7 @@ def write_downstream(folders: list[Path], out: Path) -> None:
         rows[name] = row
     atomic_write_json(out / "val_downstream.json", rows)
     cp = folders[0] / "copypaste_samples"
-    if (cp / "manifest.json").is_file():  # kept like the generated sets, to re-score
+    if is_complete(cp):  # kept like the generated sets, to re-score
         images, masks = read_set(cp, 64)
         np.savez_compressed(out / "copy_paste.npz", images=images[..., 0], masks=masks)
     n = max(len(r["seeds"]) for r in rows.values())

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from defectgen.data import load_pairs, open_dataset, read_stem_list
+from defectgen.data.samples import is_complete, read_manifest
 from defectgen.io import atomic_write_json, atomic_write_text
 
 
@@ -112,12 +113,12 @@ def diagnostics(compares: list[tuple[str, Path]], filtered: list[Path],
     for label, cmp in compares:
         for r in json.loads((cmp / "results.json").read_text()):
             folder = cmp / "rows" / r["row"] / "samples"
-            if r["kind"] == "baseline" or not (folder / "manifest.json").is_file():
+            if r["kind"] == "baseline" or not is_complete(folder):
                 continue
             keep = ("fid", "memorised_pixel", "mask_agreement", "gain", "gain_ci_low", "gain_ci_high")
             out[label + r["row"]] = {**folder_stats(folder), **{k: r.get(k) for k in keep}}
     for f in filtered:
-        info = json.loads((f / "samples" / "manifest.json").read_text())["filter"]
+        info = read_manifest(f / "samples")["filter"]
         name = f"{Path(info['source']).parent.name} filtered (agreement >= {info['min_agreement']}, " \
                f"{info['n_kept']}/{info['n_in']} kept)"
         out[name] = {**folder_stats(f / "samples"), **gain(f / "eval" / "results.json")}

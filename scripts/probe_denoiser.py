@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
-from defectgen.compare import CompareConfig, _generator_config, _selection
+from defectgen.compare import CompareConfig, _generator_config
 from defectgen.config import load_config
 from defectgen.data import load_pairs
 from defectgen.pairs import encode_pairs
-from defectgen.train import make_scheduler
+from defectgen.schedule import make_scheduler, sampler_scheduler
 
 
 def x0_estimate(sched, model_out, xt, t):
@@ -41,11 +41,11 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(CompareConfig, args.compare_config)
     gen = _generator_config(cfg)
-    ds, recs = _selection(cfg)
+    ds, recs = cfg.selection.select(log=False)
     images, masks = load_pairs(recs[:4], ds.class_map, gen.size)
     x0 = encode_pairs(images, masks, ds.class_map.num_classes, gen.image_channels)
     model = UNet2DModel.from_pretrained(args.model).eval()
-    sched = make_scheduler(gen)
+    sched = make_scheduler(gen.diffusion)
     print(f"prediction {sched.config.prediction_type}; alpha_bar(t=999) {float(sched.alphas_cumprod[-1]):.2e}; "
           f"real pair std {float(x0.std()):.3f}")
     g = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def main() -> None:
             est = x0_estimate(sched, model(xt, tt).sample, xt, t)
         print(f"fit t={t}: x0 estimate error {float((est - x0).pow(2).mean()):.4f}, "
               f"noisy input error {float((xt - x0).pow(2).mean()):.4f}")
-    ddim = DDIMScheduler.from_config(sched.config)
+    ddim = sampler_scheduler(sched, "ddim")
     ddim.set_timesteps(50)
     x = torch.randn((2, *x0.shape[1:]), generator=g)
     for i, t in enumerate(ddim.timesteps):

@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from defectgen.cli import main as defectgen  # noqa: E402
+from defectgen.data.samples import is_complete, read_manifest  # noqa: E402
 from defectgen.data import load_pairs, open_dataset  # noqa: E402
 from defectgen.io import atomic_write_json, atomic_write_text  # noqa: E402
 from neu_results import set_stats  # noqa: E402
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{sampler}-{steps}"
         syn, met = args.work / name, args.work / f"{name}_metrics"
         t0 = time.time()
-        if not (syn / "manifest.json").is_file():
+        if not is_complete(syn):
             assert defectgen(["sample", "--run", str(args.run), "--num", str(args.num), "--out", str(syn), "--sampler",
                               sampler, "--steps", str(steps), "--batch-size", "32", "--quiet"]) == 0
-        seconds = json.loads((syn / "manifest.json").read_text())["seconds"]
+        seconds = read_manifest(syn)["seconds"]
         if not (met / "metrics.json").is_file():
             assert defectgen(["metrics", "--real", str(args.data), "--synthetic", str(syn), "--out", str(met),
                               "--size", str(size), "--seg-set", f"steps={args.seg_steps}", "--seg-set", "model=unet-small",

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from defectgen.config import ConfigError, load_config
-from defectgen.data import DataError, add_selection_args, selection_from_args
+from defectgen.cli.common import add_selection_args, selection
+from defectgen.data import DataError
 from defectgen.io import OutputExistsError
 from defectgen.seg.curve import METRICS, run_steps_curve
 from defectgen.seg.evaluate import EvalConfig
@@ -58,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg.seg.model = args.model
         if args.seeds is not None:
             cfg.seeds = args.seeds
-        ds, train = selection_from_args(args)
+        ds, train = selection(args).select()
         curve = run_steps_curve(ds, train, cfg, args.steps, args.out, args.metric, args.tolerance / 100,
                                 args.protocol_log, args.device, overwrite=args.overwrite)
-    except (ConfigError, DataError, OutputExistsError, FileNotFoundError) as err:
+    except (ConfigError, DataError, OutputExistsError, FileNotFoundError) as err:  # ConfigError: no --data
         print(f"seg_steps_curve: error: {err}", file=sys.stderr)
         return 2
     print((args.out / "curve.md").read_text())

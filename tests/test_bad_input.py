@@ -42,6 +42,11 @@ def _weights(pipe: Path) -> Path:
     return pipe / "unet" / "diffusion_pytorch_model.safetensors"
 
 
+def _edit_index(pipe: Path, **entries: object) -> None:
+    index = json.loads((pipe / "model_index.json").read_text())
+    (pipe / "model_index.json").write_text(json.dumps({**index, **entries}))
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-200])
 
@@ -118,7 +123,9 @@ BAD_INPUTS = [
     ("sample: garbage safetensors", _sample_from(lambda p: _weights(p).write_bytes(b"\x07garbage" * 50)),
      "diffusion_pytorch_model.safetensors"),
     ("sample: missing unet/ folder", _sample_from(lambda p: shutil.rmtree(p / "unet")), "unet"),
-    ("sample: missing class map", _sample_from(lambda p: (p / "class_map.json").unlink()), "class_map.json"),
+    ("sample: no class names", _sample_from(lambda p: _edit_index(p, class_names=None)), "no class_names"),
+    ("sample: UNet channels != image + classes", _sample_from(lambda p: _edit_index(p, class_names=["a", "b"])),
+     "image channels + 2 classes"),
     ("train --set train.batch_size=0", _train("train.batch_size=0"), "train.batch_size"),
     ("train --set size=7", _train("size=7"), "'size'"),
     ("train --set train.lr=-1", _train("train.lr=-1"), "train.lr"),

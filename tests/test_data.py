@@ -194,3 +194,24 @@ def test_neu_few_shot_selection(neu_root: Path) -> None:
     recs = select_records(ds, split="train", shots=10, seed=0)
     assert len(recs) == 30
     assert not {r.stem for r in recs} & set(ds.splits["test"])
+
+
+def test_a_chosen_image_that_cannot_be_opened_fails_at_selection(tmp_path: Path, demo_data: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """Before any run folder or log line: the error names the file; an image left out of the choice is only reported."""
+    import shutil
+
+    from defectgen.data import SelectionConfig
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    broken = sorted((data / "images").iterdir())[0]
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{broken.name}: unreadable"):
+        SelectionConfig(data=str(data)).select()
+    assert "[data]" not in capsys.readouterr().err  # the failure is the only thing said
+    others = [p.stem for p in sorted((data / "images").iterdir())[1:4]]
+    (tmp_path / "stems.txt").write_text("\n".join(others))
+    ds, recs = SelectionConfig(data=str(data), list_file=str(tmp_path / "stems.txt")).select()
+    assert [r.stem for r in recs] == others and broken in ds.unreadable
+    assert "cannot be opened" in capsys.readouterr().err

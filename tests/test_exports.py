@@ -9,7 +9,7 @@ import pytest
 
 from defectgen.cli import main
 from defectgen.data import load_pair, open_dataset
-from defectgen.seg.mixing import open_synthetic
+from defectgen.data.samples import open_synthetic
 from test_seg_end_to_end import make_dataset  # tests/ is on sys.path under pytest
 
 

@@ -14,7 +14,8 @@ from defectgen.cli import main
 from defectgen.data import ClassMap
 from defectgen.guided import Condition, known_batch, parse_classes, place_mask
 from defectgen.models import UNetConfig, build_unet
-from defectgen.pipeline import DefectGenPipeline, sample_seed, soft_region
+from defectgen.pipeline import DefectGenPipeline, soft_region
+from defectgen.schedule import sample_seed
 
 CLASSES = ClassMap(("background", "scratch", "spot", "patch"))
 C = 1 + CLASSES.num_classes

@@ -89,9 +89,14 @@ def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path,
     else:
         (newest / "trainer_state.json").write_text("")
     stale = [unfinished / "large" / "checkpoints" / f".step_0000006.{DEAD}.abc.tmp",
-             unfinished / f".pipeline.{DEAD}.xyz.tmp", unfinished / "large" / f".final.{DEAD}.q.tmp"]
+             unfinished / f".pipeline.{DEAD}.xyz.tmp", unfinished / "large" / f".final.{DEAD}.q.tmp",
+             # old-style names (before host and pid), also of a target that is never written again
+             unfinished / "large" / "checkpoints" / ".step_0000006.k3j2_a9x.tmp",
+             unfinished / "large" / "checkpoints" / ".step_0000002.zz81qq0m.tmp",
+             unfinished / ".pipeline.a1b2c3d4.tmp", unfinished / "small" / ".final.qqqqqqqq.tmp",
+             unfinished / "large" / "checkpoints" / f".step_0000002.{DEAD}.r.tmp"]
     for folder in stale:  # what a kill -9 during those writes leaves
-        folder.mkdir()
+        folder.mkdir(parents=True)
         (folder / "half.bin").write_bytes(b"x")
     elsewhere = unfinished / ".pipeline.another-machine-1.xyz.tmp"  # a writer on another host sharing the folder
     elsewhere.mkdir()
@@ -110,12 +115,13 @@ def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config:
     try:
         run, syn = tmp_path / "run", tmp_path / "syn"
         assert _train(run, demo_data, tiny_config, "--set", "train.large_steps=2") == 0
-        stale = tmp_path / f".syn.{DEAD}.abc.tmp"
-        stale.mkdir()
+        stale = [tmp_path / f".syn.{DEAD}.abc.tmp", tmp_path / ".syn.8hq_3kx0.tmp"]  # new- and old-style names
+        for folder in stale:
+            folder.mkdir()
         assert main(["sample", "--run", str(run), "--num", "2", "--out", str(syn), "--switch", "0", "--quiet"]) == 0
     finally:
         os.umask(old)
-    assert not stale.exists()
+    assert not any(p.exists() for p in stale)
     for path in [run / "config.yaml", run / "selection.json", run / "pipeline" / "model_index.json",
                  _ckpt(run, 2) / "model.safetensors", syn / "manifest.json", syn / "images" / "000000.png"]:
         assert oct(path.stat().st_mode & 0o777) == oct(0o644), path

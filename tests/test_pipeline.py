@@ -8,7 +8,8 @@ from diffusers import DDPMScheduler
 
 from defectgen.models import UNetConfig, build_unet, receptive_field
 from defectgen.pairs import decode_pairs, encode_pairs
-from defectgen.pipeline import DefectGenPipeline, sample_seed, split_timesteps
+from defectgen.pipeline import DefectGenPipeline
+from defectgen.schedule import sample_seed, split_timesteps
 
 C = 1 + 4  # grey image + 4 classes
 
@@ -151,3 +152,38 @@ def test_dpmsolver_keeps_known_pixels() -> None:
     out = pipe(_gens(2), sampler="dpmsolver++", num_inference_steps=5, progress=False, known=Known(values, weight))
     expected, _ = decode_pairs(values, image_channels=1)
     assert np.array_equal(out.images, expected)
+
+
+def test_class_names_round_trip_in_the_pipeline_config(tmp_path) -> None:
+    pipe = _pipeline()
+    pipe.register_to_config(class_names=["background", "crack", "spot", "patch"])
+    pipe.save_pretrained(tmp_path / "p")
+    assert not (tmp_path / "p" / "class_map.json").exists()  # the names live in model_index.json
+    back = DefectGenPipeline.from_pretrained(tmp_path / "p")
+    assert back.class_map.names == ("background", "crack", "spot", "patch") and back.config.switch == 0.4
+    assert np.array_equal(back(_gens(1), progress=False, num_inference_steps=3).masks,
+                       pipe(_gens(1), progress=False, num_inference_steps=3).masks)
+
+
+def test_a_pipeline_folder_of_an_older_defectgen_still_loads(tmp_path) -> None:
+    """Older folders kept the class names in class_map.json beside a model_index.json without them."""
+    import json
+
+    from defectgen.data import ClassMap
+    from defectgen.pipeline import load_pipeline
+
+    _pipeline().save_pretrained(tmp_path / "old")
+    index = json.loads((tmp_path / "old" / "model_index.json").read_text())
+    for key in ("class_names", "ignore_index"):
+        index.pop(key)
+    (tmp_path / "old" / "model_index.json").write_text(json.dumps(index))
+    ClassMap(("background", "a", "b", "c")).save(tmp_path / "old" / "class_map.json")
+    assert load_pipeline(tmp_path / "old").class_map == ClassMap(("background", "a", "b", "c"))
+    assert DefectGenPipeline.from_pretrained(tmp_path / "old").class_map is None
+
+
+def test_unet_channels_must_be_image_channels_plus_classes() -> None:
+    pipe = _pipeline()
+    with pytest.raises(ValueError, match=r"5 channels in .* 1 image channels \+ 3 classes = 4"):
+        DefectGenPipeline(pipe.unet, pipe.unet_2, pipe.scheduler, image_channels=1, class_names=["bg", "a", "b"])
+    DefectGenPipeline(pipe.unet, pipe.unet_2, pipe.scheduler, image_channels=1, class_names=["bg", "a", "b", "c"])

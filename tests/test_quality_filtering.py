@@ -12,7 +12,7 @@ from defectgen.config import ConfigError
 from defectgen.data import ClassMap, load_pairs, open_dataset
 from defectgen.io import OutputExistsError
 from defectgen.quality.filtering import choose_pairs, dominant_class, filter_samples, per_image_agreement
-from defectgen.seg.copypaste import write_sample_folder
+from defectgen.data.samples import write_samples
 
 NAMES = ("background", "spot", "line")
 
@@ -49,7 +49,7 @@ def bright_spot_samples(folder: Path) -> list[bool]:
             masks[i, 2:6, 2:6] = 1
         else:
             masks[i, 10:14, 10:14] = 1
-    write_sample_folder(folder, images, masks, ClassMap(NAMES), ["a", "b"], [{"seed": i} for i in range(6)],
+    write_samples(folder, images, masks, ClassMap(NAMES), ["a", "b"], [{"seed": i} for i in range(6)],
                         {"generator": "test"})
     return good
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectgen.io import OutputExistsError
-from defectgen.quality.fidelity import MissingWeightsError
+from defectgen.data import SelectionConfig
 from defectgen.quality.compute import MetricsConfig, compute_metrics, evaluate
 from defectgen.quality.report import json_safe, render_markdown
 
@@ -61,18 +60,13 @@ def folders(tmp_path):
 
 
 def run_cli(*argv):
-    """What ``defectgen metrics ...`` runs: the subcommand's parser and its ``func``."""
-    import argparse
+    """``defectgen metrics ...`` through the real entry point (a user error: exit code 2, one line)."""
+    from defectgen.cli import main
 
-    from defectgen.quality.cli import add_metrics_parser
-
-    parser = argparse.ArgumentParser(prog="defectgen")
-    add_metrics_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["metrics", *argv])
-    return args.func(args)
+    return main(["metrics", *argv])
 
 
-def test_metrics_command_writes_labelled_report(folders):
+def test_metrics_command_writes_labelled_report(folders, capsys):
     out = folders / "out"
     rc = run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(out),
                  "--size", "32", "--no-mask-agreement", "--set", "kid_subsets=5")
@@ -93,21 +87,24 @@ def test_metrics_command_writes_labelled_report(folders):
     assert "not comparable to published Inception FID" in md
     assert Image.open(out / "nearest_neighbours.png").size[0] > 100
     # never silently overwrite an earlier report
-    with pytest.raises(OutputExistsError):
-        run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(out),
-                "--no-mask-agreement")
+    capsys.readouterr()
+    assert run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(out),
+                   "--no-mask-agreement") == 2
+    assert "exists and is not empty" in capsys.readouterr().err
 
 
-def test_explicit_selection_and_missing_inception_weights(folders, tmp_path, encoder):
+def test_explicit_selection_and_missing_inception_weights(folders, tmp_path, encoder, capsys):
     listing = tmp_path / "stems.txt"
     listing.write_text("r06\nr07\nr08\n")
-    m = compute_metrics(folders / "syn", folders / "real", MetricsConfig(size=32, mask_agreement=False, kid_subsets=5),
-                        list_file=listing, encoder=encoder)
+    real = SelectionConfig(data=str(folders / "real"), list_file=str(listing))
+    m = compute_metrics(folders / "syn", real, MetricsConfig(size=32, mask_agreement=False, kid_subsets=5),
+                        encoder=encoder)
     assert m["inputs"]["real_stems"] == ["r06", "r07", "r08"]
     assert m["inputs"]["real_chosen_by"] == "list file"
-    with pytest.raises(MissingWeightsError, match="missing.pth"):
-        run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(tmp_path / "o2"),
-                "--inception-weights", str(tmp_path / "missing.pth"), "--no-mask-agreement")
+    capsys.readouterr()
+    assert run_cli("--real", str(folders / "real"), "--synthetic", str(folders / "syn"), "--out", str(tmp_path / "o2"),
+                   "--inception-weights", str(tmp_path / "missing.pth"), "--no-mask-agreement") == 2
+    assert "missing.pth" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from defectgen.data import ClassMap, DataError
-from defectgen.seg.copypaste import dihedral, make_copypaste, paste, write_sample_folder
-from defectgen.seg.mixing import LeakError, check_no_leak, choose_synthetic, num_synthetic, open_synthetic
+from defectgen.data.samples import open_synthetic, write_samples
+from defectgen.seg.copypaste import dihedral, make_copypaste, paste
+from defectgen.seg.mixing import LeakError, check_no_leak, choose_synthetic, num_synthetic
 
 CM = ClassMap(("background", "scratch", "spot", "hole"))
 
@@ -72,7 +73,7 @@ def test_make_copypaste_pastes_source_class_region():
 
 def _sample_folder(tmp_path, train_stems, n=6):
     images, masks = _pairs(n)
-    write_sample_folder(tmp_path / "syn", images, masks, CM, train_stems, [{"seed": 0} for _ in range(n)])
+    write_samples(tmp_path / "syn", images, masks, CM, train_stems, [{"seed": 0} for _ in range(n)])
     return tmp_path / "syn"
 
 

@@ -27,10 +27,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path, demo_data: Path, 
     cfg = load_config(GeneratorConfig, tiny_config, ["train.large_steps=6", "train.checkpoint_every=2",
                                                      "train.sample_every=0"])
     data, ds = _data(demo_data, cfg)
-    whole = train_stage(cfg, data, ds.class_map, tmp_path / "a", "large", progress=False)
-    train_stage(cfg, data, ds.class_map, tmp_path / "b", "large", progress=False, stop_after=3)
+    whole = train_stage(cfg, data, tmp_path / "a", "large", progress=False)
+    train_stage(cfg, data, tmp_path / "b", "large", progress=False, stop_after=3)
     assert latest_checkpoint(tmp_path / "b").name == "step_0000002"  # step 3's work is lost, as in a crash
-    resumed = train_stage(cfg, data, ds.class_map, tmp_path / "b", "large", resume=True, progress=False)
+    resumed = train_stage(cfg, data, tmp_path / "b", "large", resume=True, progress=False)
     for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
@@ -44,7 +44,7 @@ def test_training_lowers_the_loss(tmp_path: Path, demo_data: Path, tiny_config: 
                                                      "train.batch_size=4", "train.sample_every=0",
                                                      "train.checkpoint_every=0"])
     data, ds = _data(demo_data, cfg)
-    train_stage(cfg, data, ds.class_map, tmp_path, "small", progress=False)
+    train_stage(cfg, data, tmp_path, "small", progress=False)
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.7 * losses[0]
 
@@ -159,8 +159,8 @@ def test_gpu_speed_options_keep_the_result(tmp_path: Path, demo_data: Path, tiny
     cfg = load_config(GeneratorConfig, tiny_config, base)
     fast = load_config(GeneratorConfig, tiny_config, [*base, "train.channels_last=true", "train.compile=true"])
     data, ds = _data(demo_data, cfg)
-    a = train_stage(cfg, data, ds.class_map, tmp_path / "a", "large", progress=False)
-    b = train_stage(fast, data, ds.class_map, tmp_path / "b", "large", progress=False)
+    a = train_stage(cfg, data, tmp_path / "a", "large", progress=False)
+    b = train_stage(fast, data, tmp_path / "b", "large", progress=False)
     x, t = torch.randn(2, 5, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 15])
     with torch.no_grad():
         torch.testing.assert_close(b(x, t).sample, a(x, t).sample, rtol=0, atol=1e-5)
@@ -179,3 +179,40 @@ def test_parallel_stages_give_the_same_weights(tmp_path: Path, demo_data: Path, 
         b = UNet2DModel.from_pretrained(tmp_path / "par" / stage / "final").state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), stage
     assert (tmp_path / "par" / "pipeline" / "model_index.json").is_file()
+
+
+@pytest.fixture()
+def fresh_accelerate():
+    """accelerate keeps one mixed-precision setting per process: start and leave this test with a clean state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_resumes_exactly(precision: str, tmp_path: Path, demo_data: Path, tiny_config: Path,
+                                        fresh_accelerate: None) -> None:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if not Accelerator(mixed_precision=precision).native_amp:
+        pytest.skip(f"accelerate runs {precision} on this device ({AcceleratorState().device.type}) as plain fp32, "
+                    f"without autocast: there is no {precision} training to resume")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.large_steps=4", "train.checkpoint_every=2",
+                                                     "train.sample_every=0", f"train.mixed_precision={precision}"])
+    data, _ = _data(demo_data, cfg)
+    whole = train_stage(cfg, data, tmp_path / "a", "large", progress=False)
+    train_stage(cfg, data, tmp_path / "b", "large", progress=False, stop_after=3)
+    state = json.loads((latest_checkpoint(tmp_path / "b") / "trainer_state.json").read_text())
+    assert state["step"] == 2 and "scaler" in state  # fp16 on CUDA: the grad scaler's state rides along
+    resumed = train_stage(cfg, data, tmp_path / "b", "large", resume=True, progress=False)
+    for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    plain = load_config(GeneratorConfig, tiny_config, ["train.large_steps=4", "train.checkpoint_every=2",
+                                                       "train.sample_every=0"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    fp32 = train_stage(plain, data, tmp_path / "c", "large", progress=False)
+    assert any(not torch.equal(p, q) for p, q in zip(whole.state_dict().values(), fp32.state_dict().values()))

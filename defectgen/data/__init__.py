@@ -4,10 +4,10 @@ from defectgen.data.errors import DataError
 from defectgen.data.dataset import good_images, open_dataset
 from defectgen.data.formats import FORMATS, DefectDataset, PairRecord, detect_format
 from defectgen.data.loading import load_pair, load_pairs, present_classes, read_mask_ids
-from defectgen.data.selection import add_selection_args, read_stem_list, select_records, selection_from_args
+from defectgen.data.selection import SelectionConfig, read_stem_list, select_records
 
 __all__ = [
     "IGNORE_INDEX", "ClassMap", "read_labels_file", "DataError", "FORMATS", "DefectDataset", "PairRecord",
     "detect_format", "good_images", "open_dataset", "load_pair", "load_pairs", "present_classes", "read_mask_ids",
-    "add_selection_args", "read_stem_list", "select_records", "selection_from_args",
+    "SelectionConfig", "read_stem_list", "select_records",
 ]

@@ -13,6 +13,7 @@ What is settled here and said in ``DefectDataset.report``:
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -22,6 +23,7 @@ from defectgen.data.classmap import ClassMap
 from defectgen.data.errors import DataError
 from defectgen.data.formats import DefectDataset, PairRecord, index_class_map
 from defectgen.data.loading import binary_threshold, read_mask_array
+from defectgen.data.samples import is_complete
 
 SQUASH_NOTE = " (non-square: 'resize_mode: resize' squashes them to size x size; 'resize_mode: crop' keeps the aspect)"
 MAX_DERIVED_CLASSES = 20  # ids 1..K without a names file are classes only up to this K
@@ -91,24 +93,25 @@ def _binary_stats(ds: DefectDataset, hists: list[dict[int, int]], threshold: int
     return defect
 
 
-def _sizes_line(records: list[PairRecord]) -> str:
+def _sizes_line(records: list[PairRecord]) -> tuple[str, list[Path]]:
+    """The report's line on image sizes, and the images that cannot be opened (an error once selected)."""
     sizes, unreadable = Counter(), []
     for rec in records:
         try:
             with Image.open(rec.image) as im:
                 sizes[im.size] += 1
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            unreadable.append(rec.image)  # named by load_pair when it is used
+            unreadable.append(rec.image)  # named by load_pair when it is selected
     if unreadable:
-        return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})"
+        return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})", unreadable
     if len(sizes) == 1:
         (w, h), = sizes
         aspect = max(w, h) / min(w, h)
-        return f"image size {w}x{h} (all {len(records)}), aspect {aspect:.2f}" + (SQUASH_NOTE if aspect > 1.05 else "")
+        return f"image size {w}x{h} (all {len(records)}), aspect {aspect:.2f}" + (SQUASH_NOTE if aspect > 1.05 else ""), []
     aspects = [max(w, h) / min(w, h) for w, h in sizes]
     longs = [max(w, h) for w, h in sizes]
     return (f"image sizes vary: {len(sizes)} sizes, long side {min(longs)}-{max(longs)} px, aspect {min(aspects):.2f}-{max(aspects):.2f}"
-            + (SQUASH_NOTE if max(aspects) > 1.05 else ""))
+            + (SQUASH_NOTE if max(aspects) > 1.05 else "")), []
 
 
 def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectDataset:
@@ -126,7 +129,7 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
         ids = set(ds.class_map.defect_ids)
         defect = [sum(c for v, c in h.items() if v in ids) for h in hists]
         ignore = [h.get(ds.class_map.ignore_index, 0) for h in hists]
-    if (ds.root / "manifest.json").is_file():  # a written sample set: every pair stays a pair
+    if is_complete(ds.root):  # a written sample set: every pair stays a pair
         n_empty = sum(d == 0 for d in defect)
         ds.report.append(f"sample set: {len(ds.records)} pairs" + (f", {n_empty} without a defect pixel" if n_empty else ""))
         return ds
@@ -134,7 +137,8 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
     empty = [r for r, d, i in zip(ds.records, defect, ignore) if d == 0 and i == 0]
     all_ignore = [r for r, d, i in zip(ds.records, defect, ignore) if d == 0 and i > 0]
     if empty:
-        where = Counter(r.label or r.mask.parent.name for r in empty)
+        where = Counter(ds.class_map.names[r.binary_class] if r.binary_class is not None else r.mask.parent.name
+                        for r in empty)
         ds.report.append(f"warning: {len(empty)} masks hold no defect pixel ({dict(where)}; e.g. {empty[0].mask}): "
                          "used as defect-free images, not as class examples")
     if all_ignore:
@@ -147,7 +151,8 @@ def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectData
     ds.records = keep
     ds.good = ds.good + empty
     ds.report.append(_classes_line(ds, hists, defect))
-    ds.report.append(_sizes_line(ds.records + ds.good))
+    line, ds.unreadable = _sizes_line(ds.records + ds.good)
+    ds.report.append(line)
     return ds
 
 

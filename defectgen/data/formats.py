@@ -18,13 +18,14 @@ mask once (see ``checks.py``) and says what it found in ``DefectDataset.report``
 """
 from __future__ import annotations
 
-import json
 import re
+from typing import Literal, get_args
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.data.classmap import ClassMap, read_labels_file
 from defectgen.data.errors import DataError
+from defectgen.data.samples import MANIFEST, is_complete, read_manifest
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Recognised image/mask folder names (case-insensitive). Pairs are tried in this order.
@@ -34,7 +35,8 @@ MASK_DIR_NAMES = ("SegmentationClass", "ann_dir", "masks", "mask", "labels", "la
 INDEX_DIR_PAIRS = tuple((a, b) for a in IMAGE_DIR_NAMES for b in MASK_DIR_NAMES)
 LABEL_FILES = ("labels.txt", "classes.txt", "class_names.txt")
 NOT_CLASS_DIRS = ("ImageSets", "splits")  # split-file folders next to data folders
-FORMATS = ("index", "mvtec", "binary-per-class")
+DataFormat = Literal["index", "mvtec", "binary-per-class"]
+FORMATS: tuple[str, ...] = get_args(DataFormat)
 # A folder whose name holds one of these words (split at _ - . space) holds defect-free images.
 GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
 
@@ -51,7 +53,6 @@ class PairRecord:
     stem: str
     image: Path
     mask: Path | None
-    label: str | None = None
     binary_class: int | None = None
     threshold: int | None = None
 
@@ -65,6 +66,7 @@ class DefectDataset:
     splits: dict[str, list[str]] = field(default_factory=dict)
     good: list[PairRecord] = field(default_factory=list)  # defect-free images (never a class, never a shot)
     report: list[str] = field(default_factory=list)  # what the reader found, one line each ("warning: ..." first)
+    unreadable: list[Path] = field(default_factory=list)  # images that cannot be opened (an error once selected)
 
     def by_stem(self, stem: str) -> PairRecord:
         for rec in self.records + self.good:
@@ -108,7 +110,7 @@ def find_dir_pair(root: Path) -> tuple[Path, Path] | None:
 # ---- layout detection: every layout says why it does not fit ----
 
 def _why_not_index(root: Path) -> str | None:
-    if (root / "manifest.json").is_file() and find_dir_pair(root):
+    if is_complete(root) and find_dir_pair(root):
         return None
     pair = find_dir_pair(root)
     if pair is None:
@@ -213,11 +215,11 @@ def _read_splits(root: Path) -> dict[str, list[str]]:
 
 def index_class_map(root: Path) -> ClassMap | None:
     """The class map named by ``root``'s manifest, class_map.json or class-name file; None if none."""
-    if (root / "manifest.json").is_file():
+    if is_complete(root):
         try:
-            return ClassMap.from_dict(json.loads((root / "manifest.json").read_text())["class_map"])
-        except (ValueError, KeyError) as err:
-            raise DataError(f"{root / 'manifest.json'}: no readable class_map ({err})") from err
+            return ClassMap.from_dict(read_manifest(root)["class_map"])
+        except (KeyError, TypeError) as err:
+            raise DataError(f"{root / MANIFEST}: no readable class_map ({err})") from err
     if (root / "class_map.json").is_file():
         return ClassMap.load(root / "class_map.json")
     for name in LABEL_FILES:
@@ -296,7 +298,7 @@ def read_mvtec(root: Path) -> DefectDataset:
             mask = root / "ground_truth" / defect / f"{img.stem}_mask.png"
             if not mask.is_file():
                 raise DataError(f"{img}: missing mask (expected {mask})")
-            records.append(PairRecord(f"{defect}_{img.stem}", img, mask, label=defect, binary_class=cid))
+            records.append(PairRecord(f"{defect}_{img.stem}", img, mask, binary_class=cid))
     good = [PairRecord(f"{part}_good_{p.stem}", p, None) for part in ("train", "test")
             if (root / part / "good").is_dir() for p in _images_in(root / part / "good")]
     ds = DefectDataset(root, "mvtec", class_map, records, {}, good)
@@ -360,7 +362,7 @@ def read_binary_per_class(root: Path, mask_suffix: str | None = None, threshold:
         for img in images:
             if img.stem not in masks:
                 raise DataError(f"{img}: missing mask (X.jpg + X.png beside it, or suffix '{mask_suffix or '_mask'}')")
-            records.append(PairRecord(f"{name}_{img.stem}", img, masks[img.stem], label=name, binary_class=cid,
+            records.append(PairRecord(f"{name}_{img.stem}", img, masks[img.stem], binary_class=cid,
                                       threshold=threshold))
     ds = DefectDataset(root, "binary-per-class", class_map, records, {})
     ds.report.append(f"binary-per-class layout: classes {classes}, {len(records)} pairs")

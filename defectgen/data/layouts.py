@@ -14,7 +14,6 @@ folder also gets ``manifest.json`` with the class map and where each pair came f
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -27,7 +26,8 @@ from defectgen.data.classmap import ClassMap
 from defectgen.data.errors import DataError
 from defectgen.data.formats import DefectDataset, PairRecord
 from defectgen.data.loading import load_pair
-from defectgen.io import atomic_dir, atomic_write_json, atomic_write_text, safe_name
+from defectgen.data.samples import IMAGES, MANIFEST, MASKS, read_manifest, write_manifest
+from defectgen.io import atomic_dir, atomic_write_text, safe_name
 
 LAYOUTS = ("defectgen", "mmseg", "voc")
 
@@ -74,24 +74,24 @@ def relayout(folder: Path, layout: str, split: str = "train") -> None:
     folder = Path(folder)
     if layout == "defectgen":
         return
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     class_map = ClassMap.from_dict(manifest["class_map"])
     stems = []
     with atomic_dir(folder.with_name(folder.name + ".relayout")) as tmp:
         for sample in manifest["samples"]:
-            stem = Path(safe_name(sample["file"], f"{folder / 'manifest.json'}: sample file")).stem
+            stem = Path(safe_name(sample["file"], f"{folder / MANIFEST}: sample file")).stem
             img, mask = layout_paths(layout, stem, split)
-            _put(folder / "images" / sample["file"], tmp / img)
-            _put(folder / "masks" / sample["file"], tmp / mask)
+            _put(folder / IMAGES / sample["file"], tmp / img)
+            _put(folder / MASKS / sample["file"], tmp / mask)
             sample.update(image=img, mask=mask)
             stems.append(stem)
         for extra in folder.iterdir():  # grid.png and anything else a writer added
-            if extra.is_file() and extra.name != "manifest.json":
+            if extra.is_file() and extra.name != MANIFEST:
                 _put(extra, tmp / extra.name)
-            elif extra.is_dir() and extra.name not in ("images", "masks"):
+            elif extra.is_dir() and extra.name not in (IMAGES, MASKS):
                 shutil.copytree(extra, tmp / extra.name)
         write_index_files(tmp, layout, class_map, {split: stems})
-        atomic_write_json(tmp / "manifest.json", {**manifest, "layout": layout})
+        write_manifest(tmp, {**manifest, "layout": layout})
     done = folder.with_name(folder.name + ".relayout")
     old = folder.with_name(f".{folder.name}.old")
     os.replace(folder, old)
@@ -120,7 +120,7 @@ def mix_dataset(
     from defectgen.seg.mixing import check_no_leak, choose_synthetic, num_synthetic
 
     layout_paths(layout, "x", "train")  # refuses an unknown layout before any work
-    synthetic.class_map.check_compatible(ds.class_map, str(synthetic.root / "manifest.json"))
+    synthetic.class_map.check_compatible(ds.class_map, str(synthetic.root / MANIFEST))
     check_no_leak([r.stem for r in train], [r.stem for r in test], synthetic)
     count = num_synthetic(len(train), ratio)
     chosen = [synthetic.records[i] for i in choose_synthetic(synthetic.classes, count, seed, balanced)]
@@ -143,7 +143,7 @@ def mix_dataset(
             "synthetic": synthetic.identity(), "num_real": len(train), "num_synthetic": len(chosen),
             "splits": {k: len(v) for k, v in splits.items()}, "files": files,
         }
-        atomic_write_json(tmp / "manifest.json", manifest)
+        write_manifest(tmp, manifest)
     return manifest
 
 

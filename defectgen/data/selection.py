@@ -1,15 +1,20 @@
-"""Few-shot selection: the same options pick the same real images for every command."""
+"""Few-shot selection: the same ``SelectionConfig`` picks the same real images for every command.
+
+``train``, ``evaluate``, ``mix``, ``copypaste``, ``metrics`` and ``filter`` build it from their
+flags (``--data/--split/--shots/--seed/--list``...), ``ablate`` and ``compare`` from their config
+files (keys ``data``, ``split``, ``shots``, ``selection_seed``, ``list_file``).
+"""
 from __future__ import annotations
 
-import argparse
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from defectgen.data.errors import DataError
 from defectgen.data.dataset import open_dataset
-from defectgen.data.formats import FORMATS, DefectDataset, PairRecord
-from defectgen.data.loading import present_classes
+from defectgen.data.formats import DataFormat, DefectDataset, PairRecord
+from defectgen.data.loading import load_pair, present_classes
 
 
 def read_stem_list(path: Path) -> list[str]:
@@ -78,38 +83,72 @@ def select_records(
     return candidates
 
 
-def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data", required: bool = True) -> None:
-    """The shared options that pick the real images: every command that reads real data uses these."""
-    g = parser.add_argument_group("real data selection")
-    g.add_argument(data_flag, dest="data", type=Path, default=None,
-                   help="data folder" + (" (or --images DIR --masks DIR)" if required else ""))
-    g.add_argument("--format", choices=FORMATS, default=None, help="data layout (auto-detected by default)")
-    g.add_argument("--images", type=Path, default=None, help="image folder of an image/mask folder pair (with --masks)")
-    g.add_argument("--masks", type=Path, default=None, help="mask folder matching --images by file stem")
-    g.add_argument("--good", type=Path, default=None, help="folder of defect-free images (never a class, never a shot)")
-    g.add_argument("--threshold", type=int, default=None,
-                   help="binary masks: pixels above this are defect (default 127 for 8-bit, 0 for 0/1 masks)")
-    g.add_argument("--mask-suffix", default=None, help="binary-per-class: mask file suffix, e.g. _mask")
-    g.add_argument("--split", default=None, help="restrict to a split file's stems, e.g. train")
-    g.add_argument("--shots", type=int, default=None, help="K images per defect class")
-    g.add_argument("--seed", type=int, default=0, help="seed of the few-shot selection")
-    g.add_argument("--list", dest="list_file", type=Path, default=None, help="file of exact stems to use")
-    parser.set_defaults(data_required=required, data_flag=data_flag)
+@dataclass
+class SelectionConfig:
+    """Which real images: the data folder and how to read it, then the split, the shots or a stem list."""
+
+    data: str | None = None  # data folder (or ``images`` + ``masks``)
+    format: DataFormat | None = None  # None: detected
+    mask_suffix: str | None = None
+    images: str | None = None
+    masks: str | None = None
+    good: str | None = None  # defect-free images: never a class, never a shot
+    threshold: int | None = None  # binary masks: pixels above it are defect
+    split: str | None = None
+    shots: int | None = None  # K images per defect class
+    seed: int = 0  # seed of the few-shot draw
+    list_file: str | None = None  # exact stems instead of shots
+
+    @property
+    def explicit(self) -> bool:
+        """Whether a subset was asked for (shots or a stem list) rather than a whole split."""
+        return self.shots is not None or self.list_file is not None
+
+    def options(self) -> dict[str, object]:
+        """The choice as recorded beside every output (selection.json, results.json)."""
+        return {"split": self.split, "shots": self.shots, "seed": self.seed, "list": self.list_file}
+
+    def open(self, log: bool = True) -> DefectDataset:
+        """The data named here; what the reader found is printed to stderr unless ``log`` is off."""
+        if self.data is None and self.images is None:
+            raise DataError("no data given: a data folder, or an image folder and a mask folder")
+        ds = open_dataset(self.data, self.format, self.mask_suffix, images=self.images, masks=self.masks,
+                          good=self.good, threshold=self.threshold)
+        if log:
+            for line in ds.report:
+                print(f"[data] {line}", file=sys.stderr)
+        return ds
+
+    def records(self, ds: DefectDataset) -> list[PairRecord]:
+        return select_records(ds, split=self.split, shots=self.shots, seed=self.seed,
+                              list_file=None if self.list_file is None else Path(self.list_file))
+
+    def select(self, log: bool = True) -> tuple[DefectDataset, list[PairRecord]]:
+        """The data and the chosen records; a chosen image that cannot be opened is an error now, before any work."""
+        ds = self.open(log=False)
+        records = self.records(ds)
+        unreadable = set(ds.unreadable)
+        for rec in (r for r in records if r.image in unreadable):
+            load_pair(rec, ds.class_map)  # raises, naming the file and why
+        if log:
+            for line in ds.report:
+                print(f"[data] {line}", file=sys.stderr)
+        return ds, records
 
 
-def dataset_from_args(args: argparse.Namespace, log: bool = True) -> DefectDataset:
-    """Open the data named by the selection options; print what the reader found (to stderr)."""
-    if args.data is None and args.images is None and getattr(args, "data_required", True):
-        raise DataError(f"no data given: pass {getattr(args, 'data_flag', '--data')} DIR, or --images DIR --masks DIR")
-    ds = open_dataset(args.data, args.format, args.mask_suffix, images=args.images, masks=args.masks,
-                      good=args.good, threshold=args.threshold)
-    if log:
-        for line in ds.report:
-            print(f"[data] {line}", file=sys.stderr)
-    return ds
+@dataclass
+class SelectionKeys:
+    """The selection as the ablate and compare config files spell it: flat keys beside the rest."""
 
+    data: str = ""  # real data folder (paths are relative to the working directory)
+    format: DataFormat | None = None
+    mask_suffix: str | None = None
+    split: str | None = "train"  # the few-shot images come from this split only
+    shots: int | None = 10  # K images per defect class
+    selection_seed: int = 0
+    list_file: str | None = None  # or exact training stems (as for the generator)
 
-def selection_from_args(args: argparse.Namespace) -> tuple[DefectDataset, list[PairRecord]]:
-    ds = dataset_from_args(args)
-    recs = select_records(ds, split=args.split, shots=args.shots, seed=args.seed, list_file=args.list_file)
-    return ds, recs
+    @property
+    def selection(self) -> SelectionConfig:
+        return SelectionConfig(data=self.data or None, format=self.format, mask_suffix=self.mask_suffix,
+                               split=self.split, shots=self.shots, seed=self.selection_seed, list_file=self.list_file)

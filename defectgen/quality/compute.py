@@ -7,7 +7,6 @@ KID, memorisation and diversity (with Inception, FID/KID alone go through torch-
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,11 @@ from typing import Any, Callable
 import numpy as np
 
 from defectgen.config import ConfigError, to_dict
+from defectgen.data.selection import SelectionConfig
 from defectgen.quality.class_stats import class_statistics, compare_class_statistics
 from defectgen.quality.diversity import diversity
-from defectgen.quality.features import EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, extractor_label
+from defectgen.quality.features import (EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, FeatureExtractorName,
+                                        extractor_label)
 from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, resolve_inception_weights
 from defectgen.quality.mask_agreement import Predictor, mask_agreement, real_data_segmenter
 from defectgen.quality.memorisation import memorisation
@@ -29,7 +30,7 @@ class MetricsConfig:
     """Settings of ``defectgen metrics``; saved into ``metrics.json``."""
 
     size: int = 64  # both sets are resized to size x size before any comparison
-    feature_extractor: str = EFFICIENTNET_NAME  # for FID/KID: efficientnet-lite0 | inception-v3-compat
+    feature_extractor: FeatureExtractorName = EFFICIENTNET_NAME  # for FID/KID
     inception_weights: str | None = None  # local Inception-v3 file; else torch-fidelity's cache
     kid_subsets: int = 100
     kid_subset_size: int | None = None  # None: min(1000, n_real, n_generated)
@@ -146,13 +147,14 @@ def _agreement(real_images, real_masks, gen_images, gen_masks, class_names, cfg,
     return {**out, **info}
 
 
-def real_records(ds, manifest: dict[str, Any], split, shots, seed, list_file):
+def real_records(ds, manifest: dict[str, Any], sel: SelectionConfig):
     """The real training subset: the explicit selection if given, else the manifest's ``train_stems``."""
-    from defectgen.data import DataError, select_records
+    from defectgen.data import DataError
 
-    if list_file is not None or shots is not None or not manifest.get("train_stems"):
-        how = "list file" if list_file is not None else f"{shots} shots, seed {seed}" if shots is not None else "all images"
-        return select_records(ds, split=split, shots=shots, seed=seed, list_file=list_file), how + (f" of split {split}" if split else "")
+    if sel.explicit or not manifest.get("train_stems"):
+        how = ("list file" if sel.list_file is not None else f"{sel.shots} shots, seed {sel.seed}" if sel.shots is not None
+               else "all images")
+        return sel.records(ds), how + (f" of split {sel.split}" if sel.split else "")
     index = {r.stem: r for r in ds.records}
     missing = [s for s in manifest["train_stems"] if s not in index]
     if missing:
@@ -162,17 +164,11 @@ def real_records(ds, manifest: dict[str, Any], split, shots, seed, list_file):
 
 def compute_metrics(
     synthetic: str | Path,
-    real: str | Path,
+    real: SelectionConfig | str | Path,
     cfg: MetricsConfig | None = None,
     *,
     out: str | Path | None = None,
     overwrite: bool = False,
-    split: str | None = None,
-    shots: int | None = None,
-    seed: int = 0,
-    list_file: str | Path | None = None,
-    format: str | None = None,
-    mask_suffix: str | None = None,
     predictor: Predictor | None = None,
     seg_config: Any = None,
     encoder: FeatureEncoder | None = None,
@@ -181,25 +177,27 @@ def compute_metrics(
     """Metrics of the synthetic folder ``synthetic`` (``images/``, ``masks/``, ``manifest.json``) against
     the real training subset of ``real``; with ``out``, also writes the report there.
 
-    The real subset is ``list_file``/``shots`` (with ``split`` and ``seed``) when given, else exactly
-    the manifest's ``train_stems``, else every image of ``split`` (or of the whole data). Pass one
+    ``real`` is the real data and its selection (a bare path: the whole folder). The real subset is
+    the selection's stem list or shots when given, else exactly the manifest's ``train_stems``, else
+    every image of its split (or of the whole data). Pass one
     ``encoder`` to reuse the feature network across many calls (e.g. one per comparison row).
     """
     from defectgen.data import load_pairs, open_dataset
+    from defectgen.data.samples import is_complete, read_manifest
     from defectgen.io import ensure_empty_output, refuse_existing
     from defectgen.quality.report import class_stats_png, nearest_neighbours_png, write_report
 
     cfg = cfg or MetricsConfig()
     check_config(cfg)
-    synthetic, real = Path(synthetic), Path(real)
+    synthetic = Path(synthetic)
+    sel = real if isinstance(real, SelectionConfig) else SelectionConfig(data=str(real))
     if out is not None:
         refuse_existing(Path(out), overwrite)  # raises now rather than after minutes of work
     syn = open_dataset(synthetic, "index")
-    manifest_path = synthetic / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    ds = open_dataset(real, format, mask_suffix)
-    ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {real}")
-    real_recs, chosen_by = real_records(ds, manifest, split, shots, seed, None if list_file is None else Path(list_file))
+    manifest = read_manifest(synthetic) if is_complete(synthetic) else {}
+    ds = sel.open(log=False)
+    ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {sel.data}")
+    real_recs, chosen_by = real_records(ds, manifest, sel)
     real_images, real_masks = load_pairs(real_recs, ds.class_map, cfg.size)
     gen_images, gen_masks = load_pairs(syn.records, syn.class_map, cfg.size)
     result = evaluate(real_images, real_masks, gen_images, gen_masks, ds.class_map.names, cfg, predictor,
@@ -207,7 +205,7 @@ def compute_metrics(
     m = result.metrics
     m["inputs"] = {
         "synthetic": str(synthetic),
-        "real": str(real),
+        "real": str(sel.data),
         "real_chosen_by": chosen_by,
         "real_stems": [r.stem for r in real_recs],
         "generator": {k: manifest[k] for k in ("switch", "sampler", "steps") if k in manifest},

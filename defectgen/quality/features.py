@@ -12,6 +12,7 @@ published (Inception) FID values; every output says so.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 EFFICIENTNET_NAME = "efficientnet-lite0"
 INCEPTION_NAME = "inception-v3-compat"
-FEATURE_EXTRACTORS = (EFFICIENTNET_NAME, INCEPTION_NAME)
+FeatureExtractorName = Literal["efficientnet-lite0", "inception-v3-compat"]
+FEATURE_EXTRACTORS: tuple[str, ...] = get_args(FeatureExtractorName)
 INPUT_SIZE = 224
 FEATURE_DIM = 1280
 FEATURE_LAYER = str(FEATURE_DIM)  # torch-fidelity names feature layers by their width

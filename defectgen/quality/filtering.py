@@ -15,15 +15,14 @@ The threshold and N are settings chosen on a validation split, never tuned on th
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from defectgen.config import ConfigError
-from defectgen.io import atomic_dir, atomic_write_json, refuse_existing
+from defectgen.data.samples import copy_samples, read_manifest
+from defectgen.io import refuse_existing
 from defectgen.quality.mask_agreement import Predictor, iou_per_class
 
 
@@ -83,17 +82,13 @@ def filter_samples(
     per_class: int | None = None,
 ) -> dict[str, Any]:
     """Score every pair of ``synthetic`` with ``predictor``; write the kept ones to ``out``; return the summary."""
-    from defectgen.data import DataError, load_pairs, open_dataset
-    from defectgen.viz import pair_grid
+    from defectgen.data import load_pairs, open_dataset
 
     synthetic, out = Path(synthetic), Path(out)
     check_threshold(min_agreement)
     check_per_class(per_class)
     refuse_existing(out, overwrite)
-    manifest_path = synthetic / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(synthetic)
     syn = open_dataset(synthetic, "index")
     images, masks = load_pairs(syn.records, syn.class_map, size)
     scores = per_image_agreement(predictor(images), masks, syn.class_map.num_classes, syn.class_map.ignore_index)
@@ -109,20 +104,10 @@ def filter_samples(
                                    for c in range(1, len(names))},
         "segmenter": segmenter_info or {},
     }
-    with atomic_dir(out) as tmp:
-        kept_entries = []
-        for sub in ("images", "masks"):
-            (tmp / sub).mkdir()
-        for i in keep:
-            rec = syn.records[i]
-            shutil.copyfile(rec.image, tmp / "images" / rec.image.name)
-            shutil.copyfile(rec.mask, tmp / "masks" / rec.mask.name)
-            kept_entries.append({**by_stem.get(rec.stem, {"file": rec.image.name}), "agreement": float(scores[i])})
-        if keep:
-            show = keep[:16]
-            pair_grid(images[show], masks[show], ncols=4, scale=max(1, 128 // size), names=names).save(tmp / "grid.png")
-        atomic_write_json(tmp / "manifest.json", {
-            **manifest, "num_samples": len(keep), "samples": kept_entries,
-            "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},
-        })
+    kept = [syn.records[i] for i in keep]
+    entries = [{**by_stem.get(r.stem, {"file": r.image.name}), "agreement": float(scores[i])} for r, i in zip(kept, keep)]
+    copy_samples(out, [(r.image, r.mask) for r in kept], {
+        **manifest, "num_samples": len(keep), "samples": entries,
+        "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},
+    }, grid=(images[keep], masks[keep]) if keep else None)
     return summary

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from defectgen.config import ConfigError, save_config, to_dict
-from defectgen.data import open_dataset, select_records
+from defectgen.data.selection import SelectionKeys
 from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.seg.evaluate import RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.metrics import SCALAR_METRICS
-from defectgen.seg.mixing import SyntheticSet, check_no_leak, open_synthetic
+from defectgen.data.samples import MANIFEST, SyntheticSet, open_synthetic
+from defectgen.seg.mixing import check_no_leak
 from defectgen.seg.models import MODELS
 from defectgen.seg.stats import mean_std, paired_gain
 from defectgen.seg.train import SegConfig
@@ -34,16 +35,9 @@ REAL = "real"  # the source name of ratio-0 cells
 
 
 @dataclass
-class AblateConfig:
+class AblateConfig(SelectionKeys):
     """The grid and the real-data selection it shares with the generator."""
 
-    data: str = ""  # real data folder (paths are relative to the working directory)
-    format: str | None = None
-    mask_suffix: str | None = None
-    split: str | None = "train"  # the few-shot images come from this split only
-    shots: int | None = 10  # K images per defect class
-    selection_seed: int = 0
-    list_file: str | None = None  # or exact training stems (as for the generator)
     test_split: str = "test"
     test_list: str | None = None
     sources: dict[str, str] = field(default_factory=dict)  # name -> sample folder; an empty folder name skips it
@@ -165,14 +159,12 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
     """Run (or resume) the grid in ``out``; returns the finished cells and writes the tables, plot and report."""
     check_config(cfg)
     out = Path(out)
-    ds = open_dataset(cfg.data, cfg.format, cfg.mask_suffix)
-    train = select_records(ds, split=cfg.split, shots=cfg.shots, seed=cfg.selection_seed,
-                           list_file=Path(cfg.list_file) if cfg.list_file else None)
+    ds, train = cfg.selection.select(log=False)
     test, test_source = test_records(ds, train, cfg.test_split, cfg.test_list)
     sources: dict[str, SyntheticSet] = {}
     for name, folder in cfg.sources.items():
         syn = open_synthetic(folder)
-        syn.class_map.check_compatible(ds.class_map, str(syn.root / "manifest.json"))
+        syn.class_map.check_compatible(ds.class_map, str(syn.root / MANIFEST))
         check_no_leak([r.stem for r in train], [r.stem for r in test], syn)
         sources[name] = syn
     prepare_out(out, overwrite)

@@ -13,8 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from defectgen.data import ClassMap, DataError
-from defectgen.export import save_pair
-from defectgen.io import atomic_dir, atomic_write_json
+from defectgen.data.samples import write_samples
 from defectgen.pairs import dihedral
 
 
@@ -62,25 +61,6 @@ def make_copypaste(
     return np.stack(out_img), np.stack(out_mask), meta
 
 
-def write_sample_folder(
-    out: Path,
-    images: np.ndarray,
-    masks: np.ndarray,
-    class_map: ClassMap,
-    train_stems: Sequence[str],
-    samples: list[dict[str, Any]],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Write ``out/images/NNNNNN.png``, ``out/masks/NNNNNN.png`` and ``out/manifest.json`` in one atomic step."""
-    with atomic_dir(Path(out)) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        entries = [{**save_pair(tmp, i, img, mask, class_map.names), **sample}
-                   for i, (img, mask, sample) in enumerate(zip(images, masks, samples))]
-        manifest = {**(extra or {}), "class_map": class_map.to_dict(), "train_stems": list(train_stems), "samples": entries}
-        atomic_write_json(tmp / "manifest.json", manifest)
-
-
 def run_copypaste(
     images: np.ndarray,
     masks: np.ndarray,
@@ -99,4 +79,4 @@ def run_copypaste(
         for m in meta
     ]
     extra = {"generator": "copypaste", "size": int(images.shape[1]), "seed": seed, "balanced": balanced}
-    write_sample_folder(out, imgs, msks, class_map, stems, samples, extra)
+    write_samples(out, imgs, msks, class_map, stems, samples, extra)

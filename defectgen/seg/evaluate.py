@@ -28,7 +28,8 @@ from defectgen.data import ClassMap, DataError, DefectDataset, PairRecord, load_
 from defectgen.data.geometry import load_scaled
 from defectgen.io import atomic_write_json
 from defectgen.seg.metrics import SCALAR_METRICS, SegMetrics
-from defectgen.seg.mixing import SyntheticSet, check_no_leak, choose_synthetic, num_synthetic, open_synthetic
+from defectgen.data.samples import MANIFEST, SyntheticSet, open_synthetic
+from defectgen.seg.mixing import check_no_leak, choose_synthetic, num_synthetic
 from defectgen.seg.stats import mean_std, paired_gain
 from defectgen.device import resolve_device
 from defectgen.seg.train import SegConfig, predict, predict_whole
@@ -310,7 +311,7 @@ def run_evaluation(
         test_source = "given"
     syn = open_synthetic(synthetic) if isinstance(synthetic, (str, Path)) else synthetic
     if syn is not None:
-        syn.class_map.check_compatible(dataset.class_map, str(syn.root / "manifest.json"))
+        syn.class_map.check_compatible(dataset.class_map, str(syn.root / MANIFEST))
     check_no_leak([r.stem for r in train], [r.stem for r in test], syn)
     if cfg.ratio > 0 and syn is None:
         raise DataError(f"ratio {cfg.ratio} needs a synthetic set (--synthetic DIR)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class SegConfig:
 
     model: str = "deeplabv3plus-r18"
     size: int = 64  # images and masks are resized to size x size (crop mode: the crop and window side)
-    resize_mode: str = "resize"  # resize: squash to size²; crop: aspect kept, train on crops, predict whole images
+    resize_mode: Literal["resize", "crop"] = "resize"  # resize: squash to size²; crop: aspect kept, train on crops, predict whole images
     long_side: int | None = None  # crop mode: scale images so their long side is this (None: native size)
     crop_defect_prob: float = 0.5  # crop mode: share of training crops placed over a defect pixel
     steps: int = 400  # optimisation steps, fixed: never epochs, never early stopping

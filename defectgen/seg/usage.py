@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Callable, Literal, Union, get_args
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from defectgen.seg.train import SegConfig, fit_segmenter
 
 UsageMode = Literal["mix", "pretrain", "weighted"]
 Pairs = Union[np.ndarray, list]  # (N,H,W[,3]) uint8 arrays, or lists of images (crop mode)
-USAGE_MODES: tuple[str, ...] = ("mix", "pretrain", "weighted")
+USAGE_MODES: tuple[str, ...] = get_args(UsageMode)
 
 
 @dataclass

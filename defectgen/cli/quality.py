@@ -1,4 +1,6 @@
-"""``defectgen metrics``: generation quality of one synthetic folder against the real training subset.
+"""The generation-quality commands: ``metrics`` and ``filter``.
+
+``defectgen metrics``: generation quality of one synthetic folder against the real training subset.
 
     defectgen metrics --real ../shared/data/neu_seg --synthetic runs/gen/samples --out runs/gen/metrics
     defectgen metrics --real DATA --split train --shots 10 --synthetic SYN --out OUT --no-mask-agreement
@@ -12,29 +14,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
+from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, log, selection
 from defectgen.quality.features import FEATURE_EXTRACTORS
 
 
-def add_metrics_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``metrics`` on the top-level ``defectgen`` parser (sets ``func``)."""
-    from defectgen.data import add_selection_args
-
-    p = subparsers.add_parser(
-        "metrics",
-        help="FID/KID, memorisation, diversity, mask agreement and class statistics of a synthetic set",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_selection_args(p, data_flag="--real")
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "metrics", cmd_metrics, data_flag="--real", description=__doc__,
+                help="FID/KID, memorisation, diversity, mask agreement and class statistics of a synthetic set",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
-    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_out(p)
     p.add_argument("--config", type=Path, default=None, help="YAML with MetricsConfig fields")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a MetricsConfig field (repeatable)")
+    add_set(p, "the MetricsConfig", "kid_subsets=10")
     p.add_argument("--feature-extractor", choices=FEATURE_EXTRACTORS, default=None,
                    help="features for FID/KID (default efficientnet-lite0: offline, not comparable to published FID)")
     p.add_argument("--inception-weights", type=Path, default=None,
@@ -45,9 +38,7 @@ def add_metrics_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--no-mask-agreement", action="store_true", help="skip training the real-data segmenter")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the mask-agreement segmenter")
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.set_defaults(func=run_metrics)
-    return p
+    add_device(p)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -55,7 +46,7 @@ def config_from_args(args: argparse.Namespace):
     from defectgen.config import ConfigError, load_config
     from defectgen.quality.compute import MetricsConfig
 
-    cfg = load_config(MetricsConfig, args.config, args.overrides)
+    cfg = load_config(MetricsConfig, args.config, args.set)
     extractor = args.feature_extractor
     if args.inception_weights is not None:
         if extractor not in (None, "inception-v3-compat"):
@@ -66,7 +57,7 @@ def config_from_args(args: argparse.Namespace):
         "inception_weights": None if args.inception_weights is None else str(args.inception_weights),
         "size": args.size,
         "memorisation_percentile": args.percentile,
-        "device": args.device,
+        "device": device(args),
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     if args.no_mask_agreement:
@@ -74,13 +65,11 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
-def run_metrics(args: argparse.Namespace) -> int:
+def cmd_metrics(args: argparse.Namespace) -> int:
     """Data, config, output-exists and missing-weights errors propagate to ``defectgen.cli.main``."""
     from defectgen.config import ConfigError, load_config
-    from defectgen.io import atomic_write_json
     from defectgen.quality.compute import compute_metrics
     from defectgen.quality.features import FeatureExtractorError
-    from defectgen.report_html import update_report
     from defectgen.timing import Timer
 
     cfg = config_from_args(args)
@@ -92,11 +81,8 @@ def run_metrics(args: argparse.Namespace) -> int:
     timer = Timer()
     try:
         with timer.phase("metrics"):
-            m = compute_metrics(
-                args.synthetic, args.data, cfg, out=args.out, overwrite=args.overwrite, split=args.split,
-                shots=args.shots, seed=args.seed, list_file=args.list_file, format=args.format,
-                mask_suffix=args.mask_suffix, seg_config=seg_cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-            )
+            m = compute_metrics(args.synthetic, selection(args), cfg, out=args.out, overwrite=args.overwrite,
+                                seg_config=seg_cfg, log=log)
     except FeatureExtractorError as err:  # missing or wrong weights: a user error like any other (exit 2)
         raise ConfigError(str(err)) from err
     fk = m["fid_kid"]
@@ -105,65 +91,52 @@ def run_metrics(args: argparse.Namespace) -> int:
         s = m["memorisation"][space]
         print(f"memorised ({space}): {s['n_memorised']}/{m['counts']['n_generated']}")
     print(f"wrote {args.out / 'metrics.json'}, metrics.md, nearest_neighbours.png, class_stats.png")
-    atomic_write_json(args.out / "timing.json", timer.to_dict())
-    print(f"report: {update_report(args.out, f'defectgen metrics: {args.out.name}', getattr(args, 'argv', None)).resolve()}")
-    print(timer.line())
+    finish(args.out, timer, f"defectgen metrics: {args.out.name}", args)
     return 0
 
 
-def add_filter_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``filter``: keep the pairs whose mask a real-data segmenter agrees with."""
-    from defectgen.data import add_selection_args
+def _add_filter(sub: argparse._SubParsersAction) -> None:
     from defectgen.quality import filtering
 
-    p = subparsers.add_parser(
-        "filter", help="keep generated pairs whose mask a segmenter trained on the real subset agrees with",
-        description=filtering.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_selection_args(p, data_flag="--real")
+    p = command(sub, "filter", cmd_filter, data_flag="--real", description=filtering.__doc__,
+                help="keep generated pairs whose mask a segmenter trained on the real subset agrees with",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
-    p.add_argument("--out", type=Path, required=True, help="new sample folder for the kept pairs")
+    add_out(p, "new sample folder for the kept pairs")
     p.add_argument("--min-agreement", type=float, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
     p.add_argument("--per-class", type=int, default=None, metavar="N",
                    help="keep at most the N best-agreeing pairs of each defect class (a balanced top-up from an oversampled set)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the segmenter")
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
     p.add_argument("--seg-seed", type=int, default=0, help="seed of the segmenter's training")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.set_defaults(func=run_filter)
-    return p
+    add_device(p)
 
 
-def run_filter(args: argparse.Namespace) -> int:
-    import json
-
+def cmd_filter(args: argparse.Namespace) -> int:
     from defectgen.config import load_config
-    from defectgen.data import DataError, load_pairs, open_dataset
-    from defectgen.data.selection import dataset_from_args
+    from defectgen.data import load_pairs, open_dataset
+    from defectgen.data.samples import read_manifest
     from defectgen.io import refuse_existing
     from defectgen.quality.compute import real_records
     from defectgen.quality.filtering import check_per_class, check_threshold, filter_samples
     from defectgen.quality.mask_agreement import real_data_segmenter
     from defectgen.seg.train import SegConfig
-
     from defectgen.timing import Timer
 
     timer = Timer()
     check_threshold(args.min_agreement)
     check_per_class(args.per_class)
+    dev = device(args)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
-    manifest_path = args.synthetic / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{manifest_path}: missing; filter reads sample folders written by defectgen")
+    manifest = read_manifest(args.synthetic)
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
-    ds = dataset_from_args(args)
+    sel = selection(args)
+    ds = sel.open()
     ds.class_map.check_compatible(open_dataset(args.synthetic, "index").class_map, f"{args.synthetic} vs {args.data}")
-    recs, chosen_by = real_records(ds, json.loads(manifest_path.read_text()), args.split, args.shots, args.seed,
-                                   args.list_file)
+    recs, chosen_by = real_records(ds, manifest, sel)
     images, masks = load_pairs(recs, ds.class_map, seg_cfg.size)
-    print(f"training the segmenter on {len(recs)} real pairs ({chosen_by})", file=sys.stderr, flush=True)
-    predict, info = real_data_segmenter(images, masks, ds.class_map.num_classes, args.seg_seed, seg_cfg, args.device)
+    log(f"training the segmenter on {len(recs)} real pairs ({chosen_by})")
+    predict, info = real_data_segmenter(images, masks, ds.class_map.num_classes, args.seg_seed, seg_cfg, dev)
     summary = filter_samples(args.synthetic, args.out, predict, args.min_agreement, seg_cfg.size,
                              {**info, "real_chosen_by": chosen_by, "real_stems": [r.stem for r in recs]},
                              args.overwrite, args.per_class)
@@ -178,3 +151,8 @@ def run_filter(args: argparse.Namespace) -> int:
     timer.add("filter", timer.total, pairs=summary["n_in"])
     print(timer.line())
     return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _add_metrics(sub)
+    _add_filter(sub)

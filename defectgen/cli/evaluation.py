@@ -1,17 +1,14 @@
-"""Command line of the segmentation evaluation: ``evaluate``, ``ablate`` and ``copypaste``.
-
-The main ``defectgen`` command mounts these with ``add_*_parser(subparsers)``; for a quick try
-without it, ``python -m defectgen.seg.cli evaluate ...`` works too.
-"""
+"""The segmentation evaluation's commands: ``evaluate``, ``mix``, ``ablate`` and ``copypaste``."""
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
+from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, positive,
+                                  selection)
 from defectgen.config import ConfigError, load_config, save_config
-from defectgen.data import add_selection_args, load_pairs, selection_from_args
+from defectgen.data import load_pairs
 from defectgen.io import atomic_write_json, refuse_existing
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
 from defectgen.seg.copypaste import run_copypaste
@@ -57,15 +54,18 @@ def usage_from_args(args: argparse.Namespace, usage: UsageConfig) -> UsageConfig
     return usage
 
 
-def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "evaluate", help="train a segmenter on real + synthetic pairs and score it on the test split",
-        description="Train a segmentation model on the real training selection plus RATIO synthetic pairs per real "
-        "pair, for each seed, and score it on the held-out test split. Writes OUT/results.json and OUT/config.yaml.",
-    )
-    add_selection_args(p)
-    p.add_argument("--synthetic", type=Path, default=None, help="sample folder (images/, masks/, manifest.json)")
-    p.add_argument("--ratio", type=float, default=None, help="synthetic pairs per real training pair (0 = real only)")
+def _add_synthetic(p: argparse.ArgumentParser, required: bool) -> None:
+    """--synthetic and --ratio: which sample folder, and how many of its pairs per real training pair."""
+    p.add_argument("--synthetic", type=Path, required=required, default=None,
+                   help="sample folder (images/, masks/, manifest.json)")
+    p.add_argument("--ratio", type=float, required=required, default=None,
+                   help="synthetic pairs per real training pair" + ("" if required else " (0 = real only)"))
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "evaluate", cmd_evaluate, data_flag="--data",
+                help="train a segmenter on real + synthetic pairs and score it on the test split")
+    _add_synthetic(p, required=False)
     add_usage_args(p)
     p.add_argument("--model", choices=list(MODELS), default=None, help="segmentation model")
     p.add_argument("--seeds", type=_seeds, default=None, help="training seeds, e.g. 0,1,2")
@@ -76,16 +76,15 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--test-list", default=None, help="file of exact test stems instead of a split")
     p.add_argument("--baseline", type=Path, default=None, help="ratio-0 results.json of the same protocol: adds the paired gain")
     p.add_argument("--config", type=Path, default=None, help="YAML evaluation config (e.g. configs/seg_neu64.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. seg.steps=300")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.set_defaults(func=cmd_evaluate)
-    return p
+    add_set(p, "the evaluation config", "seg.steps=300")
+    add_device(p)
+    add_out(p, "output folder (new, or an unfinished evaluation to continue)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg = load_config(EvalConfig, args.config, args.overrides)
+    """Train a segmentation model on the real training selection plus RATIO synthetic pairs per real pair, for
+    each seed, and score it on the held-out test split. Writes OUT/results.json and OUT/config.yaml."""
+    cfg = load_config(EvalConfig, args.config, args.set)
     for flag, key in (("ratio", "ratio"), ("seeds", "seeds"), ("test_split", "test_split"), ("test_list", "test_list"),
                       ("negatives", "negatives")):
         if getattr(args, flag) is not None:
@@ -94,20 +93,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg.seg.model = args.model
     cfg.usage = usage_from_args(args, cfg.usage)
     cfg.check()  # the flags above override checked config values: check them the same way
-    ds, train = selection_from_args(args)
+    dev = device(args)
+    sel = selection(args)
+    ds, train = sel.select()
     progress = evaluation_progress(args.out, args.overwrite)
     timer = Timer()
     try:
         with timer.phase("evaluate", seeds=len(cfg.seeds)):
             results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline,
-                                     device=args.device, progress_dir=progress)
+                                     device=dev, progress_dir=progress)
     except BaseException:
         for empty in (progress, progress.parent):  # refused before any seed ran: leave no folder behind
             if empty.is_dir() and not any(empty.iterdir()):
                 empty.rmdir()
         raise
-    results["selection"].update({"split": args.split, "shots": args.shots, "seed": args.seed,
-                                 "list": str(args.list_file) if args.list_file else None})
+    results["selection"].update(sel.options())
     out = Path(args.out)
     for old in (out.iterdir() if args.overwrite else ()):  # earlier results are only replaced once new ones exist
         if old != progress:
@@ -121,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         g = results["paired_gain"]["miou_defect"]
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
               + (f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]" if g["ci_low"] is not None else ""))
-    _finish(out, timer, f"defectgen evaluate: {out.name}", args)
+    finish(out, timer, f"defectgen evaluate: {out.name}", args)
     return 0
 
 
@@ -137,34 +137,28 @@ def evaluation_progress(out: Path, overwrite: bool) -> Path:
     return progress
 
 
-def add_mix_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_mix(sub: argparse._SubParsersAction) -> None:
     from defectgen.data.layouts import LAYOUTS
 
-    p = subparsers.add_parser(
-        "mix", help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)",
-        description="Write the real training selection plus RATIO synthetic pairs per real pair (drawn from --mix-seed) "
-        "as split 'train', and the real test pairs as the test split, in a layout segmentation code reads; "
-        "OUT/manifest.json says where every pair came from.",
-    )
-    add_selection_args(p)
-    p.add_argument("--synthetic", type=Path, required=True, help="sample folder (images/, masks/, manifest.json)")
-    p.add_argument("--ratio", type=float, required=True, help="synthetic pairs per real training pair")
+    p = command(sub, "mix", cmd_mix, data_flag="--data",
+                help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)")
+    _add_synthetic(p, required=True)
     p.add_argument("--mix-seed", type=int, default=0, help="seed of the synthetic draw")
     p.add_argument("--layout", choices=LAYOUTS, default="mmseg")
     p.add_argument("--test-split", default="test", help="split of the real test pairs (written when the data has splits)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not balance synthetic pairs over classes")
-    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.set_defaults(func=cmd_mix)
-    return p
+    add_out(p)
 
 
 def cmd_mix(args: argparse.Namespace) -> int:
+    """Write the real training selection plus RATIO synthetic pairs per real pair (drawn from --mix-seed) as split
+    'train', and the real test pairs as the test split, in a layout segmentation code reads; OUT/manifest.json says
+    where every pair came from."""
     from defectgen.data.layouts import mix_dataset
     from defectgen.seg.evaluate import test_records
-    from defectgen.seg.mixing import open_synthetic
+    from defectgen.data.samples import open_synthetic
 
-    ds, train = selection_from_args(args)
+    ds, train = selection(args).select()
     test = test_records(ds, train, args.test_split)[0] if ds.splits else []
     syn = open_synthetic(args.synthetic)
     refuse_existing(args.out, args.overwrite)
@@ -178,33 +172,19 @@ def cmd_mix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(out: Path, timer: Timer, title: str, args: argparse.Namespace) -> None:
-    """timing.json, report.html and the closing timing line of a command writing into ``out``."""
-    from defectgen.report_html import update_report
-
-    atomic_write_json(out / "timing.json", timer.to_dict())
-    print(f"report: {update_report(out, title, getattr(args, 'argv', None)).resolve()}")
-    print(timer.line())
-
-
-def add_ablate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "ablate", help="the grid sources x ratios x models x seeds, resumable",
-        description="Run every (model, source, ratio, seed) cell of the config's grid; finished cells in OUT/cells/ are "
-        "not recomputed. Writes OUT/results.csv, OUT/summary.csv, OUT/miou_vs_ratio.png and OUT/report.md.",
-    )
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "ablate", cmd_ablate, help="the grid sources x ratios x models x seeds, resumable")
     p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. configs/ablate_neu64.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_set(p, "the ablation config", "seeds=[0,1]")
     add_usage_args(p)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier ablation to resume)")
-    p.add_argument("--overwrite", action="store_true", help="discard earlier cells in OUT and start again")
-    p.set_defaults(func=cmd_ablate)
-    return p
+    add_device(p)
+    add_out(p, "output folder (new, or an earlier ablation to resume)")
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    cfg = load_config(AblateConfig, args.config, args.overrides)
+    """Run every (model, source, ratio, seed) cell of the config's grid; finished cells in OUT/cells/ are not
+    recomputed. Writes OUT/results.csv, OUT/summary.csv, OUT/miou_vs_ratio.png and OUT/report.md."""
+    cfg = load_config(AblateConfig, args.config, args.set)
     if any(getattr(args, k) is not None for k in ("usage", "synthetic_weight", "pretrain_fraction")):
         if len(cfg.usages) != 1:
             raise ConfigError("--usage/--synthetic-weight/--pretrain-fraction set one usage mode; the config sweeps "
@@ -212,37 +192,29 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         cfg.usages = [usage_from_args(args, cfg.usages[0])]
     timer = Timer()
     with timer.phase("ablate") as phase:
-        cells = run_ablation(cfg, args.out, device=args.device, overwrite=args.overwrite)
+        cells = run_ablation(cfg, args.out, device=device(args), overwrite=args.overwrite)
         phase["cells"] = len(cells)
     print(markdown_table(summarize(cfg, cells)))
     print(f"tables: {args.out / 'report.md'}")
-    _finish(args.out, timer, f"defectgen ablate: {args.out.name}", args)
+    finish(args.out, timer, f"defectgen ablate: {args.out.name}", args)
     return 0
 
 
-def add_copypaste_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "copypaste", help="copy-paste baseline pairs in the sample layout",
-        description="Cut defect regions by their masks from the selected real training images and paste them onto "
-        "other selected training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`.",
-    )
-    add_selection_args(p)
+def _add_copypaste(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "copypaste", cmd_copypaste, data_flag="--data", help="copy-paste baseline pairs in the sample layout")
     p.add_argument("--num", type=int, required=True, help="number of pairs to write")
     p.add_argument("--size", type=int, default=64, help="side of the written pairs in pixels (default 64)")
     p.add_argument("--paste-seed", type=int, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not cycle through the defect classes")
-    p.add_argument("--out", type=Path, required=True, help="output folder (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.set_defaults(func=cmd_copypaste)
-    return p
+    add_out(p)
 
 
 def cmd_copypaste(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise ConfigError(f"--num must be at least 1, got {args.num}")
-    if args.size < 8:
-        raise ConfigError(f"--size must be at least 8 pixels, got {args.size}")
-    ds, train = selection_from_args(args)
+    """Cut defect regions by their masks from the selected real training images and paste them onto other selected
+    training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`."""
+    positive(args, "num")
+    positive(args, "size", least=8)
+    ds, train = selection(args).select()
     refuse_existing(args.out, args.overwrite)
     timer = Timer()
     with timer.phase("copypaste", pairs=args.num):
@@ -254,12 +226,6 @@ def cmd_copypaste(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``defectgen`` entry point (same commands, same one-line errors and exit codes)."""
-    from defectgen.cli import main as defectgen_main
-
-    return defectgen_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    for add in (_add_evaluate, _add_mix, _add_ablate, _add_copypaste):
+        add(sub)

@@ -1,0 +1,64 @@
+"""The ``defectgen`` command line. Each subcommand is a thin layer over a Python function.
+
+    defectgen demo --out DIR
+    defectgen train --config configs/neu64.yaml --data DATA --shots 10 --out RUN [--stage both] [--resume latest]
+    defectgen sample --run RUN --num 100 --out SYN [--switch 0.4] [--sampler ddpm|ddim|dpmsolver++] [--steps S]
+    defectgen data --data DATA                      (what the readers find: layout, classes, good images)
+    defectgen inspect --config configs/neu64.yaml
+    defectgen evaluate / mix / ablate / copypaste / metrics / filter / compare   (see --help of each)
+
+Every handler returns an exit code; every user error (a bad flag or config value, bad data, a
+damaged run folder, a full disk) is one line on stderr, ``defectgen: error: ...``, and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from defectgen.cli import compare, evaluation, generator, quality
+from defectgen.cli.common import Parser, error_line
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="defectgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (generator, evaluation, quality, compare):
+        module.add_parsers(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's flags, files or disk can cause (``ValueError`` covers ``ConfigError``, ``DataError`` and bad values)."""
+    from PIL import Image
+
+    from defectgen.quality.features import FeatureExtractorError
+    from defectgen.run import RunError
+
+    return ValueError, OSError, RunError, FeatureExtractorError, Image.DecompressionBombError
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    from defectgen.timing import set_cpu_threads
+
+    set_cpu_threads()
+    if getattr(args, "quiet", False):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
+    torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 done, 2 a user error, reported in one line)."""
+    errors = _user_errors()
+    try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in each output's report
+        _setup(args)
+        return int(args.func(args))
+    except errors as err:
+        print(error_line(err), file=sys.stderr)
+        return 2

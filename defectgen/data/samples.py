@@ -1,0 +1,205 @@
+"""The sample folder: the contract between the generator and the evaluation, written and read here only.
+
+    DIR/images/NNNNNN.png   the images
+    DIR/masks/NNNNNN.png    class-id masks (same file names)
+    DIR/manifest.json       class map, ``train_stems`` (the real images the generator saw: the leak
+                            check) and one entry per pair (``file``, ``class_pixels``, ``seed``, ...)
+    DIR/grid.png            the first pairs side by side
+
+A folder without ``manifest.json`` is unfinished. The writers are the generator's sampling job
+(``defectgen.export``, pair by pair, resumable), copy-paste (``write_samples``) and filter
+(``copy_samples``); the readers are evaluation, metrics, mix and compare (``open_synthetic``,
+``read_manifest``). ``relayout`` may rewrite a finished folder into mmseg or VOC layout.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from defectgen.data.classmap import ClassMap
+from defectgen.data.errors import DataError
+from defectgen.io import atomic_dir, atomic_save_image, atomic_write_json
+
+if TYPE_CHECKING:
+    from defectgen.data.formats import PairRecord
+
+MANIFEST = "manifest.json"
+IMAGES = "images"
+MASKS = "masks"
+GRID = "grid.png"
+GRID_PAIRS = 16
+
+
+# ---- write ---------------------------------------------------------------------------------
+
+def class_pixels(mask: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    """Pixels of each class in a mask (ignore pixels are not counted)."""
+    counts = np.bincount(mask[mask < len(names)].ravel(), minlength=len(names))
+    return {name: int(counts[i]) for i, name in enumerate(names)}
+
+
+def make_folders(folder: Path) -> None:
+    for sub in (IMAGES, MASKS):
+        (Path(folder) / sub).mkdir(parents=True, exist_ok=True)
+
+
+def save_pair(folder: Path, index: int, image: np.ndarray, mask: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
+    """Write pair ``index`` into ``folder/images`` and ``folder/masks`` (each file atomically);
+    return its manifest entry."""
+    name = f"{index:06d}.png"
+    atomic_save_image(Path(folder) / IMAGES / name, Image.fromarray(image))
+    atomic_save_image(Path(folder) / MASKS / name, Image.fromarray(mask))
+    return {"index": index, "file": name, "class_pixels": class_pixels(mask, names)}
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """The last file a writer writes: from now on the folder counts as finished."""
+    atomic_write_json(Path(folder) / MANIFEST, manifest)
+
+
+def write_grid(folder: Path, images: np.ndarray, masks: np.ndarray, names: tuple[str, ...],
+               backgrounds: np.ndarray | None = None) -> None:
+    """``grid.png``: image | mask (| background) of up to 16 pairs, scaled up to about 128 px."""
+    from defectgen.viz import pair_grid
+
+    if not len(images):
+        return
+    images, masks = images[:GRID_PAIRS], masks[:GRID_PAIRS]
+    backgrounds = None if backgrounds is None else backgrounds[:GRID_PAIRS]
+    scale = max(1, 128 // masks[0].shape[0])
+    atomic_save_image(Path(folder) / GRID, pair_grid(images, masks, ncols=4, scale=scale, backgrounds=backgrounds,
+                                                     names=names))
+
+
+def write_samples(
+    out: Path,
+    images: np.ndarray,
+    masks: np.ndarray,
+    class_map: ClassMap,
+    train_stems: Sequence[str],
+    samples: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a whole sample folder (pairs and manifest) in one atomic step; ``samples`` add to each entry."""
+    with atomic_dir(Path(out)) as tmp:
+        make_folders(tmp)
+        entries = [{**save_pair(tmp, i, img, mask, class_map.names), **sample}
+                   for i, (img, mask, sample) in enumerate(zip(images, masks, samples))]
+        write_manifest(tmp, {**(extra or {}), "class_map": class_map.to_dict(), "train_stems": list(train_stems),
+                             "samples": entries})
+
+
+def copy_samples(out: Path, pairs: Sequence[tuple[Path, Path]], manifest: dict[str, Any],
+                 grid: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """A new sample folder holding the (image, mask) files ``pairs`` as they are, in one atomic step."""
+    with atomic_dir(Path(out)) as tmp:
+        make_folders(tmp)
+        for image, mask in pairs:
+            shutil.copyfile(image, tmp / IMAGES / Path(image).name)
+            shutil.copyfile(mask, tmp / MASKS / Path(mask).name)
+        if grid is not None:
+            write_grid(tmp, *grid, names=tuple(manifest["class_map"]["names"]))
+        write_manifest(tmp, manifest)
+
+
+# ---- read ----------------------------------------------------------------------------------
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a finished sample folder (its manifest is written last)."""
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a finished sample folder; a missing or damaged one is a ``DataError``."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: not found; a sample folder needs {IMAGES}/, {MASKS}/ and {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return manifest
+
+
+def read_pairs(folder: Path, files: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,H,W,3) images and (N,H,W) masks of the pairs ``files``, at their stored size."""
+    folder = Path(folder)
+    images = np.stack([np.asarray(Image.open(folder / IMAGES / f).convert("RGB")) for f in files])
+    masks = np.stack([np.asarray(Image.open(folder / MASKS / f)) for f in files])
+    return images, masks
+
+
+@dataclass
+class SyntheticSet:
+    """A finished sample folder, as evaluation, mix and ablate use it."""
+
+    root: Path
+    class_map: ClassMap
+    records: list[PairRecord]  # manifest order
+    classes: list[int | None]  # dominant defect class of each record (None: no defect pixels)
+    train_stems: list[str]  # the real images the generator was trained on
+    manifest_sha256: str
+    generator: str | None
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "dir": str(self.root.resolve()), "manifest_sha256": self.manifest_sha256,
+            "num_samples": len(self.records), "generator": self.generator, "train_stems": list(self.train_stems),
+        }
+
+
+def _dominant_class(counts: dict[str, int], class_map: ClassMap, where: str) -> int | None:
+    best, best_count = None, 0
+    for name, count in counts.items():
+        if name not in class_map.names:
+            raise DataError(f"{where}: class '{name}' is not in the manifest's class map {list(class_map.names)}")
+        cid = class_map.id_of(name)
+        if cid > 0 and count > best_count:
+            best, best_count = cid, count
+    return best
+
+
+def open_synthetic(root: str | Path) -> SyntheticSet:
+    """Read a sample folder and its manifest; refuses a manifest without ``train_stems`` (no leak check possible)."""
+    from defectgen.data.dataset import open_dataset
+    from defectgen.data.loading import present_classes
+
+    root = Path(root)
+    manifest_path = root / MANIFEST
+    manifest = read_manifest(root)
+    for key in ("class_map", "train_stems", "samples"):
+        if key not in manifest:
+            raise DataError(f"{manifest_path}: missing key '{key}' (needed for the class map, the leak check and sampling)")
+    ds = open_dataset(root, "index")
+    by_stem = {r.stem: r for r in ds.records}
+    records, classes = [], []
+    for i, sample in enumerate(manifest["samples"]):
+        where = f"{manifest_path} samples[{i}]"
+        if "file" not in sample:
+            raise DataError(f"{where}: missing key 'file'")
+        stem = Path(sample["file"]).stem
+        if stem not in by_stem:
+            raise DataError(f"{where}: file '{sample['file']}' not found in {root / IMAGES}")
+        rec = by_stem[stem]
+        records.append(rec)
+        if "class_pixels" in sample:
+            classes.append(_dominant_class(sample["class_pixels"], ds.class_map, where))
+        else:
+            present = sorted(present_classes(rec, ds.class_map))
+            classes.append(present[0] if present else None)
+    if not records:
+        raise DataError(f"{manifest_path}: no samples")
+    return SyntheticSet(
+        root=root, class_map=ds.class_map, records=records, classes=classes,
+        train_stems=[str(s) for s in manifest["train_stems"]],
+        manifest_sha256=hashlib.sha256(manifest_path.read_bytes()).hexdigest(), generator=manifest.get("generator"),
+    )
