@@ -325,6 +325,40 @@ def cmd_final(args) -> int:
     return 0
 
 
+def cmd_quality(args) -> int:
+    """Texture, defect area, FID*, mask agreement and memorisation of sample sets, as scripts/neu_guided.py scores them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from neu_guided import laplacian, read_set
+
+    from defectgen.guided import training_pairs
+    from defectgen.quality.compute import MetricsConfig, evaluate
+    from defectgen.run import load_generator
+
+    pipe = load_generator(args.run)
+    size = pipe.unet.config.sample_size
+    real_images, real_masks, _ = training_pairs(args.run, pipe.class_map, size)
+    path = Path(args.out) / "quality.json"
+    rows = json.loads(path.read_text()) if path.is_file() else {}
+    for spec in args.set:
+        name, folder = spec.split("=", 1)
+        if name in rows:
+            continue
+        images, masks = read_set(Path(folder), size)
+        q = evaluate(real_images, real_masks, images, masks, pipe.class_map.names, MetricsConfig(size=size)).metrics
+        rows[name] = {"folder": folder, "n": len(images), "texture": float(laplacian(images).mean()),
+                      "defect_share": float(((masks > 0) & (masks != 255)).mean()), "fid": q["fid_kid"]["fid"],
+                      "mask_agreement": q["mask_agreement"]["mean_iou_defects"],
+                      "memorised_pixel": q["memorisation"]["pixel"]["share_memorised"]}
+        atomic_write_text(path, json.dumps(rows, indent=1))
+        print(name, rows[name], flush=True)
+    lines = ["| set | pairs | fine texture | defect pixels | FID* | mask agr. | memorised (pix) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {r['n']} | {r['texture']:.1f} | {100 * r['defect_share']:.1f}% | {r['fid']:.0f} "
+              f"| {100 * r['mask_agreement']:.1f} | {100 * r['memorised_pixel']:.0f}% |" for n, r in rows.items()]
+    atomic_write_text(Path(args.out) / "quality.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -343,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--lever", action="append", default=[], help="LABEL=ABLATION:MODEL:SOURCE:USAGE:RATIO or LABEL=EVAL1:EVAL2")
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(func=cmd_final)
+    s = sub.add_parser("quality")
+    s.add_argument("--run", type=Path, default=Path("runs/neu_cpu_gen"))
+    s.add_argument("--set", action="append", required=True, metavar="NAME=FOLDER")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=cmd_quality)
     for s in sub.choices.values():
         s.add_argument("--log", type=Path, required=True, help="protocol log (JSON lines)")
     args = p.parse_args(argv)

@@ -53,11 +53,22 @@ val_part() {  # 3. one half of the val grid (same folder, disjoint cells): real 
   local part=(--set sources.defectgen-filtered=); [ $1 = a ] || part=(--set sources.defectgen= --set "ratios=[1]")
   $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}" "${part[@]}"
 }
-test_stage() {  # 5. test, once: real-only, copy-paste, vanilla DDPM and the chosen Defect-Gen set
-  local m=$1 M U; args_of M model_sets $m; args_of U usage_sets
-  $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$(short $m) "${M[@]}" "${U[@]}" \
-    --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY)
+test_part() {  # 5. one part of the test scoring (disjoint cells, so parts run side by side)
+  local M U part; args_of U usage_sets
+  case $1 in
+    r18a) args_of M model_sets $PRIMARY; part=(--set sources.vanilla-ddpm= --set sources.defectgen=) ;;  # real, copy-paste
+    r18b) args_of M model_sets $PRIMARY; part=(--set sources.copy-paste= --set "ratios=[${U[3]#ratios=0,}]") ;;  # vanilla, chosen
+    effl0) args_of M model_sets deeplabv3plus-effl0-imagenet; part=("${EFFL0_SOURCES[@]}") ;;        # real, chosen
+  esac
+  test_run "${M[@]}" "${U[@]}" "${part[@]}"
 }
+test_run() {  # ablate on the test split with the val-chosen usage, ratio and synthetic set
+  local m=${2#models=}
+  $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$(short $m) \
+    --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) "$@"
+}
+EFFL0_SOURCES=(--set sources.copy-paste= --set sources.vanilla-ddpm=)  # CPU time: the pretrained baseline gets
+                                                                       # real-only and the chosen set on test
 side_by_side() {  # run "$1 ARG" for each further argument at once, one thread each (logs in runs/neu_pay/)
   local f=$1 pids=() a; shift
   for a in "$@"; do $f $a > $W/${f}_$(short $a).log 2>&1 & pids+=($!); done
@@ -70,7 +81,10 @@ side_by_side val_part a b
 args_of M model_sets $PRIMARY
 $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}"
 $PAY choose --log $LOG --val $R/val_$(short $PRIMARY) --model $PRIMARY
-side_by_side test_stage "${MODELS[@]}"
+side_by_side test_part r18a r18b effl0
+args_of U usage_sets   # gather: every cell is done; the full tables of each test folder
+args_of M model_sets $PRIMARY; test_run "${M[@]}" "${U[@]}"
+args_of M model_sets deeplabv3plus-effl0-imagenet; test_run "${M[@]}" "${U[@]}" "${EFFL0_SOURCES[@]}"
 
 # 6. headline table, decisions, plots, the synthetic pairs as .npz
 G=runs/guided_val G2=runs/guided_val_seeds_3_4_5 V=$R/val_$(short $PRIMARY):$PRIMARY
