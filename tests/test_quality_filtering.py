@@ -77,14 +77,20 @@ def test_filter_keeps_exactly_the_pairs_whose_mask_matches_the_image(tmp_path):
         filter_samples(tmp_path / "syn", tmp_path / "other", threshold_predictor, 1.5, size=16)
 
 
-def test_filter_command_trains_the_segmenter_and_writes_a_readable_folder(tmp_path, demo_data, capsys):
+def copypaste_pairs(demo_data: Path, out: Path, num: int) -> list:
+    """``num`` copy-paste pairs of the demo data's 2-shot selection in ``out``; the selected records."""
     from defectgen.data import select_records
     from defectgen.seg.copypaste import run_copypaste
 
     ds = open_dataset(demo_data)
     recs = select_records(ds, shots=2, seed=0)
     images, masks = load_pairs(recs, ds.class_map, 24)
-    run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, tmp_path / "cp", 8)
+    run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, out, num)
+    return recs
+
+
+def test_filter_command_trains_the_segmenter_and_writes_a_readable_folder(tmp_path, demo_data, capsys):
+    recs = copypaste_pairs(demo_data, tmp_path / "cp", 8)
     args = ["filter", "--real", str(demo_data), "--synthetic", str(tmp_path / "cp"), "--out", str(tmp_path / "kept"),
             "--min-agreement", "0.0", "--seg-set", "steps=2", "--seg-set", "size=32", "--seg-set", "batch_size=4"]
     assert main(args) == 0
@@ -111,13 +117,7 @@ def test_per_class_keeps_the_best_of_each_class_above_the_threshold():
 
 
 def test_filter_command_per_class_through_the_cli(tmp_path, demo_data, capsys):
-    from defectgen.data import select_records
-    from defectgen.seg.copypaste import run_copypaste
-
-    ds = open_dataset(demo_data)
-    recs = select_records(ds, shots=2, seed=0)
-    images, masks = load_pairs(recs, ds.class_map, 24)
-    run_copypaste(images, masks, [r.stem for r in recs], ds.class_map, tmp_path / "cp", 12)
+    copypaste_pairs(demo_data, tmp_path / "cp", 12)
     args = ["filter", "--real", str(demo_data), "--synthetic", str(tmp_path / "cp"), "--out", str(tmp_path / "kept"),
             "--min-agreement", "0.0", "--per-class", "2", "--seg-set", "steps=2", "--seg-set", "size=32",
             "--seg-set", "batch_size=4"]
