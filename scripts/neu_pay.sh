@@ -40,6 +40,7 @@ done
 [ -f $W/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $D "${LIST[@]}" --num 60 --size 64 --out $W/copypaste
 
 PRIMARY=deeplabv3plus-r18   # the baseline of the target: its val grid chooses set, usage and ratio
+PRETRAINED=deeplabv3plus-effl0-imagenet
 model_sets() { echo --set models=$1 --set seg.steps=$($PAY steps --log $LOG --model $1); }
 usage_sets() { $PAY usage-sets --log $LOG --model $PRIMARY; }
 # the --set arguments as arrays (read -a splits words without globbing the [..] of the values)
@@ -55,10 +56,12 @@ val_part() {  # 3. one half of the val grid (same folder, disjoint cells): real 
 }
 test_part() {  # 5. one part of the test scoring (disjoint cells, so parts run side by side)
   local M U part; args_of U usage_sets
+  local only_chosen="ratios=[${U[3]#ratios=0,}]"
   case $1 in
     r18a) args_of M model_sets $PRIMARY; part=(--set sources.vanilla-ddpm= --set sources.defectgen=) ;;  # real, copy-paste
-    r18b) args_of M model_sets $PRIMARY; part=(--set sources.copy-paste= --set "ratios=[${U[3]#ratios=0,}]") ;;  # vanilla, chosen
-    effl0) args_of M model_sets deeplabv3plus-effl0-imagenet; part=("${EFFL0_SOURCES[@]}") ;;        # real, chosen
+    r18b) args_of M model_sets $PRIMARY; part=(--set sources.copy-paste= --set "$only_chosen") ;;         # vanilla, chosen
+    effl0a) args_of M model_sets $PRETRAINED; part=(--set sources.copy-paste= --set sources.vanilla-ddpm=) ;;  # real, chosen
+    effl0b) args_of M model_sets $PRETRAINED; part=(--set sources.defectgen= --set "$only_chosen") ;;    # copy-paste, vanilla
   esac
   test_run "${M[@]}" "${U[@]}" "${part[@]}"
 }
@@ -67,8 +70,6 @@ test_run() {  # ablate on the test split with the val-chosen usage, ratio and sy
   $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_$(short $m) \
     --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) "$@"
 }
-EFFL0_SOURCES=(--set sources.copy-paste= --set sources.vanilla-ddpm=)  # CPU time: the pretrained baseline gets
-                                                                       # real-only and the chosen set on test
 side_by_side() {  # run "$1 ARG" for each further argument at once, one thread each (logs in runs/neu_pay/)
   local f=$1 pids=() a; shift
   for a in "$@"; do $f $a > $W/${f}_$(short $a).log 2>&1 & pids+=($!); done
@@ -81,10 +82,9 @@ side_by_side val_part a b
 args_of M model_sets $PRIMARY
 $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}"
 $PAY choose --log $LOG --val $R/val_$(short $PRIMARY) --model $PRIMARY
-side_by_side test_part r18a r18b effl0
+side_by_side test_part r18a r18b effl0a effl0b
 args_of U usage_sets   # gather: every cell is done; the full tables of each test folder
-args_of M model_sets $PRIMARY; test_run "${M[@]}" "${U[@]}"
-args_of M model_sets deeplabv3plus-effl0-imagenet; test_run "${M[@]}" "${U[@]}" "${EFFL0_SOURCES[@]}"
+for m in $PRIMARY $PRETRAINED; do args_of M model_sets $m; test_run "${M[@]}" "${U[@]}"; done
 
 # 6. headline table, decisions, plots, the synthetic pairs as .npz
 G=runs/guided_val G2=runs/guided_val_seeds_3_4_5 V=$R/val_$(short $PRIMARY):$PRIMARY
