@@ -253,7 +253,8 @@ def pooled_gain(folders: list[Path]) -> tuple[float, float, float]:
     vals, base = [], []
     for f in folders:
         res = json.loads((f / "results.json").read_text())
-        ref = json.loads(Path(res["paired_gain"]["baseline"]).read_text())
+        base_path = (res.get("paired_gain") or {}).get("baseline") or f / ".." / "real-only" / "results.json"
+        ref = json.loads(Path(base_path).read_text())  # the evaluate run's baseline, else its real-only sibling
         by = {s["seed"]: s["metrics"]["miou_defect"] for s in ref["per_seed"]}
         for s in res["per_seed"]:
             vals.append(s["metrics"]["miou_defect"])
@@ -274,7 +275,7 @@ def plot_levers(rows: list[tuple[str, float, float, float]]) -> bytes:
         ax.errorbar([g], [y], xerr=[[g - lo], [hi - g]], fmt="o", capsize=3, color="C0" if lo > 0 else "C1")
     ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_xlabel("val gain over real only, defect mIoU points (95% CI), DeepLabV3+-R18")
+    ax.set_xlabel("val gain over real only, defect mIoU points\n(95% CI), DeepLabV3+-R18")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
