@@ -5,13 +5,14 @@
 # from scratch and DeepLabV3+ with the packaged ImageNet EfficientNet-Lite0 encoder.
 #
 # Needs the CPU generator and its guided sets: scripts/neu_guided.sh (trains runs/neu_cpu_gen, about an
-# hour on one core, and samples runs/guided/*). Then, about 2.5 h on two cores:
+# hour on one core, and samples runs/guided/*), and the first val check scripts/neu_guided_val.sh (its rows
+# are levers in the plot). Then, about 2.5 h on two cores:
 #
-#   scripts/neu_guided.sh && scripts/neu_pay.sh
+#   scripts/neu_guided.sh && scripts/neu_guided_val.sh && scripts/neu_pay.sh
 #
 # Resumable: finished cells, sample folders and decisions are kept; a rerun only does what is missing.
 # Stages: 1 synthetic sets -> 2 steps curve per model (val) -> 3 synthetic set x usage mode at ratio 1
-# (val, DeepLabV3+-R18) -> 5 test, once, both models -> 6 tables, plots, .npz.
+# (val, DeepLabV3+-R18) -> 4 test, once, both models -> 5 quality of the sets, tables, plots, .npz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -24,8 +25,8 @@ mkdir -p $W
 LIST=(--split train --list configs/neu_train10_seed0.txt)   # the generator's 30 training pairs
 MODELS=(deeplabv3plus-r18 deeplabv3plus-effl0-imagenet)
 short() { echo "${1/deeplabv3plus-/dl-}"; }
-for need in runs/neu_cpu_gen/pipeline runs/guided/into_training_model_masks runs/guided/unconditional; do
-  [ -e $need ] || { echo "neu_pay: $need missing: run scripts/neu_guided.sh first" >&2; exit 2; }
+for need in runs/neu_cpu_gen/pipeline runs/guided/into_training_model_masks runs/guided/unconditional runs/guided_val; do
+  [ -e $need ] || { echo "neu_pay: $need missing: run scripts/neu_guided.sh and scripts/neu_guided_val.sh first" >&2; exit 2; }
 done
 
 # 1. synthetic sets: a per-class pool of into-training pairs with model masks (60 per class) and its
@@ -54,7 +55,7 @@ val_part() {  # 3. one half of the val grid (same folder, disjoint cells): real 
   local part=(--set sources.defectgen-filtered=); [ $1 = a ] || part=(--set sources.defectgen= --set "ratios=[1]")
   $DEFECTGEN ablate --config configs/neu_pay_val.yaml --out $R/val_$(short $PRIMARY) "${M[@]}" "${part[@]}"
 }
-test_part() {  # 5. one part of the test scoring (disjoint cells, so parts run side by side)
+test_part() {  # 4. one part of the test scoring (disjoint cells, so parts run side by side)
   local M U part; args_of U usage_sets
   local only_chosen="ratios=[${U[3]#ratios=0,}]"
   case $1 in
@@ -86,7 +87,9 @@ side_by_side test_part r18a r18b effl0a effl0b
 args_of U usage_sets   # gather: every cell is done; the full tables of each test folder
 for m in $PRIMARY $PRETRAINED; do args_of M model_sets $m; test_run "${M[@]}" "${U[@]}"; done
 
-# 6. headline table, decisions, plots, the synthetic pairs as .npz
+# 5. quality of the sets (as scripts/neu_guided.py scores them), headline table, decisions, plots, .npz
+$PAY quality --log $LOG --out $R --set vanilla-ddpm=$W/vanilla --set defectgen-unconditional=runs/guided/unconditional \
+  --set defectgen=runs/guided/into_training_model_masks --set defectgen-filtered=$W/filtered --set copy-paste=$W/copypaste
 G=runs/guided_val G2=runs/guided_val_seeds_3_4_5 V=$R/val_$(short $PRIMARY):$PRIMARY
 $PAY final --log $LOG --out $R --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet --val $R/val_$(short $PRIMARY) \
   --lever "first check (400 steps, 6 seeds): unconditional, mix=$G/unconditional:$G2/unconditional" \
