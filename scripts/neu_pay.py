@@ -167,6 +167,25 @@ def headline_md(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def versus_baselines(tests: list[Path]) -> str:
+    """Defect-Gen minus each other test row, paired by seed (defect mIoU points, 95% t-interval)."""
+    from defectgen.seg.stats import paired_gain
+
+    lines = ["| model | Defect-Gen minus | seeds | difference [95% CI] |", "|---|---|---|---|"]
+    for folder in tests:
+        by: dict[str, dict[int, float]] = {}
+        for path in sorted((Path(folder) / "cells").glob("*.json")):
+            c = json.loads(path.read_text())
+            by.setdefault(c["cell"]["source"], {})[c["seed"]] = c["metrics"]["miou_defect"]
+        model = ablation_config(folder)["models"][0]
+        for other in [src for src in ROW_ORDER if src in by and src != SOURCE and SOURCE in by]:
+            seeds = sorted(set(by[SOURCE]) & set(by[other]))
+            g = paired_gain([by[SOURCE][i] for i in seeds], [by[other][i] for i in seeds])
+            lines.append(f"| {model} | {ROW_NAMES[other]} | {len(seeds)} "
+                         f"| {pct(g['mean'])} [{pct(g['ci_low'])}, {pct(g['ci_high'])}] |")
+    return "\n".join(lines) + "\n"
+
+
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -307,7 +326,8 @@ def cmd_final(args) -> int:
                       note="scored once with the val-chosen settings; the ablation folder is resumable, never re-scored")
     rows = headline(args.test, args.log)
     atomic_write_text(out / "headline.csv", to_csv(rows))
-    atomic_write_text(out / "headline.md", headline_md(rows))
+    atomic_write_text(out / "headline.md", headline_md(rows) + "\nPaired by seed against the other rows:\n\n"
+                      + versus_baselines(args.test))
     atomic_write_text(out / "val_decisions.md", "# Protocol log, in order (results/neu_pay/protocol.jsonl)\n\n"
                       + decisions_md(args.log))
     if args.val:
