@@ -5,7 +5,7 @@ Called by scripts/neu_pay.sh between its stages; every decision goes to the prot
 
     python scripts/neu_pay.py steps --log L --model M                 # print the chosen seg.steps
     python scripts/neu_pay.py choose --val DIR --model M --log L      # choose synthetic set, usage and ratio on val
-    python scripts/neu_pay.py usage-sets|usage-label|set-of --model M --log L   # read a decision back
+    python scripts/neu_pay.py usage-sets|set-of --model M --log L   # read a decision back
     python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
 
 ``final`` records the test scoring in the log (once per model), writes ``headline.{csv,md}``,
@@ -108,13 +108,6 @@ def cmd_usage_sets(args) -> int:
 
 def cmd_set_of(args) -> int:
     print(decision(args.log, f"synthetic_set[{args.model}]")["chosen"])
-    return 0
-
-
-def cmd_usage_label(args) -> int:
-    """The chosen usage of a model as LABEL:RATIO (e.g. pretrain-f0.5:1), for a row of a val summary."""
-    chosen = decision(args.log, f"usage[{args.model}]")["chosen"]
-    print(f"{u_label(chosen['usage'])}:{chosen['ratio']:g}")
     return 0
 
 
@@ -383,7 +376,7 @@ def cmd_quality(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name, func in (("steps", cmd_steps), ("usage-label", cmd_usage_label), ("usage-sets", cmd_usage_sets),
+    for name, func in (("steps", cmd_steps), ("usage-sets", cmd_usage_sets),
                        ("set-of", cmd_set_of)):
         s = sub.add_parser(name)
         s.add_argument("--model", required=True)
