@@ -10,7 +10,6 @@ Tiny data and a tiny generator are made in a temporary folder (about a minute on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
