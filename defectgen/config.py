@@ -89,6 +89,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
     if typing.get_origin(hint) is typing.Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off/yes/on as a boolean
+            value = next((w for w in (("no", "off", "false") if not value else ("yes", "on", "true")) if w in args), value)
         if value not in args:
             raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
         return value

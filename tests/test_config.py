@@ -46,3 +46,13 @@ def test_mapping_fields_replace_from_files_and_merge_from_set(tmp_path: Path) ->
     cfg = load_config(CompareConfig, path, ["small_variants.b=[small.base_channels=16]", "eval.ratio=2"])
     assert cfg.small_variants == {"a": ["small.layers_per_block=1"], "b": ["small.base_channels=16"]}
     assert cfg.eval.ratio == 2.0 and cfg.eval.seeds == [0, 1, 2]  # nested configs keep their other defaults
+
+
+def test_bare_yaml_no_reads_as_the_choice_no(tmp_path: Path) -> None:
+    """YAML 1.1 turns a bare `no` into False; a choice that spells 'no' must still take it, from files and --set."""
+    f = tmp_path / "g.yaml"
+    f.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(GeneratorConfig, f).train.mixed_precision == "no"
+    assert load_config(GeneratorConfig, None, ["train.mixed_precision=bf16", "train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision.*not one of"):
+        load_config(GeneratorConfig, None, ["train.mixed_precision=yes"])
