@@ -165,6 +165,7 @@ def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
         if saved["state"].get("scaler") and getattr(parts.accelerator, "scaler", None) is not None:
             parts.accelerator.scaler.load_state_dict(saved["state"]["scaler"])
         parts.ema.load_state_dict(saved["ema"])
+        parts.ema.to(parts.accelerator.device)  # the saved shadow weights were read onto the CPU
         return saved["step"]
     return 0
 
