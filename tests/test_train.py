@@ -216,3 +216,28 @@ def test_mixed_precision_resumes_exactly(precision: str, tmp_path: Path, demo_da
     AcceleratorState._reset_state(reset_partial_state=True)
     fp32 = train_stage(plain, data, tmp_path / "c", "large", progress=False)
     assert any(not torch.equal(p, q) for p, q in zip(whole.state_dict().values(), fp32.state_dict().values()))
+
+
+def test_resume_puts_the_ema_weights_on_the_training_device(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
+    """A checkpoint is read onto the CPU; on a GPU the EMA's shadow weights must follow the model there (a GPU
+    resume once failed at its first EMA step: 'cuda:0 and cpu'). The meta device stands in for the GPU."""
+    from types import SimpleNamespace
+
+    from diffusers.training_utils import EMAModel
+
+    from defectgen.models import build_unet
+    from defectgen.train import TrainParts, load_checkpoint
+
+    cfg = load_config(GeneratorConfig, tiny_config, ["train.large_steps=2", "train.checkpoint_every=2",
+                                                     "train.sample_every=0"])
+    data, _ = _data(demo_data, cfg)
+    train_stage(cfg, data, tmp_path / "run", "large", progress=False)
+    unet = build_unet(cfg.large, data.shape[1], cfg.size)
+    optimizer = torch.optim.AdamW(unet.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    ema = EMAModel(unet.parameters(), decay=0.9)
+    device = torch.device("meta")
+    ema.to(device)
+    accelerator = SimpleNamespace(device=device, unwrap_model=lambda m, keep_torch_compile=False: m, scaler=None)
+    assert load_checkpoint(TrainParts(accelerator, unet, optimizer, sched, ema), tmp_path / "run") == 2
+    assert {p.device for p in ema.shadow_params} == {device}
