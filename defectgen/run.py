@@ -11,6 +11,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -108,6 +109,10 @@ def train_generator(
     """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     state = process_state()
+    if cfg.diffusion.prediction_type == "epsilon" and cfg.diffusion.rescale_betas_zero_snr and state.is_main_process:
+        print("[defectgen] warning: epsilon prediction with rescale_betas_zero_snr cannot give an image at t = T "
+              "(alpha_bar = 0, the x0 estimate divides by zero); on NEU its samples were noise "
+              "(results/neu_pay/levers.md). Use diffusion.prediction_type v_prediction or sample.", file=sys.stderr)
     with state.main_process_first():  # the main process creates the folder, the others then check it
         prepare_run(out, cfg, selection, ds.class_map)
     todo = [s for s in stages if _needs_training(out / s, s, resume, state.is_main_process)]

@@ -31,7 +31,7 @@ def test_zero_snr_schedule_ends_at_pure_noise(tiny_config: Path) -> None:
 
 @pytest.mark.parametrize("prediction", ["sample", "epsilon", "v_prediction"])
 def test_every_prediction_type_trains_and_samples_with_zero_snr(prediction: str, tmp_path: Path, demo_data: Path,
-                                                                 tiny_config: Path, monkeypatch) -> None:
+                                                                 tiny_config: Path, monkeypatch, capsys) -> None:
     finals = []  # the sampled tensors before they are turned into uint8 images
 
     def spy(x, image_channels):
@@ -45,6 +45,8 @@ def test_every_prediction_type_trains_and_samples_with_zero_snr(prediction: str,
             "--set", "train.sample_every=0", "--set", "train.checkpoint_every=0"]
     assert main(["train", "--config", str(tiny_config), "--data", str(demo_data), "--shots", "2", "--out", str(run),
                  "--quiet", *sets]) == 0
+    warned = "warning: epsilon prediction with rescale_betas_zero_snr" in capsys.readouterr().err
+    assert warned == (prediction == "epsilon")  # measured on NEU: its samples were noise
     losses = [json.loads(ln)["loss"] for ln in (run / "large" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(losses))
     saved = json.loads((run / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
