@@ -5,7 +5,8 @@ Called by scripts/neu_pay.sh between its stages; every decision goes to the prot
 
     python scripts/neu_pay.py steps --log L --model M                 # print the chosen seg.steps
     python scripts/neu_pay.py choose --val DIR --model M --log L      # choose synthetic set, usage and ratio on val
-    python scripts/neu_pay.py usage-sets|set-of --model M --log L   # read a decision back
+    python scripts/neu_pay.py usage-sets|set-of|generator-set --model M --log L   # read a decision back
+    python scripts/neu_pay.py choose-generator --val DIR --reference DIR:SOURCE --model M --log L   # round 2
     python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
 
 ``final`` records the test scoring in the log (once per model), writes ``headline.{csv,md}``,
@@ -28,15 +29,19 @@ from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
 from defectgen.seg.protocol import log_decision, log_final, read_protocol
 
-SOURCE = "defectgen"  # the Defect-Gen source of the val ablations
-ROW_ORDER = ["real", "copy-paste", "vanilla-ddpm", "defectgen-unconditional", "defectgen"]
+SOURCE = "defectgen"  # the Defect-Gen source of the val ablations (round 1: the CPU generator's set)
+ROUND2 = "defectgen-gpu"  # round 2 (scripts/neu_levers.sh): the generator chosen among the GPU levers on val
+ROW_ORDER = ["real", "copy-paste", "vanilla-ddpm", "defectgen-unconditional", SOURCE, "vanilla-ddpm-gpu", ROUND2]
 ROW_NAMES = {
     "real": "real only",
     "copy-paste": "copy-paste",
-    "vanilla-ddpm": "vanilla DDPM (large UNet alone, unconditional)",
+    "vanilla-ddpm": "vanilla DDPM (large UNet alone, unconditional), CPU generator",
     "defectgen-unconditional": "Defect-Gen two-stage, unconditional",
-    "defectgen": "Defect-Gen, chosen setting",
+    SOURCE: "Defect-Gen, round 1 chosen setting (CPU generator)",
+    "vanilla-ddpm-gpu": "vanilla DDPM (large UNet alone, unconditional), round 2 generator",
+    ROUND2: "Defect-Gen, round 2 chosen generator (GPU levers)",
 }
+DEFECTGEN_ROWS = (SOURCE, ROUND2)
 
 
 def summary(folder: Path) -> list[dict]:
@@ -92,6 +97,39 @@ def cmd_choose(args) -> int:
                  note="used for every segmentation model: the pretrained baseline's val grid was not run (CPU time)")
     print(f"chosen on val: {best['source']}, {best['usage']}, ratio {best['ratio']:g}: "
           f"{pct(best['gain_miou_defect'])} points")
+    return 0
+
+
+def cmd_choose_generator(args) -> int:
+    """Round 2: the generator whose set gains most on val (the round-1 usage and ratio); ties keep round 1's set."""
+    ref_dir, ref_source = str(args.reference).rsplit(":", 1)
+    usage = decision(args.log, f"usage[{args.model}]")["chosen"]
+    label, ratio = u_label(usage["usage"]), float(usage["ratio"])
+
+    def rows_of(folder: Path, sources: list[str] | None) -> dict[str, dict]:
+        rows = {r["source"]: r for r in summary(folder) if r["model"] == args.model and r["usage"] == label
+                and r["ratio"] == ratio and (sources is None or r["source"] in sources)}
+        unfinished = [name for name, r in rows.items() if r["seeds"] < 3]
+        if not rows or unfinished:
+            raise ConfigError(f"{folder}: the val grid for {args.model} is not finished ({', '.join(unfinished) or 'empty'})")
+        return rows
+
+    cands = {f"{ref_source} (round 1)": (rows_of(Path(ref_dir), [ref_source])[ref_source],
+                                          ablation_config(ref_dir)["sources"][ref_source])}
+    cfg = ablation_config(args.val)
+    cands.update({name: (r, cfg["sources"][name]) for name, r in rows_of(args.val, None).items()})
+    best = max(cands, key=lambda n: (cands[n][0]["gain_miou_defect"], n.endswith("(round 1)")))
+    evidence = {n: {"gain": r["gain_miou_defect"], "ci": [r["gain_miou_defect_ci_low"], r["gain_miou_defect_ci_high"]],
+                    "seeds": int(r["seeds"])} for n, (r, _) in cands.items()}
+    log_decision(args.log, f"generator[{args.model}]", {"source": best, "folder": cands[best][1]}, split="val",
+                 rule=f"largest mean paired gain in val defect mIoU over real-only ({label}, ratio {ratio:g}; "
+                      "ties: round 1's set)", evidence=evidence, source=str(Path(args.val) / "summary.csv"))
+    print(cands[best][1])
+    return 0
+
+
+def cmd_generator_set(args) -> int:
+    print(decision(args.log, f"generator[{args.model}]")["chosen"]["folder"])
     return 0
 
 
@@ -164,18 +202,19 @@ def versus_baselines(tests: list[Path]) -> str:
     """Defect-Gen minus each other test row, paired by seed (defect mIoU points, 95% t-interval)."""
     from defectgen.seg.stats import paired_gain
 
-    lines = ["| model | Defect-Gen minus | seeds | difference [95% CI] |", "|---|---|---|---|"]
+    lines = ["| model | Defect-Gen row | minus | seeds | difference [95% CI] |", "|---|---|---|---|---|"]
     for folder in tests:
         by: dict[str, dict[int, float]] = {}
         for path in sorted((Path(folder) / "cells").glob("*.json")):
             c = json.loads(path.read_text())
             by.setdefault(c["cell"]["source"], {})[c["seed"]] = c["metrics"]["miou_defect"]
         model = ablation_config(folder)["models"][0]
-        for other in [src for src in ROW_ORDER if src in by and src != SOURCE and SOURCE in by]:
-            seeds = sorted(set(by[SOURCE]) & set(by[other]))
-            g = paired_gain([by[SOURCE][i] for i in seeds], [by[other][i] for i in seeds])
-            lines.append(f"| {model} | {ROW_NAMES[other]} | {len(seeds)} "
-                         f"| {pct(g['mean'])} [{pct(g['ci_low'])}, {pct(g['ci_high'])}] |")
+        for mine in [src for src in DEFECTGEN_ROWS if src in by]:
+            for other in [src for src in ROW_ORDER if src in by and src != mine]:
+                seeds = sorted(set(by[mine]) & set(by[other]))
+                g = paired_gain([by[mine][i] for i in seeds], [by[other][i] for i in seeds])
+                lines.append(f"| {model} | {ROW_NAMES[mine]} | {ROW_NAMES[other]} | {len(seeds)} "
+                             f"| {pct(g['mean'])} [{pct(g['ci_low'])}, {pct(g['ci_high'])}] |")
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +350,7 @@ def cmd_final(args) -> int:
     out = Path(args.out)
     for folder in args.test:
         cfg = ablation_config(folder)
-        what = f"headline table, {cfg['models'][0]}"
+        what = f"{args.round}headline table, {cfg['models'][0]}"
         if cfg.get("test_split") != "test":
             raise ConfigError(f"{folder}: not a test-split ablation")
         if not any(e.get("kind") == "final" and e.get("what") == what for e in read_protocol(args.log)):
@@ -325,8 +364,11 @@ def cmd_final(args) -> int:
                       + decisions_md(args.log))
     if args.val:
         atomic_write_bytes(out / "gain_vs_ratio.png", plot_gain_vs_ratio(args.val))
-    if args.lever:
-        levers = lever_rows(args.lever)
+    if args.lever:  # added to the levers of earlier calls (levers.json), so each round's script adds its own
+        known = json.loads((out / "levers.json").read_text()) if (out / "levers.json").is_file() else {}
+        known.update({label: [g, lo, hi] for label, g, lo, hi in lever_rows(args.lever)})
+        atomic_write_text(out / "levers.json", json.dumps(known, indent=1))
+        levers = [(label, *v) for label, v in known.items()]
         atomic_write_bytes(out / "gain_per_lever.png", plot_levers(levers))
         atomic_write_text(out / "levers.md", "| lever (val, DeepLabV3+-R18) | gain [95% CI] |\n|---|---|\n" + "\n".join(
             f"| {label} | {g:+.1f} [{lo:+.1f}, {hi:+.1f}] |" for label, g, lo, hi in levers) + "\n")
@@ -377,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, func in (("steps", cmd_steps), ("usage-sets", cmd_usage_sets),
-                       ("set-of", cmd_set_of)):
+                       ("set-of", cmd_set_of), ("generator-set", cmd_generator_set)):
         s = sub.add_parser(name)
         s.add_argument("--model", required=True)
         s.set_defaults(func=func)
@@ -385,7 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--val", type=Path, required=True)
     s.add_argument("--model", required=True)
     s.set_defaults(func=cmd_choose)
+    s = sub.add_parser("choose-generator")
+    s.add_argument("--val", type=Path, required=True, help="the levers' val ablation")
+    s.add_argument("--reference", required=True, help="ABLATION:SOURCE of round 1's chosen set (same protocol)")
+    s.add_argument("--model", required=True)
+    s.set_defaults(func=cmd_choose_generator)
     s = sub.add_parser("final")
+    s.add_argument("--round", default="", help="prefix of the test entries in the log, e.g. 'round 2: '")
     s.add_argument("--test", type=Path, action="append", required=True)
     s.add_argument("--val", type=Path, action="append", default=[])
     s.add_argument("--lever", action="append", default=[], help="LABEL=ABLATION:MODEL:SOURCE:USAGE:RATIO or LABEL=EVAL1:EVAL2")

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Issue 9, round 2: the generator levers. After scripts/neu_pay.sh (round 1: segmentation steps, usage mode,
+# ratio and synthetic set chosen on val, test scored once), five generators of configs/gpu_levers.yaml
+# (x0 / x0 + zero terminal SNR / epsilon + zero SNR / v + zero SNR / x0 without EMA, equal budget: 1500 steps
+# per stage at batch 128) are trained on a lent GPU, and their into-training sets (plus DDIM 50 and DDPM 250
+# for x0) are scored on NEU's val.txt with round 1's protocol. The generator chosen on val is scored on
+# test once, with its own vanilla DDPM row (the large UNet of the same generator alone) as the baseline.
+#
+# Needs runs/gpu_levers (the GPU step; about 10 minutes on an H200, see DEVELOPERS.md):
+#   python scripts/gpu_levers.py subset-data --config configs/gpu_levers.yaml --to .gpudata/neu_seg
+#   (device)  python3 scripts/gpu_levers.py run --config configs/gpu_levers.yaml --data .gpudata/neu_seg \
+#                 --work runs/gpu_levers --train-seconds 330 --sample-seconds 70      # carry .whl and .gpudata
+#   python scripts/gpu_levers.py unpack --from FETCHED --to runs/gpu_levers --data runs/data/neu_seg
+# then, about 70 minutes on two cores (more when the chosen generator is new and must be scored on test):
+#   scripts/neu_levers.sh
+# Resumable like neu_pay.sh: finished cells and decisions are kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+DEFECTGEN="${DEFECTGEN:-python -m defectgen.cli}"
+PAY="python scripts/neu_pay.py"
+D=runs/data/neu_seg R=results/neu_pay W=runs/neu_pay G=runs/gpu_levers
+LOG=$R/protocol.jsonl PRIMARY=deeplabv3plus-r18 PRETRAINED=deeplabv3plus-effl0-imagenet
+VAL=$R/val_levers_dl-r18 REF=$R/val_dl-r18
+for v in x0 x0-zsnr eps-zsnr v-zsnr x0-no-ema; do
+  [ -f $G/$v/sets/into-training/manifest.json ] || { echo "neu_levers: $G/$v missing: run the GPU step first (see the top of $0)" >&2; exit 2; }
+done
+[ -f $REF/summary.csv ] || { echo "neu_levers: $REF missing: run scripts/neu_pay.sh first" >&2; exit 2; }
+[ -e $D ] || { mkdir -p runs/data && ln -s "$(cd ../shared/data/neu_seg && pwd)" $D; }
+steps() { $PAY steps --log $LOG --model $1; }
+args_of() { local -n _a=$1; shift; read -ra _a <<< "$("$@")"; [ ${#_a[@]} -gt 0 ]; }
+
+# 1. val: every lever set at round 1's usage and ratio; the real-only cells are round 1's (same key, checked)
+mkdir -p $VAL/cells
+cp -n $REF/cells/${PRIMARY}__real__r0__s*.json $VAL/cells/
+args_of U $PAY usage-sets --log $LOG --model $PRIMARY
+val_part() {  # two halves with disjoint cells, side by side
+  local drop=(--set sources.gpu-eps-zsnr= --set sources.gpu-x0-no-ema= --set sources.gpu-x0-ddpm250=)
+  [ $1 = a ] || drop=(--set sources.gpu-x0= --set sources.gpu-x0-zsnr= --set sources.gpu-v-zsnr= --set sources.gpu-x0-ddim50=)
+  $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $VAL --set seg.steps=$(steps $PRIMARY) "${U[@]}" "${drop[@]}"
+}
+val_part a > $W/levers_val_a.log 2>&1 & pa=$!
+val_part b > $W/levers_val_b.log 2>&1 & pb=$!
+wait $pa && wait $pb || { echo "neu_levers: val failed, see $W/levers_val_*.log" >&2; exit 1; }
+$DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $VAL --set seg.steps=$(steps $PRIMARY) "${U[@]}"
+CHOSEN=$($PAY choose-generator --log $LOG --val $VAL --reference $REF:defectgen --model $PRIMARY)
+echo "round 2, chosen on val: $CHOSEN"
+
+# 2. test, once, for the chosen generator (when it is not round 1's) and its own vanilla DDPM row
+ROUND=(--round "round 2: ")
+if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
+  RUN=${CHOSEN%/sets/*}
+  VAN=$RUN/sets/vanilla
+  [ -f $VAN/manifest.json ] || VAN=$W/vanilla_$(basename $RUN)
+  [ -f $VAN/manifest.json ] || $DEFECTGEN sample --run $RUN --num 60 --switch 0 --steps 100 --sampler ddpm --seed 0 --out $VAN
+  test_run() {
+    $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_${1/deeplabv3plus-/dl-} --set models=$1 \
+      --set seg.steps=$(steps $1) "${U[@]}" --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) \
+      --set sources.defectgen-gpu=$CHOSEN --set sources.vanilla-ddpm-gpu=$VAN "${@:2}"
+  }
+  only_new=(--set sources.copy-paste= --set sources.vanilla-ddpm= --set sources.defectgen=)
+  test_run $PRIMARY "${only_new[@]}" > $W/levers_test_r18.log 2>&1 & pa=$!
+  test_run $PRETRAINED "${only_new[@]}" > $W/levers_test_effl0.log 2>&1 & pb=$!
+  wait $pa && wait $pb || { echo "neu_levers: test failed, see $W/levers_test_*.log" >&2; exit 1; }
+  for m in $PRIMARY $PRETRAINED; do test_run $m; done   # gather: the full tables of both test folders
+else
+  ROUND=()
+  echo "round 2 keeps round 1's set: nothing new to score on test"
+fi
+
+# 3. quality of the lever sets, the tables (both rounds), the levers plot
+$PAY quality --log $LOG --out $R --set gpu-x0=$G/x0/sets/into-training --set gpu-x0-zsnr=$G/x0-zsnr/sets/into-training \
+  --set gpu-v-zsnr=$G/v-zsnr/sets/into-training --set gpu-eps-zsnr=$G/eps-zsnr/sets/into-training \
+  --set gpu-x0-no-ema=$G/x0-no-ema/sets/into-training --set gpu-x0-ddim50=$G/x0/sets/into-training-ddim50 \
+  --set gpu-x0-ddpm250=$G/x0/sets/into-training-ddpm250 --set gpu-vanilla-ddpm=$G/x0/sets/vanilla
+L=$VAL:$PRIMARY
+$PAY final --log $LOG --out $R "${ROUND[@]}" --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet --val $REF \
+  --lever "GPU x0 (10x training), mix=$L:gpu-x0:mix:1" \
+  --lever "GPU x0 + zero terminal SNR, mix=$L:gpu-x0-zsnr:mix:1" \
+  --lever "GPU epsilon + zero terminal SNR, mix=$L:gpu-eps-zsnr:mix:1" \
+  --lever "GPU v + zero terminal SNR, mix=$L:gpu-v-zsnr:mix:1" \
+  --lever "GPU x0 without EMA, mix=$L:gpu-x0-no-ema:mix:1" \
+  --lever "GPU x0, DDIM 50 steps, mix=$L:gpu-x0-ddim50:mix:1" \
+  --lever "GPU x0, DDPM 250 steps, mix=$L:gpu-x0-ddpm250:mix:1"
