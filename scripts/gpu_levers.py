@@ -8,8 +8,10 @@ return weights and pairs within the machine's limits (8 files under 16 MiB each,
 
 ``run`` trains each variant of the config (``defectgen train --parallel``: both stages at once) as its own
 process, all at once; a variant still training at ``--train-seconds`` is stopped and finished from its newest
-checkpoint (the EMA weights of that step; ``levers.json`` records the steps each stage reached). Then every
-sample set is drawn (``defectgen sample``, all at once), and ``$OUT`` gets, phase by phase:
+checkpoint (the EMA weights of that step; ``levers.json`` records the steps each stage reached). A second
+``run`` on the same ``--work`` (the machine keeps it while warm) trains such a variant on from that checkpoint
+and samples it again. Then every missing sample set is drawn (``defectgen sample``, all at once), and ``$OUT``
+gets, phase by phase:
 
     levers.json            what ran, steps reached, seconds, return codes (rewritten after every phase)
     log.txt                the tail of every training and sampling log
@@ -40,6 +42,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from gpu_run import check_out, ensure_wheels, out_dir  # noqa: E402
 
+PARTIAL = "from_checkpoint.json"  # in a final/ that finish_from_checkpoint wrote: the step its weights are from
 RUN_META = ["config.yaml", "selection.json", "class_map.json", "large/log.jsonl", "small/log.jsonl",
             "large/timing.json", "small/timing.json"]
 
@@ -116,15 +119,26 @@ def finish_from_checkpoint(run: Path) -> dict[str, int]:
             reached[stage] = 0
             continue
         unet = build_unet(cfg.large if stage == "large" else cfg.small, channels, cfg.size)
+        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
         ema = EMAModel(unet.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=cfg.train.ema_warmup)
         ema.load_state_dict(_read_checkpoint(ckpt)["ema"])
         ema.copy_to(unet.parameters())
         with atomic_dir(run / stage / "final") as tmp:
             unet.save_pretrained(tmp)
-        reached[stage] = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+            (tmp / PARTIAL).write_text(json.dumps({"step": step}))
+        reached[stage] = step
     if any(reached.values()):
         assemble_pipeline(run, cfg)
     return reached
+
+
+def reopen_partial(run: Path) -> bool:
+    """Undo ``finish_from_checkpoint`` so that training resumes: drop its ``final/`` weights and what was made
+    from them (pipeline, sets). Returns whether anything was dropped."""
+    partial = [run / stage / "final" for stage in ("large", "small") if (run / stage / "final" / PARTIAL).is_file()]
+    for folder in [*partial, *([run / "pipeline", run / "sets"] if partial else [])]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return bool(partial)
 
 
 def pack_run(run: Path, dest: Path) -> None:
@@ -168,6 +182,7 @@ def phase_run(args: argparse.Namespace) -> None:
     except Exception as err:  # noqa: BLE001 - recorded, the run goes on
         record["device"] = f"unknown ({err})"
     variants = list(cfg["variants"])
+    record["resumed"] = [v for v in variants if reopen_partial(work / v)]  # cut by an earlier call: train on
     data = str(args.data or cfg["data"])
     train_logs = {v: work / f"train_{v}.log" for v in variants}
     jobs = {v: (cli("train", "--config", cfg["generator"], "--data", data, *cfg.get("select", []),
@@ -187,8 +202,8 @@ def phase_run(args: argparse.Namespace) -> None:
     sample_jobs = {}
     for name, spec in cfg["sets"].items():
         for v in set_variants(cfg, spec["variants"]):
-            if v in ready:
-                folder = work / v / "sets" / name
+            folder = work / v / "sets" / name
+            if v in ready and not (folder / "manifest.json").is_file():  # a set of an earlier call is kept
                 sample_jobs[f"{v}/{name}"] = (cli("sample", "--run", str(work / v), "--out", str(folder), "--quiet",
                                                   "--threads", "1", *map(str, spec["args"])), work / v / f"sample_{name}.log")
     t1 = time.time()

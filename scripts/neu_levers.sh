@@ -6,7 +6,7 @@
 # for x0) are scored on NEU's val.txt with round 1's protocol. The generator chosen on val is scored on
 # test once, with its own vanilla DDPM row (the large UNet of the same generator alone) as the baseline.
 #
-# Needs runs/gpu_levers (the GPU step; about 10 minutes on an H200, see DEVELOPERS.md):
+# Needs runs/gpu_levers (the GPU step: about 9 minutes of an H200 in all, README "A GPU machine with limits"):
 #   python scripts/gpu_levers.py subset-data --config configs/gpu_levers.yaml --to .gpudata/neu_seg
 #   (device)  python3 scripts/gpu_levers.py run --config configs/gpu_levers.yaml --data .gpudata/neu_seg \
 #                 --work runs/gpu_levers --train-seconds 330 --sample-seconds 70      # carry .whl and .gpudata

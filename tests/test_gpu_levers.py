@@ -85,3 +85,20 @@ def test_unpack_rebuilds_float32_runs_with_their_sets(returned: tuple[Path, Path
     # a second unpack keeps what is there
     done = levers(["unpack", "--from", str(out), "--to", str(back)], out)
     assert "already unpacked, kept" in done.stdout
+
+
+def test_a_second_run_trains_the_cut_variant_on(returned: tuple[Path, Path], tmp_path: Path) -> None:
+    work, out = returned
+    before = json.loads((out / "levers.json").read_text())["phases"]["train"]
+    kept = (work / "x0" / "sets" / "into-training" / "manifest.json").stat().st_mtime_ns
+    config = json.loads((out / "levers.json").read_text())["config"]
+    (tmp_path / "levers.yaml").write_text(yaml.safe_dump(config))
+    levers(["run", "--config", str(tmp_path / "levers.yaml"), "--work", str(work), "--train-seconds", "15",
+            "--sample-seconds", "120"], tmp_path / "out2")
+    record = json.loads((tmp_path / "out2" / "levers.json").read_text())
+    assert record["resumed"] == ["v-zsnr-cut"]
+    after = record["phases"]["train"]
+    assert after["x0"]["steps_reached"] == before["x0"]["steps_reached"]  # finished: not trained again
+    assert after["v-zsnr-cut"]["steps_reached"]["large"] > before["v-zsnr-cut"]["steps_reached"]["large"]
+    assert list(record["phases"]["sample"]) == ["v-zsnr-cut/into-training", "seconds"]  # x0's sets are kept
+    assert (work / "x0" / "sets" / "into-training" / "manifest.json").stat().st_mtime_ns == kept
