@@ -107,9 +107,10 @@ def cmd_choose_generator(args) -> int:
     label, ratio = u_label(usage["usage"]), float(usage["ratio"])
 
     def rows_of(folder: Path, sources: list[str] | None) -> dict[str, dict]:
+        sources = sources or list(ablation_config(folder)["sources"])
         rows = {r["source"]: r for r in summary(folder) if r["model"] == args.model and r["usage"] == label
-                and r["ratio"] == ratio and (sources is None or r["source"] in sources)}
-        unfinished = [name for name, r in rows.items() if r["seeds"] < 3]
+                and r["ratio"] == ratio and r["source"] in sources}
+        unfinished = [name for name in sources if name not in rows or rows[name]["seeds"] < 3]
         if not rows or unfinished:
             raise ConfigError(f"{folder}: the val grid for {args.model} is not finished ({', '.join(unfinished) or 'empty'})")
         return rows
