@@ -43,11 +43,39 @@ val_part a > $W/levers_val_a.log 2>&1 & pa=$!
 val_part b > $W/levers_val_b.log 2>&1 & pb=$!
 wait $pa && wait $pb || { echo "neu_levers: val failed, see $W/levers_val_*.log" >&2; exit 1; }
 $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $VAL --set seg.steps=$(steps $PRIMARY) "${U[@]}"
-CHOSEN=$($PAY choose-generator --log $LOG --val $VAL --reference $REF:defectgen --model $PRIMARY)
-echo "round 2, chosen on val: $CHOSEN"
+read -r SRC CHOSEN < <($PAY choose-generator --log $LOG --val $VAL --reference $REF:defectgen --model $PRIMARY)
+echo "round 2, generator chosen on val: $SRC ($CHOSEN)"
+
+# 1b. switch, swept only after the levers above: the chosen set again at switch 0.2 and 0.6 (sampled here,
+#     same sampler, steps and seed), on val; the chosen switch-0.4 set is the reference
+if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
+  SW=$R/val_switch_dl-r18 RUN=${CHOSEN%/sets/*} GSRC=$SRC
+  no_levers() { python -c "import yaml; print(' '.join(f'--set sources.{s}=' for s in yaml.safe_load(open('configs/neu_levers_val.yaml'))['sources']))"; }
+  read -r SAMPLER NSTEPS < <(python -c "import json; m = json.load(open('$CHOSEN/manifest.json')); print(m['sampler'], m['steps'])")
+  switch_set() {
+    [ -f $CHOSEN-switch$1/manifest.json ] || $DEFECTGEN sample --run $RUN --into-training --mask-source model --num 60 \
+      --sampler $SAMPLER --steps $NSTEPS --switch $1 --seed 0 --out $CHOSEN-switch$1 --quiet
+    $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $SW --set seg.steps=$(steps $PRIMARY) "${U[@]}" \
+      $(no_levers) \
+      --set sources.$GSRC-sw${1/./}=$CHOSEN-switch$1
+  }
+  mkdir -p $SW/cells
+  cp -n $REF/cells/${PRIMARY}__real__r0__s*.json $SW/cells/
+  switch_set 0.2 > $W/switch_0.2.log 2>&1 & pa=$!
+  switch_set 0.6 > $W/switch_0.6.log 2>&1 & pb=$!
+  wait $pa && wait $pb || { echo "neu_levers: switch sweep failed, see $W/switch_*.log" >&2; exit 1; }
+  $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $SW --set seg.steps=$(steps $PRIMARY) "${U[@]}" \
+    $(no_levers) \
+    --set sources.$GSRC-sw02=$CHOSEN-switch0.2 --set sources.$GSRC-sw06=$CHOSEN-switch0.6
+  read -r SRC CHOSEN < <($PAY choose-generator --decision switch --log $LOG --val $SW --reference $VAL:$GSRC --model $PRIMARY)
+  SWITCH_LEVERS=(--lever "switch 0.2 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw02:mix:1"
+                 --lever "switch 0.6 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw06:mix:1")
+  echo "round 2, set chosen on val after the switch sweep: $SRC ($CHOSEN)"
+fi
 
 # 2. test, once, for the chosen generator (when it is not round 1's) and its own vanilla DDPM row
 ROUND=(--round "round 2: ")
+[ -v SWITCH_LEVERS ] || SWITCH_LEVERS=()
 if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
   RUN=${CHOSEN%/sets/*}
   VAN=$RUN/sets/vanilla
@@ -81,4 +109,4 @@ $PAY final --log $LOG --out $R "${ROUND[@]}" --test $R/test_dl-r18 --test $R/tes
   --lever "GPU v + zero terminal SNR, mix=$L:gpu-v-zsnr:mix:1" \
   --lever "GPU x0 without EMA, mix=$L:gpu-x0-no-ema:mix:1" \
   --lever "GPU x0, DDIM 50 steps, mix=$L:gpu-x0-ddim50:mix:1" \
-  --lever "GPU x0, DDPM 250 steps, mix=$L:gpu-x0-ddpm250:mix:1"
+  --lever "GPU x0, DDPM 250 steps, mix=$L:gpu-x0-ddpm250:mix:1" "${SWITCH_LEVERS[@]}"

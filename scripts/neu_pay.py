@@ -101,7 +101,8 @@ def cmd_choose(args) -> int:
 
 
 def cmd_choose_generator(args) -> int:
-    """Round 2: the generator whose set gains most on val (the round-1 usage and ratio); ties keep round 1's set."""
+    """Round 2: the set (generator, sampler, switch) that gains most on val (the round-1 usage and ratio) among
+    a val grid's sources and a reference set of an earlier grid; ties keep the reference."""
     ref_dir, ref_source = str(args.reference).rsplit(":", 1)
     usage = decision(args.log, f"usage[{args.model}]")["chosen"]
     label, ratio = u_label(usage["usage"]), float(usage["ratio"])
@@ -115,23 +116,28 @@ def cmd_choose_generator(args) -> int:
             raise ConfigError(f"{folder}: the val grid for {args.model} is not finished ({', '.join(unfinished) or 'empty'})")
         return rows
 
-    cands = {f"{ref_source} (round 1)": (rows_of(Path(ref_dir), [ref_source])[ref_source],
-                                          ablation_config(ref_dir)["sources"][ref_source])}
+    cands = {f"{ref_source} (reference)": (rows_of(Path(ref_dir), [ref_source])[ref_source],
+                                            ablation_config(ref_dir)["sources"][ref_source])}
     cfg = ablation_config(args.val)
     cands.update({name: (r, cfg["sources"][name]) for name, r in rows_of(args.val, None).items()})
-    best = max(cands, key=lambda n: (cands[n][0]["gain_miou_defect"], n.endswith("(round 1)")))
+    best = max(cands, key=lambda n: (cands[n][0]["gain_miou_defect"], n.endswith("(reference)")))
     evidence = {n: {"gain": r["gain_miou_defect"], "ci": [r["gain_miou_defect_ci_low"], r["gain_miou_defect_ci_high"]],
                     "seeds": int(r["seeds"])} for n, (r, _) in cands.items()}
-    log_decision(args.log, f"generator[{args.model}]", {"source": best, "folder": cands[best][1]}, split="val",
+    log_decision(args.log, f"{args.decision}[{args.model}]", {"source": best, "folder": cands[best][1]}, split="val",
                  rule=f"largest mean paired gain in val defect mIoU over real-only ({label}, ratio {ratio:g}; "
-                      "ties: round 1's set)", evidence=evidence, source=str(Path(args.val) / "summary.csv"))
-    print(cands[best][1])
+                      "ties: the reference set)", evidence=evidence, source=str(Path(args.val) / "summary.csv"))
+    print(best.split(" ")[0], cands[best][1])  # source name and folder
     return 0
 
 
 def cmd_generator_set(args) -> int:
-    print(decision(args.log, f"generator[{args.model}]")["chosen"]["folder"])
-    return 0
+    """The set of round 2's last decision: the switch when it was swept, else the generator."""
+    for name in ("switch", "generator"):
+        found = [e for e in read_protocol(args.log) if e.get("decision") == f"{name}[{args.model}]"]
+        if found:
+            print(found[-1]["chosen"]["folder"])
+            return 0
+    raise ConfigError(f"{args.log}: no round 2 decision for {args.model} yet (scripts/neu_levers.sh)")
 
 
 def usage_sets(chosen: dict) -> list[str]:
@@ -430,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=cmd_choose)
     s = sub.add_parser("choose-generator")
     s.add_argument("--val", type=Path, required=True, help="the levers' val ablation")
-    s.add_argument("--reference", required=True, help="ABLATION:SOURCE of round 1's chosen set (same protocol)")
+    s.add_argument("--reference", required=True, help="ABLATION:SOURCE of the set to beat (same protocol)")
+    s.add_argument("--decision", default="generator", choices=["generator", "switch"])
     s.add_argument("--model", required=True)
     s.set_defaults(func=cmd_choose_generator)
     s = sub.add_parser("final")
