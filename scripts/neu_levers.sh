@@ -5,6 +5,7 @@
 # per stage at batch 128) are trained on a lent GPU, and their into-training sets (plus DDIM 50 and DDPM 250
 # for x0) are scored on NEU's val.txt with round 1's protocol. The generator chosen on val is scored on
 # test once, with its own vanilla DDPM row (the large UNet of the same generator alone) as the baseline.
+# The switch is swept (0.2, 0.6 against 0.4) on val for the chosen set before that, as the issue orders.
 #
 # Needs runs/gpu_levers (the GPU step: about 9 minutes of an H200 in all, README "A GPU machine with limits"):
 #   python scripts/gpu_levers.py subset-data --config configs/gpu_levers.yaml --to .gpudata/neu_seg
@@ -47,44 +48,45 @@ read -r SRC CHOSEN < <($PAY choose-generator --log $LOG --val $VAL --reference $
 echo "round 2, generator chosen on val: $SRC ($CHOSEN)"
 
 # 1b. switch, swept only after the levers above: the chosen set again at switch 0.2 and 0.6 (sampled here,
-#     same sampler, steps and seed), on val; the chosen switch-0.4 set is the reference
-if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
-  SW=$R/val_switch_dl-r18 RUN=${CHOSEN%/sets/*} GSRC=$SRC
-  no_levers() { python -c "import yaml; print(' '.join(f'--set sources.{s}=' for s in yaml.safe_load(open('configs/neu_levers_val.yaml'))['sources']))"; }
-  read -r SAMPLER NSTEPS < <(python -c "import json; m = json.load(open('$CHOSEN/manifest.json')); print(m['sampler'], m['steps'])")
-  switch_set() {
-    [ -f $CHOSEN-switch$1/manifest.json ] || $DEFECTGEN sample --run $RUN --into-training --mask-source model --num 60 \
-      --sampler $SAMPLER --steps $NSTEPS --switch $1 --seed 0 --out $CHOSEN-switch$1 --quiet
-    $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $SW --set seg.steps=$(steps $PRIMARY) "${U[@]}" \
-      $(no_levers) \
-      --set sources.$GSRC-sw${1/./}=$CHOSEN-switch$1
-  }
-  mkdir -p $SW/cells
-  cp -n $REF/cells/${PRIMARY}__real__r0__s*.json $SW/cells/
-  switch_set 0.2 > $W/switch_0.2.log 2>&1 & pa=$!
-  switch_set 0.6 > $W/switch_0.6.log 2>&1 & pb=$!
-  wait $pa && wait $pb || { echo "neu_levers: switch sweep failed, see $W/switch_*.log" >&2; exit 1; }
+#     same generator, sampler, steps and seed), on val; the chosen switch-0.4 set is the reference
+run_of() {  # the generator of a sample folder: runs/gpu_levers/V for its sets, else the one its manifest names
+  case $1 in */sets/*) echo "${1%/sets/*}" ;;
+    *) python -c "import json, pathlib; print(pathlib.Path(json.load(open('$1/manifest.json'))['model']['pipeline']).parent)" ;; esac
+}
+no_levers() { python -c "import yaml; print(' '.join(f'--set sources.{s}=' for s in yaml.safe_load(open('configs/neu_levers_val.yaml'))['sources']))"; }
+SW=$R/val_switch_dl-r18 RUN=$(run_of $CHOSEN) GSRC=$SRC REFDIR=$VAL
+[ "$SRC" != defectgen ] || REFDIR=$REF
+read -r SAMPLER NSTEPS < <(python -c "import json; m = json.load(open('$CHOSEN/manifest.json')); print(m['sampler'], m['steps'])")
+switch_set() {
+  [ -f $CHOSEN-switch$1/manifest.json ] || $DEFECTGEN sample --run $RUN --into-training --mask-source model --num 60 \
+    --sampler $SAMPLER --steps $NSTEPS --switch $1 --seed 0 --out $CHOSEN-switch$1 --quiet
   $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $SW --set seg.steps=$(steps $PRIMARY) "${U[@]}" \
-    $(no_levers) \
-    --set sources.$GSRC-sw02=$CHOSEN-switch0.2 --set sources.$GSRC-sw06=$CHOSEN-switch0.6
-  read -r SRC CHOSEN < <($PAY choose-generator --decision switch --log $LOG --val $SW --reference $VAL:$GSRC --model $PRIMARY)
-  SWITCH_LEVERS=(--lever "switch 0.2 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw02:mix:1"
-                 --lever "switch 0.6 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw06:mix:1")
-  echo "round 2, set chosen on val after the switch sweep: $SRC ($CHOSEN)"
-fi
+    $(no_levers) --set sources.$GSRC-sw${1/./}=$CHOSEN-switch$1
+}
+mkdir -p $SW/cells
+cp -n $REF/cells/${PRIMARY}__real__r0__s*.json $SW/cells/
+switch_set 0.2 > $W/switch_0.2.log 2>&1 & pa=$!
+switch_set 0.6 > $W/switch_0.6.log 2>&1 & pb=$!
+wait $pa && wait $pb || { echo "neu_levers: switch sweep failed, see $W/switch_*.log" >&2; exit 1; }
+$DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $SW --set seg.steps=$(steps $PRIMARY) "${U[@]}" \
+  $(no_levers) --set sources.$GSRC-sw02=$CHOSEN-switch0.2 --set sources.$GSRC-sw06=$CHOSEN-switch0.6
+read -r SRC CHOSEN < <($PAY choose-generator --decision switch --log $LOG --val $SW --reference $REFDIR:$GSRC --model $PRIMARY)
+echo "round 2, set chosen on val after the switch sweep: $SRC ($CHOSEN)"
 
-# 2. test, once, for the chosen generator (when it is not round 1's) and its own vanilla DDPM row
+# 2. test, once, for the chosen set (when it is not round 1's) and its generator's own vanilla DDPM row
 ROUND=(--round "round 2: ")
-[ -v SWITCH_LEVERS ] || SWITCH_LEVERS=()
 if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
-  RUN=${CHOSEN%/sets/*}
-  VAN=$RUN/sets/vanilla
-  [ -f $VAN/manifest.json ] || VAN=$W/vanilla_$(basename $RUN)
-  [ -f $VAN/manifest.json ] || $DEFECTGEN sample --run $RUN --num 60 --switch 0 --steps 100 --sampler ddpm --seed 0 --out $VAN
+  RUN=$(run_of $CHOSEN) VAN=()
+  if [ "$(cd $RUN && pwd -P)" != "$(cd runs/neu_cpu_gen && pwd -P)" ]; then  # round 1's generator has its vanilla row
+    V=$RUN/sets/vanilla
+    [ -f $V/manifest.json ] || V=$W/vanilla_$(basename $RUN)
+    [ -f $V/manifest.json ] || $DEFECTGEN sample --run $RUN --num 60 --switch 0 --steps 100 --sampler ddpm --seed 0 --out $V
+    VAN=(--set sources.vanilla-ddpm-r2=$V)
+  fi
   test_run() {
     $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_${1/deeplabv3plus-/dl-} --set models=$1 \
       --set seg.steps=$(steps $1) "${U[@]}" --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) \
-      --set sources.defectgen-gpu=$CHOSEN --set sources.vanilla-ddpm-gpu=$VAN "${@:2}"
+      --set sources.defectgen-r2=$CHOSEN "${VAN[@]}" "${@:2}"
   }
   only_new=(--set sources.copy-paste= --set sources.vanilla-ddpm= --set sources.defectgen=)
   test_run $PRIMARY "${only_new[@]}" > $W/levers_test_r18.log 2>&1 & pa=$!
@@ -109,4 +111,6 @@ $PAY final --log $LOG --out $R "${ROUND[@]}" --test $R/test_dl-r18 --test $R/tes
   --lever "GPU v + zero terminal SNR, mix=$L:gpu-v-zsnr:mix:1" \
   --lever "GPU x0 without EMA, mix=$L:gpu-x0-no-ema:mix:1" \
   --lever "GPU x0, DDIM 50 steps, mix=$L:gpu-x0-ddim50:mix:1" \
-  --lever "GPU x0, DDPM 250 steps, mix=$L:gpu-x0-ddpm250:mix:1" "${SWITCH_LEVERS[@]}"
+  --lever "GPU x0, DDPM 250 steps, mix=$L:gpu-x0-ddpm250:mix:1" \
+  --lever "switch 0.2 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw02:mix:1" \
+  --lever "switch 0.6 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw06:mix:1"

@@ -30,16 +30,16 @@ from defectgen.io import atomic_write_bytes, atomic_write_text
 from defectgen.seg.protocol import log_decision, log_final, read_protocol
 
 SOURCE = "defectgen"  # the Defect-Gen source of the val ablations (round 1: the CPU generator's set)
-ROUND2 = "defectgen-gpu"  # round 2 (scripts/neu_levers.sh): the generator chosen among the GPU levers on val
-ROW_ORDER = ["real", "copy-paste", "vanilla-ddpm", "defectgen-unconditional", SOURCE, "vanilla-ddpm-gpu", ROUND2]
+ROUND2 = "defectgen-r2"  # round 2 (scripts/neu_levers.sh): the set chosen on val among the generator levers
+ROW_ORDER = ["real", "copy-paste", "vanilla-ddpm", "defectgen-unconditional", SOURCE, "vanilla-ddpm-r2", ROUND2]
 ROW_NAMES = {
     "real": "real only",
     "copy-paste": "copy-paste",
     "vanilla-ddpm": "vanilla DDPM (large UNet alone, unconditional), CPU generator",
     "defectgen-unconditional": "Defect-Gen two-stage, unconditional",
     SOURCE: "Defect-Gen, round 1 chosen setting (CPU generator)",
-    "vanilla-ddpm-gpu": "vanilla DDPM (large UNet alone, unconditional), round 2 generator",
-    ROUND2: "Defect-Gen, round 2 chosen generator (GPU levers)",
+    "vanilla-ddpm-r2": "vanilla DDPM (large UNet alone, unconditional), round 2 generator",
+    ROUND2: "Defect-Gen, round 2 chosen set (generator levers, then switch)",
 }
 DEFECTGEN_ROWS = (SOURCE, ROUND2)
 
