@@ -54,7 +54,7 @@ run_of() {  # the generator of a sample folder: runs/gpu_levers/V for its sets, 
     *) python -c "import json, pathlib; print(pathlib.Path(json.load(open('$1/manifest.json'))['model']['pipeline']).parent)" ;; esac
 }
 no_levers() { python -c "import yaml; print(' '.join(f'--set sources.{s}=' for s in yaml.safe_load(open('configs/neu_levers_val.yaml'))['sources']))"; }
-SW=$R/val_switch_dl-r18 RUN=$(run_of $CHOSEN) GSRC=$SRC REFDIR=$VAL
+SW=$R/val_switch_dl-r18 RUN=$(run_of $CHOSEN) GSRC=$SRC REFDIR=$VAL BASE=$CHOSEN
 [ "$SRC" != defectgen ] || REFDIR=$REF
 read -r SAMPLER NSTEPS < <(python -c "import json; m = json.load(open('$CHOSEN/manifest.json')); print(m['sampler'], m['steps'])")
 switch_set() {
@@ -102,7 +102,8 @@ fi
 $PAY quality --log $LOG --out $R --set gpu-x0=$G/x0/sets/into-training --set gpu-x0-zsnr=$G/x0-zsnr/sets/into-training \
   --set gpu-v-zsnr=$G/v-zsnr/sets/into-training --set gpu-eps-zsnr=$G/eps-zsnr/sets/into-training \
   --set gpu-x0-no-ema=$G/x0-no-ema/sets/into-training --set gpu-x0-ddim50=$G/x0/sets/into-training-ddim50 \
-  --set gpu-x0-ddpm250=$G/x0/sets/into-training-ddpm250 --set gpu-vanilla-ddpm=$G/x0/sets/vanilla
+  --set gpu-x0-ddpm250=$G/x0/sets/into-training-ddpm250 --set gpu-vanilla-ddpm=$G/x0/sets/vanilla \
+  --set $GSRC-sw02=$BASE-switch0.2 --set $GSRC-sw06=$BASE-switch0.6
 L=$VAL:$PRIMARY
 $PAY final --log $LOG --out $R "${ROUND[@]}" --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet --val $REF \
   --lever "GPU x0 (10x training), mix=$L:gpu-x0:mix:1" \
