@@ -72,10 +72,27 @@ $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $SW --set seg.steps
   $(no_levers) --set sources.$GSRC-sw02=$CHOSEN-switch0.2 --set sources.$GSRC-sw06=$CHOSEN-switch0.6
 read -r SRC CHOSEN < <($PAY choose-generator --decision switch --log $LOG --val $SW --reference $REFDIR:$GSRC --model $PRIMARY)
 echo "round 2, set chosen on val after the switch sweep: $SRC ($CHOSEN)"
+SRCDIR=$SW; [ "$SRC" != "$GSRC" ] || SRCDIR=$REFDIR   # the grid that scored the chosen set at ratio 1
 
-# 2. test, once, for the chosen set (when it is not round 1's) and its generator's own vanilla DDPM row
-ROUND=(--round "round 2: ")
-if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
+# 1c. ratio, last (round 1 tried 1 only): the chosen set at 0.5 and 2 synthetic pairs per real pair, on val
+RT=$R/val_ratio_dl-r18
+mkdir -p $RT/cells
+cp -n $REF/cells/${PRIMARY}__real__r0__s?.json $SRCDIR/cells/${PRIMARY}__${SRC}__r1__s?.json $RT/cells/
+ratio_part() {
+  $DEFECTGEN ablate --config configs/neu_levers_val.yaml --out $RT --set seg.steps=$(steps $PRIMARY) "${U[@]}" \
+    $(no_levers) --set sources.$SRC=$CHOSEN --set ratios=0,$1
+}
+ratio_part 0.5 > $W/ratio_0.5.log 2>&1 & pa=$!
+ratio_part 2 > $W/ratio_2.log 2>&1 & pb=$!
+wait $pa && wait $pb || { echo "neu_levers: ratio sweep failed, see $W/ratio_*.log" >&2; exit 1; }
+ratio_part 0.5,1,2
+RATIO=$($PAY choose-ratio --log $LOG --val $RT --source $SRC --model $PRIMARY)
+echo "round 2, ratio chosen on val: $RATIO"
+
+# 2. test, once, when round 2 changed the set or the ratio: in new folders (test_r2_*; real-only cells are round 1's),
+#    the chosen set and every baseline at the chosen ratio, and the chosen generator's own vanilla DDPM row
+TESTS=()
+if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ] || [ "$RATIO" != 1 ]; then
   RUN=$(run_of $CHOSEN) VAN=()
   if [ "$(cd $RUN && pwd -P)" != "$(cd runs/neu_cpu_gen && pwd -P)" ]; then  # round 1's generator has its vanilla row
     V=$RUN/sets/vanilla
@@ -83,19 +100,19 @@ if [ "$CHOSEN" != "$($PAY set-of --log $LOG --model $PRIMARY)" ]; then
     [ -f $V/manifest.json ] || $DEFECTGEN sample --run $RUN --num 60 --switch 0 --steps 100 --sampler ddpm --seed 0 --out $V
     VAN=(--set sources.vanilla-ddpm-r2=$V)
   fi
-  test_run() {
-    $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $R/test_${1/deeplabv3plus-/dl-} --set models=$1 \
-      --set seg.steps=$(steps $1) "${U[@]}" --set sources.defectgen=$($PAY set-of --log $LOG --model $PRIMARY) \
-      --set sources.defectgen-r2=$CHOSEN "${VAN[@]}" "${@:2}"
+  test_r2() {
+    local t=$R/test_r2_${1/deeplabv3plus-/dl-}
+    mkdir -p $t/cells
+    cp -n $R/test_${1/deeplabv3plus-/dl-}/cells/${1}__real__r0__s?.json $t/cells/
+    $DEFECTGEN ablate --config configs/neu_pay_test.yaml --out $t --set models=$1 --set seg.steps=$(steps $1) "${U[@]}" \
+      --set ratios=0,$RATIO --set sources.defectgen= --set sources.defectgen-r2=$CHOSEN "${VAN[@]}"
   }
-  only_new=(--set sources.copy-paste= --set sources.vanilla-ddpm= --set sources.defectgen=)
-  test_run $PRIMARY "${only_new[@]}" > $W/levers_test_r18.log 2>&1 & pa=$!
-  test_run $PRETRAINED "${only_new[@]}" > $W/levers_test_effl0.log 2>&1 & pb=$!
+  test_r2 $PRIMARY > $W/levers_test_r18.log 2>&1 & pa=$!
+  test_r2 $PRETRAINED > $W/levers_test_effl0.log 2>&1 & pb=$!
   wait $pa && wait $pb || { echo "neu_levers: test failed, see $W/levers_test_*.log" >&2; exit 1; }
-  for m in $PRIMARY $PRETRAINED; do test_run $m; done   # gather: the full tables of both test folders
+  TESTS=(--test-r2 $R/test_r2_dl-r18 --test-r2 $R/test_r2_dl-effl0-imagenet)
 else
-  ROUND=()
-  echo "round 2 keeps round 1's set: nothing new to score on test"
+  echo "round 2 keeps round 1's set and ratio: nothing new to score on test"
 fi
 
 # 3. quality of the lever sets, the tables (both rounds), the levers plot
@@ -105,7 +122,7 @@ $PAY quality --log $LOG --out $R --set gpu-x0=$G/x0/sets/into-training --set gpu
   --set gpu-x0-ddpm250=$G/x0/sets/into-training-ddpm250 --set gpu-vanilla-ddpm=$G/x0/sets/vanilla \
   --set $GSRC-sw02=$BASE-switch0.2 --set $GSRC-sw06=$BASE-switch0.6
 L=$VAL:$PRIMARY
-$PAY final --log $LOG --out $R "${ROUND[@]}" --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet --val $REF \
+$PAY final --log $LOG --out $R --test $R/test_dl-r18 --test $R/test_dl-effl0-imagenet "${TESTS[@]}" --val $REF --val $RT \
   --lever "GPU x0 (10x training), mix=$L:gpu-x0:mix:1" \
   --lever "GPU x0 + zero terminal SNR, mix=$L:gpu-x0-zsnr:mix:1" \
   --lever "GPU epsilon + zero terminal SNR, mix=$L:gpu-eps-zsnr:mix:1" \
@@ -114,4 +131,6 @@ $PAY final --log $LOG --out $R "${ROUND[@]}" --test $R/test_dl-r18 --test $R/tes
   --lever "GPU x0, DDIM 50 steps, mix=$L:gpu-x0-ddim50:mix:1" \
   --lever "GPU x0, DDPM 250 steps, mix=$L:gpu-x0-ddpm250:mix:1" \
   --lever "switch 0.2 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw02:mix:1" \
-  --lever "switch 0.6 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw06:mix:1"
+  --lever "switch 0.6 ($GSRC), mix=$SW:$PRIMARY:$GSRC-sw06:mix:1" \
+  --lever "ratio 0.5 ($SRC), mix=$RT:$PRIMARY:$SRC:mix:0.5" \
+  --lever "ratio 2 ($SRC), mix=$RT:$PRIMARY:$SRC:mix:2"

@@ -7,6 +7,7 @@ Called by scripts/neu_pay.sh between its stages; every decision goes to the prot
     python scripts/neu_pay.py choose --val DIR --model M --log L      # choose synthetic set, usage and ratio on val
     python scripts/neu_pay.py usage-sets|set-of|generator-set --model M --log L   # read a decision back
     python scripts/neu_pay.py choose-generator --val DIR --reference DIR:SOURCE --model M --log L   # round 2
+    python scripts/neu_pay.py choose-ratio --val DIR --source S --model M --log L                  # round 2, last
     python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
 
 ``final`` records the test scoring in the log (once per model), writes ``headline.{csv,md}``,
@@ -127,6 +128,24 @@ def cmd_choose_generator(args) -> int:
                  rule=f"largest mean paired gain in val defect mIoU over real-only ({label}, ratio {ratio:g}; "
                       "ties: the reference set)", evidence=evidence, source=str(Path(args.val) / "summary.csv"))
     print(best.split(" ")[0], cands[best][1])  # source name and folder
+    return 0
+
+
+def cmd_choose_ratio(args) -> int:
+    """Round 2, last: the ratio of the chosen set with the largest mean paired val gain (ties: the smaller ratio)."""
+    label = u_label(decision(args.log, f"usage[{args.model}]")["chosen"]["usage"])
+    rows = {r["ratio"]: r for r in summary(args.val) if r["model"] == args.model and r["source"] == args.source
+            and r["usage"] == label and r["ratio"] > 0}
+    wanted = [float(r) for r in ablation_config(args.val)["ratios"] if float(r) > 0]
+    if any(r not in rows or rows[r]["seeds"] < 3 for r in wanted):
+        raise ConfigError(f"{args.val}: the ratio grid of {args.source} is not finished")
+    best = max(rows, key=lambda r: (rows[r]["gain_miou_defect"], -r))
+    evidence = {f"{args.source}, {label}, r{r:g}": {"gain": x["gain_miou_defect"], "seeds": int(x["seeds"]),
+                "ci": [x["gain_miou_defect_ci_low"], x["gain_miou_defect_ci_high"]]} for r, x in sorted(rows.items())}
+    log_decision(args.log, f"ratio[{args.model}]", best, split="val", source=str(Path(args.val) / "summary.csv"),
+                 rule="largest mean paired gain in val defect mIoU over real-only (ties: the smaller ratio)",
+                 evidence=evidence)
+    print(f"{best:g}")
     return 0
 
 
@@ -355,18 +374,19 @@ def write_npz(folder: Path, out: Path, size: int = 64) -> int:
 
 def cmd_final(args) -> int:
     out = Path(args.out)
-    for folder in args.test:
+    tests = [*args.test, *args.test_r2]
+    for folder in tests:
         cfg = ablation_config(folder)
-        what = f"{args.round}headline table, {cfg['models'][0]}"
+        what = f"{'round 2: ' if folder in args.test_r2 else ''}headline table, {cfg['models'][0]}"
         if cfg.get("test_split") != "test":
             raise ConfigError(f"{folder}: not a test-split ablation")
         if not any(e.get("kind") == "final" and e.get("what") == what for e in read_protocol(args.log)):
             log_final(args.log, what, split="test", results=str(Path(folder) / "summary.csv"),
                       note="scored once with the val-chosen settings; the ablation folder is resumable, never re-scored")
-    rows = headline(args.test, args.log)
+    rows = headline(tests, args.log)
     atomic_write_text(out / "headline.csv", to_csv(rows))
     atomic_write_text(out / "headline.md", headline_md(rows) + "\nPaired by seed against the other rows:\n\n"
-                      + versus_baselines(args.test))
+                      + versus_baselines(tests))
     atomic_write_text(out / "val_decisions.md", "# Protocol log, in order (results/neu_pay/protocol.jsonl)\n\n"
                       + decisions_md(args.log))
     if args.val:
@@ -440,8 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--decision", default="generator", choices=["generator", "switch"])
     s.add_argument("--model", required=True)
     s.set_defaults(func=cmd_choose_generator)
+    s = sub.add_parser("choose-ratio")
+    s.add_argument("--val", type=Path, required=True, help="the ratio grid of the chosen set")
+    s.add_argument("--source", required=True)
+    s.add_argument("--model", required=True)
+    s.set_defaults(func=cmd_choose_ratio)
     s = sub.add_parser("final")
-    s.add_argument("--round", default="", help="prefix of the test entries in the log, e.g. 'round 2: '")
+    s.add_argument("--test-r2", type=Path, action="append", default=[], help="round 2's test folders (scripts/neu_levers.sh)")
     s.add_argument("--test", type=Path, action="append", required=True)
     s.add_argument("--val", type=Path, action="append", default=[])
     s.add_argument("--lever", action="append", default=[], help="LABEL=ABLATION:MODEL:SOURCE:USAGE:RATIO or LABEL=EVAL1:EVAL2")
