@@ -207,7 +207,9 @@ def headline(tests: list[Path], log: Path) -> list[dict]:
                 "gain": r["gain_miou_defect"], "ci_low": r["gain_miou_defect_ci_low"], "ci_high": r["gain_miou_defect_ci_high"],
                 "train_seconds_per_cell": cell_seconds(folder),
             })
-    out.sort(key=lambda r: (r["model"], ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99))
+    out = [r for i, r in enumerate(out)  # a round-2 folder repeats round 1's real-only cells: one row each
+           if r["row"] != "real" or not any(q["row"] == "real" and q["model"] == r["model"] for q in out[:i])]
+    out.sort(key=lambda r: (r["model"], ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99, r["ratio"]))
     return out
 
 
@@ -228,9 +230,10 @@ def versus_baselines(tests: list[Path]) -> str:
     """Defect-Gen minus each other test row, paired by seed (defect mIoU points, 95% t-interval)."""
     from defectgen.seg.stats import paired_gain
 
-    lines = ["| model | Defect-Gen row | minus | seeds | difference [95% CI] |", "|---|---|---|---|---|"]
+    lines = ["| model | Defect-Gen row | minus | ratio | seeds | difference [95% CI] |", "|---|---|---|---|---|---|"]
     for folder in tests:
         by: dict[str, dict[int, float]] = {}
+        ratio = next(float(r) for r in ablation_config(folder)["ratios"] if float(r) > 0)  # one per test folder
         for path in sorted((Path(folder) / "cells").glob("*.json")):
             c = json.loads(path.read_text())
             by.setdefault(c["cell"]["source"], {})[c["seed"]] = c["metrics"]["miou_defect"]
@@ -239,7 +242,7 @@ def versus_baselines(tests: list[Path]) -> str:
             for other in [src for src in ROW_ORDER if src in by and src != mine]:
                 seeds = sorted(set(by[mine]) & set(by[other]))
                 g = paired_gain([by[mine][i] for i in seeds], [by[other][i] for i in seeds])
-                lines.append(f"| {model} | {ROW_NAMES[mine]} | {ROW_NAMES[other]} | {len(seeds)} "
+                lines.append(f"| {model} | {ROW_NAMES[mine]} | {ROW_NAMES[other]} | {ratio:g} | {len(seeds)} "
                              f"| {pct(g['mean'])} [{pct(g['ci_low'])}, {pct(g['ci_high'])}] |")
     return "\n".join(lines) + "\n"
 
@@ -399,9 +402,10 @@ def cmd_final(args) -> int:
         atomic_write_bytes(out / "gain_per_lever.png", plot_levers(levers))
         atomic_write_text(out / "levers.md", "| lever (val, DeepLabV3+-R18) | gain [95% CI] |\n|---|---|\n" + "\n".join(
             f"| {label} | {g:+.1f} [{lo:+.1f}, {hi:+.1f}] |" for label, g, lo, hi in levers) + "\n")
-    sizes = {}
-    for r in rows:
-        if r["synthetic_folder"] and r["row"] not in sizes:
+    sizes, written = {}, set()
+    for r in rows:  # one file per set: a set scored at two ratios, or in both rounds, is written once
+        if r["synthetic_folder"] and r["synthetic_folder"] not in written:
+            written.add(r["synthetic_folder"])
             sizes[r["row"]] = write_npz(Path(r["synthetic_folder"]), out / f"pairs_{r['row']}.npz")
     print(headline_md(rows))
     print("npz sizes (bytes):", sizes)
