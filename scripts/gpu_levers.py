@@ -47,11 +47,22 @@ RUN_META = ["config.yaml", "selection.json", "class_map.json", "large/log.jsonl"
             "large/timing.json", "small/timing.json"]
 
 
+class LeversError(ValueError):
+    """A config or folder this script cannot use; main prints it in one line and exits with 2."""
+
+
 def load_config(path: Path) -> dict:
-    cfg = yaml.safe_load(path.read_text())
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise LeversError(f"{path}: cannot read the config ({str(err).splitlines()[0]})") from err
     for key in ("generator", "variants", "sets"):
-        if key not in cfg:
-            raise SystemExit(f"{path}: no '{key}' key")
+        if not isinstance(cfg, dict) or key not in cfg:
+            raise LeversError(f"{path}: no '{key}' key")
+    for name, spec in cfg["sets"].items():
+        unknown = set(set_variants(cfg, spec.get("variants", "all"))) - set(cfg["variants"])
+        if unknown:
+            raise LeversError(f"{path}: set '{name}' names unknown variants {sorted(unknown)}")
     return cfg
 
 
@@ -237,6 +248,8 @@ def phase_unpack(args: argparse.Namespace) -> None:
     from defectgen.pipeline import load_pipeline
 
     src, dst = args.src, args.dst
+    if not any(src.glob("weights_*.tar")) and not (src / "samples.tar").is_file():
+        raise LeversError(f"{src}: no weights_*.tar or samples.tar here (the files a run call returned)")
     dst.mkdir(parents=True, exist_ok=True)
     for packed in sorted(src.glob("weights_*.tar")):
         v = packed.stem[len("weights_"):]
@@ -303,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--to", dest="dst", type=Path, required=True)
     s.set_defaults(func=phase_subset)
     args = p.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (LeversError, FileNotFoundError) as err:
+        print(f"gpu_levers: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

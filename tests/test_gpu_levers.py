@@ -102,3 +102,15 @@ def test_a_second_run_trains_the_cut_variant_on(returned: tuple[Path, Path], tmp
     assert after["v-zsnr-cut"]["steps_reached"]["large"] > before["v-zsnr-cut"]["steps_reached"]["large"]
     assert list(record["phases"]["sample"]) == ["v-zsnr-cut/into-training", "seconds"]  # x0's sets are kept
     assert (work / "x0" / "sets" / "into-training" / "manifest.json").stat().st_mtime_ns == kept
+
+
+def test_bad_config_and_empty_fetch_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generator: g.yaml\nvariants: {x0: {}}\nsets: {s: {variants: [y], args: []}}\n")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHONPATH": str(REPO)}
+    for args, message in ((["run", "--config", str(bad), "--work", str(tmp_path / "w")], "names unknown variants ['y']"),
+                          (["run", "--config", str(tmp_path / "none.yaml"), "--work", str(tmp_path / "w")], "cannot read"),
+                          (["unpack", "--from", str(tmp_path / "empty"), "--to", str(tmp_path / "b")], "no weights_*.tar")):
+        done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
