@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from gpu_run import check_out, ensure_wheels, out_dir  # noqa: E402
+from gpu_run import MAX_FILES, check_out, ensure_wheels, out_dir  # noqa: E402
 
 PARTIAL = "from_checkpoint.json"  # in a final/ that finish_from_checkpoint wrote: the step its weights are from
 RUN_META = ["config.yaml", "selection.json", "class_map.json", "large/log.jsonl", "small/log.jsonl",
@@ -59,6 +59,9 @@ def load_config(path: Path) -> dict:
     for key in ("generator", "variants", "sets"):
         if not isinstance(cfg, dict) or key not in cfg:
             raise LeversError(f"{path}: no '{key}' key")
+    if len(cfg["variants"]) > MAX_FILES - 3:  # levers.json, log.txt, samples.tar + one weights tar each
+        raise LeversError(f"{path}: {len(cfg['variants'])} variants; at most {MAX_FILES - 3} fit the "
+                          f"{MAX_FILES} files a call returns")
     for name, spec in cfg["sets"].items():
         unknown = set(set_variants(cfg, spec.get("variants", "all"))) - set(cfg["variants"])
         if unknown:
@@ -114,9 +117,10 @@ def finish_from_checkpoint(run: Path) -> dict[str, int]:
     from defectgen.data.classmap import ClassMap
     from defectgen.train import _read_checkpoint, latest_checkpoint
 
-    if _saved_config(run / "config.yaml") is None:
+    saved = _saved_config(run / "config.yaml")
+    if saved is None:
         return {}  # the run never started (its error is in the training log)
-    cfg = from_dict(GeneratorConfig, _saved_config(run / "config.yaml"))
+    cfg = from_dict(GeneratorConfig, saved)
     channels = cfg.image_channels + ClassMap.load(run / "class_map.json").num_classes
     reached = {}
     for stage in ("large", "small"):

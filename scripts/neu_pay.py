@@ -5,7 +5,7 @@ Called by scripts/neu_pay.sh between its stages; every decision goes to the prot
 
     python scripts/neu_pay.py steps --log L --model M                 # print the chosen seg.steps
     python scripts/neu_pay.py choose --val DIR --model M --log L      # choose synthetic set, usage and ratio on val
-    python scripts/neu_pay.py usage-sets|set-of|generator-set --model M --log L   # read a decision back
+    python scripts/neu_pay.py usage-sets|set-of --model M --log L   # read a decision back
     python scripts/neu_pay.py choose-generator --val DIR --reference DIR:SOURCE --model M --log L   # round 2
     python scripts/neu_pay.py choose-ratio --val DIR --source S --model M --log L                  # round 2, last
     python scripts/neu_pay.py final --test DIR [--test DIR] --val DIR [--val DIR] --log L --out results/neu_pay
@@ -147,16 +147,6 @@ def cmd_choose_ratio(args) -> int:
                  evidence=evidence)
     print(f"{best:g}")
     return 0
-
-
-def cmd_generator_set(args) -> int:
-    """The set of round 2's last decision: the switch when it was swept, else the generator."""
-    for name in ("switch", "generator"):
-        found = [e for e in read_protocol(args.log) if e.get("decision") == f"{name}[{args.model}]"]
-        if found:
-            print(found[-1]["chosen"]["folder"])
-            return 0
-    raise ConfigError(f"{args.log}: no round 2 decision for {args.model} yet (scripts/neu_levers.sh)")
 
 
 def usage_sets(chosen: dict) -> list[str]:
@@ -450,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, func in (("steps", cmd_steps), ("usage-sets", cmd_usage_sets),
-                       ("set-of", cmd_set_of), ("generator-set", cmd_generator_set)):
+                       ("set-of", cmd_set_of)):
         s = sub.add_parser(name)
         s.add_argument("--model", required=True)
         s.set_defaults(func=func)

@@ -107,8 +107,11 @@ def test_a_second_run_trains_the_cut_variant_on(returned: tuple[Path, Path], tmp
 def test_bad_config_and_empty_fetch_are_one_line_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("generator: g.yaml\nvariants: {x0: {}}\nsets: {s: {variants: [y], args: []}}\n")
+    six = tmp_path / "six.yaml"
+    six.write_text("generator: g.yaml\nvariants: {a: {}, b: {}, c: {}, d: {}, e: {}, f: {}}\nsets: {}\n")
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHONPATH": str(REPO)}
     for args, message in ((["run", "--config", str(bad), "--work", str(tmp_path / "w")], "names unknown variants ['y']"),
+                          (["run", "--config", str(six), "--work", str(tmp_path / "w")], "at most 5 fit the 8 files"),
                           (["run", "--config", str(tmp_path / "none.yaml"), "--work", str(tmp_path / "w")], "cannot read"),
                           (["unpack", "--from", str(tmp_path / "empty"), "--to", str(tmp_path / "b")], "no weights_*.tar")):
         done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
