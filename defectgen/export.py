@@ -23,9 +23,9 @@ from defectgen.distributed import process_state, shard
 from defectgen.data import samples
 from defectgen.generator_config import PRECISIONS
 from defectgen.io import OutputExistsError, atomic_write_json, clean_stale_tmp, ensure_empty_output, refuse_existing
-from defectgen.guided import Condition, GuidedRequest, known_batch
+from defectgen.guided import Condition, FullCondition, GuidedRequest, known_batch
 from defectgen.pipeline import DefectGenPipeline
-from defectgen.schedule import sample_generators, sample_seed
+from defectgen.schedule import sample_generators, sample_seed, window_seed
 from defectgen.run import RunError
 
 JOB_FILE = ".sample_job.json"
@@ -51,7 +51,9 @@ def export_samples(
     """Sample ``num`` pairs (sample i seeded by (seed, i)) and write them to ``out``; return the manifest.
 
     Guided sampling: ``condition(i)`` says what sample i must keep (see ``defectgen.guided``) and
-    ``request`` holds the blend band and resampling; a given mask is written exactly as given.
+    ``request`` holds the blend band and resampling; a given mask is written exactly as given. A
+    full-size condition (``FullCondition``, on a crop-mode run) is sampled window by window, every
+    window of the batch in one pipeline call, and written as the whole image.
 
     Several processes (torchrun) each sample every N-th index; one process gives the same pairs.
     Each pair is written atomically and then recorded as done, so a killed run started again with
@@ -63,8 +65,10 @@ def export_samples(
         raise ValueError("the pipeline has no class names (config class_names); build it with class_names=...")
     switch = pipe.config.switch if switch is None else switch
     precision = _precision(precision, pipe.device)
+    full = bool(getattr(condition, "full_size", False))
     job = json.loads(json.dumps({"num": num, "seed": seed, "switch": switch, "sampler": sampler, "steps": steps,
-                                 "precision": precision, "guided": _request_info(request), "model": identity or {}}))
+                                 "precision": precision, "guided": _request_info(request), "model": identity or {},
+                                 **({"full_size": True} if full else {})}))
     state = process_state()
     if state.is_main_process:
         _open_job(out, job, overwrite)
@@ -133,6 +137,8 @@ def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int,
     # on a GPU the noise comes from per-sample CUDA generators: same (seed, index) rule, no host draws
     gens = sample_generators(seed, idx, pipe.device if pipe.device.type == "cuda" else "cpu")
     conds = [condition(i) for i in idx] if condition is not None else None
+    if conds and isinstance(conds[0], FullCondition):
+        return _sample_full(pipe, out, idx, seed, switch, sampler, steps, conds, request, precision)
     guided = {} if conds is None else {
         "known": known_batch(conds, pipe.class_map, pipe.config.image_channels, request.blend),
         "resample": request.resample}
@@ -142,6 +148,31 @@ def _sample_batch(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int,
     for j, (i, s, img, mask) in enumerate(zip(idx, seeds, res.images, masks)):
         entry = {**samples.save_pair(out, i, img, mask, names), "seed": s, **(conds[j].info if conds else {})}
         atomic_write_json(out / DONE_DIR / f"{i:06d}.json", entry, sync=False)
+
+
+def _sample_full(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int, switch: float, sampler: str,
+                 steps: int | None, fulls: list[FullCondition], request: GuidedRequest, precision: str) -> None:
+    """Full-size samples: every window of the batch in one pipeline call, each window seeded by
+    (seed, index, window), then each image composed whole and written."""
+    cmap, size = pipe.class_map, _model_size(pipe)
+    wins = [(j, k, c) for j, fc in enumerate(fulls) for k, c in enumerate(fc.window_conditions(size, cmap))]
+    device = pipe.device if pipe.device.type == "cuda" else "cpu"
+    gens = [torch.Generator(device).manual_seed(window_seed(seed, idx[j], k)) for j, k, _ in wins]
+    known = known_batch([c for *_, c in wins], cmap, pipe.config.image_channels, request.blend)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False, known=known,
+                   resample=request.resample)
+    for j, (i, fc) in enumerate(zip(idx, fulls)):
+        outs = [(res.images[n], res.masks[n], c) for n, (jj, _, c) in enumerate(wins) if jj == j]
+        image, mask, windows = fc.compose(outs, size, request.blend, cmap)
+        entry = {**samples.save_pair(out, i, image, mask, cmap.names), "seed": sample_seed(seed, i), **fc.info,
+                 "windows": windows}
+        atomic_write_json(out / DONE_DIR / f"{i:06d}.json", entry, sync=False)
+
+
+def _model_size(pipe: DefectGenPipeline) -> int:
+    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
+    return int(ref.config.sample_size)
 
 
 def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], condition: Callable[[int], Condition] | None,
@@ -163,6 +194,8 @@ def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], conditio
         "sampler": job["sampler"],
         "precision": job["precision"],
         "mode": request.mode if request else "unconditional",
+        "full_size": bool(job.get("full_size", False)),  # pairs at their backgrounds' own size (else size x size)
+        "window": _model_size(pipe),
         "guided": job["guided"],
         "steps": len(large_ts) + len(small_ts),
         "timesteps": {"large": large_ts, "small": small_ts},
@@ -182,6 +215,12 @@ def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], conditio
 def _write_grid(out: Path, pipe: DefectGenPipeline, entries: list[dict], condition: Callable[[int], Condition] | None,
                 request: GuidedRequest | None) -> None:
     if not entries:
+        return
+    if getattr(condition, "full_size", False):
+        pairs = [samples.read_pairs(out, [e["file"]]) for e in entries]
+        samples.write_full_grids(out, [i[0] for i, _ in pairs], [m[0] for _, m in pairs],
+                                 [condition(e["index"]).image for e in entries], [e["windows"] for e in entries],
+                                 pipe.class_map.names)
         return
     imgs, masks = samples.read_pairs(out, [e["file"] for e in entries])
     bgs = None

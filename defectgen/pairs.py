@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 def encode_pairs(images: np.ndarray, masks: np.ndarray, num_classes: int, image_channels: int = 3) -> torch.Tensor:
     """(N,H,W,3) uint8 images and (N,H,W) uint8 masks -> (N, image_channels + num_classes, H, W) float."""
-    img = torch.from_numpy(np.ascontiguousarray(images)).float().permute(0, 3, 1, 2) / 127.5 - 1.0
+    img = torch.from_numpy(np.array(images)).float().permute(0, 3, 1, 2) / 127.5 - 1.0  # a copy: inputs may be read-only
     if image_channels == 1:
         img = img.mean(dim=1, keepdim=True)
     elif image_channels != 3:
         raise ValueError(f"image_channels must be 1 or 3, got {image_channels}")
-    m = torch.from_numpy(np.ascontiguousarray(masks)).long()
+    m = torch.from_numpy(np.array(masks)).long()
     m = torch.where(m >= num_classes, torch.zeros_like(m), m)  # ignore -> background
     onehot = F.one_hot(m, num_classes).permute(0, 3, 1, 2).float() * 2.0 - 1.0
     return torch.cat([img, onehot], dim=1)

@@ -214,6 +214,19 @@ def train_stems(run: Path) -> list[str]:
     return []
 
 
+def run_config(run: Path) -> GeneratorConfig | None:
+    """The generator config saved in a run folder (given the run or its pipeline folder); None for a
+    pipeline folder standing alone."""
+    run = Path(run)
+    for path in (run / "config.yaml", *((run.parent / "config.yaml",) if (run / "model_index.json").is_file() else ())):
+        if path.is_file():
+            try:
+                return from_dict(GeneratorConfig, yaml.safe_load(path.read_text()) or {})
+            except (OSError, yaml.YAMLError) as err:
+                raise RunError(f"{path}: the run's config cannot be read ({err})") from err
+    return None
+
+
 def run_sample_config(run: Path) -> SampleConfig:
     """The ``sample:`` section of the run's config.yaml (defaults when the pipeline stands alone)."""
     from defectgen.config import from_dict

@@ -95,6 +95,13 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] % (2**63))
 
 
+def window_seed(seed: int, index: int, window: int) -> int:
+    """The seed of window ``window`` of full-size sample ``index``; the first window is seeded like sample ``index``."""
+    if window == 0:
+        return sample_seed(seed, index)
+    return int(np.random.SeedSequence([seed, index, window]).generate_state(1, dtype=np.uint64)[0] % (2**63))
+
+
 def sample_generators(seed: int, indices: list[int] | range, device: str | torch.device = "cpu") -> list[torch.Generator]:
     """One generator per sample, seeded by ``sample_seed(seed, i)``; on a GPU the noise then needs no host draws."""
     return [torch.Generator(device).manual_seed(sample_seed(seed, i)) for i in indices]

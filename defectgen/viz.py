@@ -90,3 +90,48 @@ def pair_grid(images: np.ndarray, masks: np.ndarray, ncols: int = 4, scale: int 
     out.paste(grid, (0, 0))
     out.paste(legend, (0, grid.height))
     return out
+
+
+def outline(image: np.ndarray, boxes: Sequence[tuple[int, int, int]], colour: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
+    """A copy of ``image`` with the square boxes (x, y, side) drawn as 1-px outlines."""
+    im = Image.fromarray(image.copy())
+    draw = ImageDraw.Draw(im)
+    for x, y, side in boxes:
+        draw.rectangle((x, y, x + side - 1, y + side - 1), outline=colour)
+    return np.asarray(im)
+
+
+def panel_grid(rows: Sequence[Sequence[np.ndarray]], long_side: int = 256, ncols: int = 2,
+               names: Sequence[str] | None = None) -> Image.Image:
+    """Rows of RGB panels (e.g. background | generated | overlay), the panels of a row of one size, rows
+    of any sizes: every panel is scaled by one factor so the largest has a long side of ``long_side``
+    (area-averaged when shrinking, so 1-px defects stay visible; nearest when growing); ``ncols`` rows
+    side by side; with ``names``, the class colour legend below."""
+    scale = long_side / max(max(p.shape[:2]) for r in rows for p in r)
+    sized = [[_scaled(p, scale) for p in r] for r in rows]
+    pad = 2
+    cell_h = max(p.shape[0] for r in sized for p in r)
+    cell_w = max(sum(p.shape[1] + pad for p in r) for r in sized)
+    ncols = max(1, min(ncols, len(sized)))
+    nrows = (len(sized) + ncols - 1) // ncols
+    canvas = np.full((nrows * (cell_h + pad) + pad, ncols * (cell_w + pad) + pad, 3), 255, np.uint8)
+    for i, r in enumerate(sized):
+        y, x = pad + (i // ncols) * (cell_h + pad), pad + (i % ncols) * (cell_w + pad)
+        for p in r:
+            canvas[y:y + p.shape[0], x:x + p.shape[1]] = p
+            x += p.shape[1] + pad
+    grid = Image.fromarray(canvas)
+    if names is None:
+        return grid
+    legend = legend_strip(names, grid.width)
+    out = Image.new("RGB", (grid.width, grid.height + legend.height), "white")
+    out.paste(grid, (0, 0))
+    out.paste(legend, (0, grid.height))
+    return out
+
+
+def _scaled(panel: np.ndarray, scale: float) -> np.ndarray:
+    size = (max(1, round(panel.shape[1] * scale)), max(1, round(panel.shape[0] * scale)))
+    if size == (panel.shape[1], panel.shape[0]):
+        return panel
+    return np.asarray(Image.fromarray(panel).resize(size, Image.BOX if scale < 1 else Image.NEAREST))

@@ -78,12 +78,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with timer.phase("load"):
         pipe = load_generator(args.run, dev or process_state().device)
     condition, num = None, args.num
+    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
     if request is not None:
         from defectgen.guided import build_conditions
 
-        ref = pipe.unet if pipe.unet is not None else pipe.unet_2
         condition, num = build_conditions(request, pipeline_path(args.run).parent, pipe.class_map,
                                           ref.config.sample_size, pipe.config.image_channels, args.num, args.seed)
+    if (request is None or request.mode == "masks") and _crop_run(args.run):
+        size = ref.config.sample_size
+        print(f"[defectgen] note: this run was trained on {size}x{size} crops (resize_mode: crop), so these pairs are "
+              f"{size}x{size} windows at its scale; --onto GOOD_DIR or --into-training give pairs at the images' full size")
     if num is None:
         raise ConfigError("--num is required: how many pairs to sample")
     if num < 1:
@@ -108,6 +112,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crop_run(run: Path) -> bool:
+    from defectgen.run import pipeline_path, run_config
+
+    cfg = run_config(pipeline_path(run).parent)
+    return cfg is not None and cfg.resize_mode == "crop"
+
+
 def _guided_request(args: argparse.Namespace):
     """The guided mode the flags ask for, or None for unconditional sampling."""
     from defectgen.guided import GuidedRequest
@@ -119,12 +130,15 @@ def _guided_request(args: argparse.Namespace):
     mode = "onto" if args.onto is not None else "into-training" if args.into_training else \
         "masks" if (args.masks is not None or args.mask_source is not None) else None
     if mode is None:
-        if args.classes:
-            raise ConfigError("--classes needs a guided mode (--onto, --into-training, --masks or --mask-source)")
+        for flag in ("classes", "defects_per_image", "region"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs a guided mode (--onto, --into-training, --masks "
+                                  "or --mask-source)")
         return None
     source = "folder" if args.masks is not None else args.mask_source or "train"
     request = GuidedRequest(mode, source, good=args.onto, masks=args.masks, pairing=args.pairing,
-                            classes=args.classes, blend=args.blend, resample=args.resample)
+                            classes=args.classes, blend=args.blend, resample=args.resample,
+                            defects_per_image=args.defects_per_image, region=args.region)
     request.check()
     return request
 
@@ -162,6 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     positive(args, "num")
     if args.num is not None:
         demo_cfg.num_samples = args.num
+        demo_cfg.check()
     out = ensure_empty_output(args.out, args.overwrite)
     timer = run_demo(out, gen_cfg, demo_cfg, progress=not args.quiet)
     page = report(out, "defectgen demo", args)
@@ -214,6 +229,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="defect classes to paint, or a count per class (sets the number of pairs)")
     g.add_argument("--blend", type=int, default=2, help="soft band around a painted region, in pixels")
     g.add_argument("--resample", type=int, default=1, help="RePaint resampling: each step R times (cost x R)")
+    g.add_argument("--defects-per-image", type=int, default=None, metavar="K",
+                   help="full-size pairs (a run trained with resize_mode: crop): new defects per image, each in its own "
+                   "window (default 1)")
+    g.add_argument("--region", type=Path, default=None, metavar="REGION_DIR",
+                   help="full-size pairs: masks by stem of the backgrounds, non-zero where new defects may go "
+                   "(e.g. an object's foreground)")
     p.add_argument("--layout", choices=LAYOUTS, default="defectgen",
                    help="folder layout: defectgen (images/, masks/), mmseg (img_dir/, ann_dir/) or voc")
     add_quiet(p)

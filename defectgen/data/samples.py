@@ -5,6 +5,7 @@
     DIR/manifest.json       class map, ``train_stems`` (the real images the generator saw: the leak
                             check) and one entry per pair (``file``, ``class_pixels``, ``seed``, ...)
     DIR/grid.png            the first pairs side by side
+    DIR/windows.png         full-size pairs only: their painted windows at the windows' own pixels
 
 A folder without ``manifest.json`` is unfinished. The writers are the generator's sampling job
 (``defectgen.export``, pair by pair, resumable), copy-paste (``write_samples``) and filter
@@ -18,7 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,6 +35,7 @@ MANIFEST = "manifest.json"
 IMAGES = "images"
 MASKS = "masks"
 GRID = "grid.png"
+WINDOWS_GRID = "windows.png"  # full-size pairs: each painted window at its own pixels
 GRID_PAIRS = 16
 
 
@@ -78,20 +80,41 @@ def write_grid(folder: Path, images: np.ndarray, masks: np.ndarray, names: tuple
                                                      names=names))
 
 
+def write_full_grids(folder: Path, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                     backgrounds: Sequence[np.ndarray], windows: Sequence[Sequence[dict]], names: tuple[str, ...]) -> None:
+    """Full-size pairs: ``grid.png`` (background with its windows outlined | generated | overlay, whole
+    images scaled down) and ``windows.png`` (the same three panels of each window at its own pixels, enlarged)."""
+    from defectgen.viz import outline, overlay, panel_grid
+
+    images, masks, backgrounds = images[:GRID_PAIRS], masks[:GRID_PAIRS], backgrounds[:GRID_PAIRS]
+    if not len(images):
+        return
+    boxes = [[(w["x"], w["y"], w["side"]) for w in ws] for ws in windows]
+    rows = [[outline(bg, bx), img, overlay(img, m)] for bg, img, m, bx in zip(backgrounds, images, masks, boxes)]
+    atomic_save_image(Path(folder) / GRID, panel_grid(rows, long_side=320, ncols=2, names=names))
+    crops = [[bg[y:y + s, x:x + s], img[y:y + s, x:x + s], overlay(img[y:y + s, x:x + s], m[y:y + s, x:x + s])]
+             for bg, img, m, bx in zip(backgrounds, images, masks, boxes) for x, y, s in bx][:GRID_PAIRS]
+    atomic_save_image(Path(folder) / WINDOWS_GRID, panel_grid(crops, long_side=128, ncols=4, names=names))
+
+
 def write_samples(
     out: Path,
-    images: np.ndarray,
-    masks: np.ndarray,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
     class_map: ClassMap,
     train_stems: Sequence[str],
     samples: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
+    grids: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write a whole sample folder (pairs and manifest) in one atomic step; ``samples`` add to each entry."""
+    """Write a whole sample folder (pairs and manifest) in one atomic step; ``samples`` add to each entry;
+    ``grids(folder)`` draws its pictures."""
     with atomic_dir(Path(out)) as tmp:
         make_folders(tmp)
         entries = [{**save_pair(tmp, i, img, mask, class_map.names), **sample}
                    for i, (img, mask, sample) in enumerate(zip(images, masks, samples))]
+        if grids is not None:
+            grids(tmp)
         write_manifest(tmp, {**(extra or {}), "class_map": class_map.to_dict(), "train_stems": list(train_stems),
                              "samples": entries})
 
@@ -149,6 +172,7 @@ class SyntheticSet:
     train_stems: list[str]  # the real images the generator was trained on
     manifest_sha256: str
     generator: str | None
+    full_size: bool = False  # pairs at their real backgrounds' resolution (scaled like real pairs), else windows
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -202,4 +226,5 @@ def open_synthetic(root: str | Path) -> SyntheticSet:
         root=root, class_map=ds.class_map, records=records, classes=classes,
         train_stems=[str(s) for s in manifest["train_stems"]],
         manifest_sha256=hashlib.sha256(manifest_path.read_bytes()).hexdigest(), generator=manifest.get("generator"),
+        full_size=manifest.get("full_size") is True,
     )
