@@ -8,10 +8,10 @@ from pathlib import Path
 from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, positive,
                                   selection)
 from defectgen.config import ConfigError, load_config, save_config
-from defectgen.data import load_pairs
+from defectgen.data import load_pair, load_pairs
 from defectgen.io import atomic_write_json, refuse_existing
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
-from defectgen.seg.copypaste import run_copypaste
+from defectgen.seg.copypaste import run_copypaste, run_copypaste_full
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
 from defectgen.seg.models import MODELS
 from defectgen.seg.usage import USAGE_MODES, UsageConfig
@@ -203,7 +203,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _add_copypaste(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "copypaste", cmd_copypaste, data_flag="--data", help="copy-paste baseline pairs in the sample layout")
     p.add_argument("--num", type=int, required=True, help="number of pairs to write")
-    p.add_argument("--size", type=int, default=64, help="side of the written pairs in pixels (default 64)")
+    p.add_argument("--size", type=int, default=64,
+                   help="side of the written pairs in pixels (default 64); with --full-size, of each pasted window")
+    p.add_argument("--full-size", action="store_true",
+                   help="keep the images at their own size and paste each defect as a --size window, placed like "
+                   "Defect-Gen's full-size pairs (on the target's background, windows apart)")
+    p.add_argument("--defects-per-image", type=int, default=None, metavar="K",
+                   help="--full-size: defects pasted into each image (default 1)")
     p.add_argument("--paste-seed", type=int, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not cycle through the defect classes")
     add_out(p)
@@ -214,13 +220,21 @@ def cmd_copypaste(args: argparse.Namespace) -> int:
     training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`."""
     positive(args, "num")
     positive(args, "size", least=8)
+    if args.defects_per_image is not None and not args.full_size:
+        raise ConfigError("--defects-per-image applies to --full-size copy-paste")
+    positive(args, "defects_per_image")
     ds, train = selection(args).select()
     refuse_existing(args.out, args.overwrite)
     timer = Timer()
     with timer.phase("copypaste", pairs=args.num):
-        images, masks = load_pairs(train, ds.class_map, args.size)
-        run_copypaste(images, masks, [r.stem for r in train], ds.class_map, args.out, args.num, args.paste_seed,
-                      args.balanced)
+        stems = [r.stem for r in train]
+        if args.full_size:
+            pairs = [load_pair(r, ds.class_map) for r in train]
+            run_copypaste_full([p[0] for p in pairs], [p[1] for p in pairs], stems, ds.class_map, args.out, args.num,
+                               args.size, args.paste_seed, args.defects_per_image or 1, args.balanced)
+        else:
+            images, masks = load_pairs(train, ds.class_map, args.size)
+            run_copypaste(images, masks, stems, ds.class_map, args.out, args.num, args.paste_seed, args.balanced)
     print(f"{args.num} copy-paste pairs from {len(train)} real training pairs -> {args.out}")
     print(timer.line())
     return 0

@@ -4,6 +4,11 @@ A defect region is cut by its mask from one real training image (after a random 
 pasted, image and mask together, onto another real training image. The result is written in the
 same layout as ``defectgen sample`` (``images/``, ``masks/``, ``manifest.json``), so the evaluation
 reads both sources the same way and mixes them at the same ratios.
+
+At full size (``make_copypaste_full``) the images keep their own resolution and each pasted defect is
+a ``window x window`` crop around a real defect, placed by the rules Defect-Gen's full-size pairs
+follow (``defectgen.windows``: inside the image, windows apart, on the target's background): the
+two differ only in who makes the window's pixels, copying or the generator.
 """
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from defectgen.data import ClassMap, DataError
-from defectgen.data.samples import write_samples
+from defectgen.data.samples import write_full_grids, write_samples
 from defectgen.pairs import dihedral
+from defectgen.windows import Window, defect_box, max_windows, place_windows
 
 
 def paste(
@@ -80,3 +86,73 @@ def run_copypaste(
     ]
     extra = {"generator": "copypaste", "size": int(images.shape[1]), "seed": seed, "balanced": balanced}
     write_samples(out, imgs, msks, class_map, stems, samples, extra)
+
+
+def make_copypaste_full(
+    images: list[np.ndarray], masks: list[np.ndarray], class_map: ClassMap, num: int, seed: int, window: int,
+    per_image: int = 1, balanced: bool = True, names: Sequence[str] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, Any]]]:
+    """``num`` full-size copy-paste pairs: a real training image with ``per_image`` defects pasted from
+    other training images, each a ``window`` crop around a real defect (random symmetry), placed where
+    it lands on the target's background. Pair ``i`` depends only on ``(seed, i)``; ``names`` name the
+    images in errors."""
+    if len(images) < 2:
+        raise DataError("copy-paste needs at least 2 real training images")
+    has = {c: [j for j, m in enumerate(masks) if (m == c).any()] for c in class_map.defect_ids}
+    turns = [c for c in class_map.defect_ids if has[c]]
+    if not turns:
+        raise DataError("copy-paste needs real training masks with defect pixels")
+    out_img, out_mask, meta = [], [], []
+    for i in range(num):
+        rng = np.random.default_rng([seed, i])
+        allowed = (turns[i % len(turns)],) if balanced else tuple(turns)
+        dst = int(rng.integers(len(images)))
+        shape, where = masks[dst].shape, names[dst] if names else f"image {dst}"
+        side = min(window, *shape)
+        if per_image > max_windows(shape, side):
+            raise DataError(f"{where}: --defects-per-image {per_image}: at most {max_windows(shape, side)} windows of "
+                            f"{side}x{side} px fit in its {shape[1]}x{shape[0]} px")
+        sources = [j for c in allowed for j in has[c] if j != dst] or [j for c in allowed for j in has[c]]
+        draw = lambda r: _cut(images, masks, sources, allowed, side, r)  # noqa: E731
+        windows = place_windows(shape, side, per_image, rng, masks[dst] > 0, draw)
+        if windows is None:
+            raise DataError(f"{where}: {per_image} pasted window(s) of {side}x{side} px do not fit on its background "
+                            "without overlapping; lower --defects-per-image")
+        img, mask = images[dst].copy(), masks[dst].copy()
+        for w in windows:
+            put = w.new > 0
+            img[w.box][put], mask[w.box][put] = w.pixels[put], w.new[put]
+        out_img.append(img)
+        out_mask.append(mask)
+        meta.append({"target": dst, "windows": [w.record(side) | {"new_pixels": int((w.new > 0).sum())} for w in windows]})
+    return out_img, out_mask, meta
+
+
+def _cut(images: list[np.ndarray], masks: list[np.ndarray], sources: list[int], allowed: tuple[int, ...], side: int,
+         rng: np.random.Generator) -> Window:
+    """A window cut around a defect of a random source image: its allowed-class mask and its pixels."""
+    src = int(rng.choice(sources))
+    box = defect_box(masks[src], allowed, side, rng)
+    k = int(rng.integers(0, 8))
+    crop = masks[src][box]
+    new = dihedral(np.where(np.isin(crop, allowed), crop, 0).astype(np.uint8), k)
+    return Window(0, 0, side, new, info={"source": src, "source_x": box[1].start, "source_y": box[0].start, "symmetry": k},
+                  pixels=dihedral(images[src][box], k))
+
+
+def run_copypaste_full(
+    images: list[np.ndarray], masks: list[np.ndarray], stems: Sequence[str], class_map: ClassMap, out: Path, num: int,
+    window: int, seed: int = 0, per_image: int = 1, balanced: bool = True,
+) -> None:
+    """Make ``num`` full-size copy-paste pairs from the given real training pairs and write them to ``out``."""
+    imgs, msks, meta = make_copypaste_full(images, masks, class_map, num, seed, window, per_image, balanced, stems)
+    for m in meta:
+        for w in m["windows"]:
+            w["source_stem"] = stems[w.pop("source")]
+    samples = [{"seed": seed, "source_image": stems[m["target"]], "image_size": [imgs[k].shape[1], imgs[k].shape[0]],
+                "windows": m["windows"]} for k, m in enumerate(meta)]
+    extra = {"generator": "copypaste", "full_size": True, "window": window, "seed": seed, "balanced": balanced,
+             "defects_per_image": per_image}
+    write_samples(out, imgs, msks, class_map, stems, samples, extra,
+                  grids=lambda tmp: write_full_grids(tmp, imgs, msks, [images[m["target"]] for m in meta],
+                                                     [m["windows"] for m in meta], class_map.names))

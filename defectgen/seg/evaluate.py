@@ -102,7 +102,8 @@ def test_records(
 def load_for(records: list[PairRecord], class_map: ClassMap, cfg: SegConfig | int, native: bool = False) -> tuple[Any, Any]:
     """Pairs as the segmenter sees them: arrays at ``size``², or (crop mode) lists of scaled images.
 
-    ``native``: synthetic pairs, already at the scale the generator was trained on.
+    ``native``: synthetic windows, already at the scale the generator was trained on. Full-size
+    synthetic pairs are not native: they are read exactly as real pairs are.
     """
     if isinstance(cfg, int) or cfg.resize_mode != "crop":
         return load_pairs(records, class_map, cfg if isinstance(cfg, int) else cfg.size)
@@ -149,7 +150,7 @@ def mixed_training_set(
     if synthetic is None:
         raise DataError(f"ratio {ratio} needs a synthetic set (--synthetic DIR)")
     chosen = [synthetic.records[i] for i in choose_synthetic(synthetic.classes, count, seed, balanced)]
-    syn_x, syn_y = load_for(chosen, synthetic.class_map, size, native=True)
+    syn_x, syn_y = load_for(chosen, synthetic.class_map, size, native=not synthetic.full_size)
     return (
         _concat(real.train_images, syn_x), _concat(real.train_masks, syn_y),
         [r.image.name for r in chosen],
