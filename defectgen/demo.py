@@ -125,11 +125,24 @@ class DemoConfig:
     shots: int = 8  # images per class the generator and the segmenters train on; the rest is the test set
     parallel_stages: bool = True  # train the two UNets in two processes at once (when there are 2+ cores)
     num_samples: int = 32  # generated pairs (unconditional)
-    onto_good: int = 16  # pairs painted onto the demo's defect-free images (guided sampling; 0 = skip)
+    onto_good: int = 24  # pairs painted onto the demo's defect-free images (guided sampling; 0 = skip), evaluated too
     metrics: bool = True  # FID/KID, memorisation, diversity, mask agreement, class statistics
     ratio: float = 1.0  # synthetic pairs per real pair in the evaluation (against real only)
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     seg: SegConfig = field(default_factory=_demo_seg)
+
+    def check(self) -> None:
+        """Each evaluated set must hold ``ratio`` synthetic pairs per real training pair (3 classes x ``shots``)."""
+        from defectgen.config import need
+        from defectgen.seg.mixing import num_synthetic
+
+        if not self.seeds:
+            return
+        wanted = num_synthetic(3 * self.shots, self.ratio)
+        need(self.num_samples >= wanted, "num_samples", f"must be at least ratio x {3 * self.shots} training pairs "
+             f"= {wanted} for the evaluation (or seeds=[] to skip it)", self.num_samples)
+        need(self.onto_good == 0 or self.onto_good >= wanted, "onto_good", f"must be 0 or at least {wanted} (ratio x "
+             f"{3 * self.shots} training pairs) for the evaluation", self.onto_good)
 
 
 def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: bool = True) -> Timer:
@@ -198,10 +211,12 @@ def _metrics(out: Path, data: Path, size: int, cfg: DemoConfig) -> None:
 
 
 def _evaluate(out: Path, data: Path, cfg: DemoConfig) -> None:
-    """Real only vs real + synthetic: the ablation grid with one ratio, one model and the demo's seeds."""
+    """Real only vs real + synthetic pairs (defects painted onto the good images, and unconditional ones):
+    the ablation grid with one ratio, one model and the demo's seeds."""
     from defectgen.seg.ablate import AblateConfig, run_ablation
 
-    grid = AblateConfig(data=str(data), split=None, shots=cfg.shots, selection_seed=0,
-                        sources={"defect-gen": str(out / "samples")}, ratios=[0.0, cfg.ratio],
+    sources = {"defect-gen-onto-good": str(out / "samples_onto_good")} if cfg.onto_good else {}
+    sources["defect-gen"] = str(out / "samples")
+    grid = AblateConfig(data=str(data), split=None, shots=cfg.shots, selection_seed=0, sources=sources, ratios=[0.0, cfg.ratio],
                         models=[cfg.seg.model], seeds=list(cfg.seeds), seg=cfg.seg)
     run_ablation(grid, out / "eval", device="cpu", log=None)

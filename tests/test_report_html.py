@@ -14,7 +14,7 @@ from defectgen.report_html import SECTIONS, markdown_to_html
 from defectgen.viz import class_colours, pair_grid
 
 TINY_DEMO = ["--demo-set", "per_class=4", "--demo-set", "shots=2", "--demo-set", "num_samples=6",
-             "--demo-set", "seeds=[0]", "--demo-set", "onto_good=3", "--demo-set", "seg.model=unet-tiny", "--demo-set", "seg.size=16",
+             "--demo-set", "seeds=[0]", "--demo-set", "onto_good=6", "--demo-set", "seg.model=unet-tiny", "--demo-set", "seg.size=16",
              "--demo-set", "seg.steps=3", "--demo-set", "seg.batch_size=4"]
 
 
@@ -68,8 +68,12 @@ def test_demo_report_has_every_section_filled(demo_out: tuple[Path, str]) -> Non
     lines = printed.strip().splitlines()
     assert lines[-2] == f"[defectgen] report: {(out / 'report.html').resolve()}"
     assert lines[-1].startswith("[defectgen] time: data ") and "s/step" in lines[-1] and "total" in lines[-1]
-    # the evaluation trained on the generator's own images only: real-only and real+synthetic cells
-    assert len(list((out / "eval" / "cells").glob("*.json"))) == 2
+    # the evaluation trained on the generator's own images only: real-only, then the onto-good and the
+    # unconditional pairs beside it
+    cells = sorted(p.name for p in (out / "eval" / "cells").glob("*.json"))
+    assert cells == ["unet-tiny__defect-gen-onto-good__r1__s0.json", "unet-tiny__defect-gen__r1__s0.json",
+                     "unet-tiny__real__r0__s0.json"], cells
+    assert "defect-gen-onto-good" in sections["evaluation"]
 
 
 def test_run_without_evaluation_still_renders(tmp_path: Path, demo_data: Path, tiny_config: Path,
