@@ -225,6 +225,31 @@ def test_full_size_pairs_do_not_depend_on_the_batch_size(crop_run, tmp_path: Pat
     assert all(np.array_equal(a, b) for a, b in zip(i3 + k3, i1 + k1))
 
 
+def test_an_interrupted_full_size_job_resumes_to_the_uninterrupted_result(crop_run, tmp_path: Path, monkeypatch) -> None:
+    from defectgen.data import samples
+
+    run, _, good = crop_run
+    flags = ["--onto", str(good), "--num", "5", "--batch-size", "1", "--defects-per-image", "2"]
+    assert _sample(run, tmp_path / "whole", *flags) == 0
+    save, calls = samples.save_pair, []
+
+    def dies_on_the_fourth(*a, **kw):  # the process is stopped while writing pair 3
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return save(*a, **kw)
+
+    monkeypatch.setattr(samples, "save_pair", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        _sample(run, tmp_path / "cut", *flags)
+    monkeypatch.setattr(samples, "save_pair", save)
+    assert not (tmp_path / "cut" / "manifest.json").exists()
+    assert _sample(run, tmp_path / "cut", *flags) == 0
+    (m1, i1, k1), (m2, i2, k2) = _read(tmp_path / "whole"), _read(tmp_path / "cut")
+    assert m2["resumed_pairs"] == 3 and all(np.array_equal(a, b) for a, b in zip(i1 + k1, i2 + k2))
+    assert [s["windows"] for s in m1["samples"]] == [s["windows"] for s in m2["samples"]]
+
+
 def test_a_run_at_a_smaller_scale_paints_resampled_windows(tmp_path: Path) -> None:
     run = _train(tmp_path, "long_side=50")  # 100x40 -> 50x20 at training: a 16-px window spans 32 image px
     good = tmp_path / "data" / "img" / "k09.png"
