@@ -55,6 +55,17 @@ def legend_strip(names: Sequence[str], width: int) -> Image.Image:
     return img
 
 
+def with_legend(grid: Image.Image, names: Sequence[str] | None) -> Image.Image:
+    """``grid`` with the class colour legend below it (unchanged without ``names``)."""
+    if names is None:
+        return grid
+    legend = legend_strip(names, grid.width)
+    out = Image.new("RGB", (grid.width, grid.height + legend.height), "white")
+    out.paste(grid, (0, 0))
+    out.paste(legend, (0, grid.height))
+    return out
+
+
 def _grow(img: Image.Image, extra: int) -> Image.Image:
     out = Image.new("RGB", (img.width, img.height + extra), "white")
     out.paste(img, (0, 0))
@@ -83,13 +94,7 @@ def pair_grid(images: np.ndarray, masks: np.ndarray, ncols: int = 4, scale: int 
     grid = Image.fromarray(canvas)
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
-    if names is None:
-        return grid
-    legend = legend_strip(names, grid.width)
-    out = Image.new("RGB", (grid.width, grid.height + legend.height), "white")
-    out.paste(grid, (0, 0))
-    out.paste(legend, (0, grid.height))
-    return out
+    return with_legend(grid, names)
 
 
 def outline(image: np.ndarray, boxes: Sequence[tuple[int, int, int]], colour: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
@@ -121,13 +126,7 @@ def panel_grid(rows: Sequence[Sequence[np.ndarray]], long_side: int = 256, ncols
             canvas[y:y + p.shape[0], x:x + p.shape[1]] = p
             x += p.shape[1] + pad
     grid = Image.fromarray(canvas)
-    if names is None:
-        return grid
-    legend = legend_strip(names, grid.width)
-    out = Image.new("RGB", (grid.width, grid.height + legend.height), "white")
-    out.paste(grid, (0, 0))
-    out.paste(legend, (0, grid.height))
-    return out
+    return with_legend(grid, names)
 
 
 def _scaled(panel: np.ndarray, scale: float) -> np.ndarray:
