@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -23,6 +24,28 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
+
+
+def finite(text: str) -> float:
+    """argparse type of a float flag: a finite number (``inf``/``nan`` are refused where they are read)."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid float value: '{text}'") from err
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got '{text}'")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type of a seed flag: a non-negative integer, the one rule of every command and config."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must not be negative, got {value}")
+    return value
 
 
 OVERWRITE_HELP = "discard what --out holds and start again (without it an unfinished run of this command resumes " \
@@ -98,7 +121,7 @@ def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data
     g.add_argument("--mask-suffix", default=None, help="binary-per-class: mask file suffix, e.g. _mask")
     g.add_argument("--split", default=None, help="restrict to a split file's stems, e.g. train")
     g.add_argument("--shots", type=int, default=None, help="K images per defect class")
-    g.add_argument("--seed", type=int, default=0, help="seed of the few-shot selection")
+    g.add_argument("--seed", type=seed, default=0, help="seed of the few-shot selection")
     g.add_argument("--list", dest="list_file", type=Path, default=None, help="file of exact stems to use")
     parser.set_defaults(data_flag=data_flag)
 

@@ -5,7 +5,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, positive,
+from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, finite, positive, seed,
                                   selection)
 from defectgen.config import ConfigError, load_config, save_config
 from defectgen.data import load_pairs
@@ -26,17 +26,17 @@ def _pct(stat: dict) -> str:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got '{text}'") from err
+        return [seed(s) for s in text.split(",") if s.strip()]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated non-negative integers, got '{text}'") from err
 
 
 def add_usage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--usage", choices=USAGE_MODES, default=None,
                    help="how synthetic pairs are used: mix (one pool), pretrain (synthetic first, then real), "
                    "weighted (mix with a synthetic loss weight); default: the config's (mix)")
-    p.add_argument("--synthetic-weight", type=float, default=None, help="--usage weighted: loss weight of a synthetic pair")
-    p.add_argument("--pretrain-fraction", type=float, default=None,
+    p.add_argument("--synthetic-weight", type=finite, default=None, help="--usage weighted: loss weight of a synthetic pair")
+    p.add_argument("--pretrain-fraction", type=finite, default=None,
                    help="--usage pretrain: share of the steps spent on synthetic pairs before the real fine-tune")
 
 
@@ -58,7 +58,7 @@ def _add_synthetic(p: argparse.ArgumentParser, required: bool) -> None:
     """--synthetic and --ratio: which sample folder, and how many of its pairs per real training pair."""
     p.add_argument("--synthetic", type=Path, required=required, default=None,
                    help="sample folder (images/, masks/, manifest.json)")
-    p.add_argument("--ratio", type=float, required=required, default=None,
+    p.add_argument("--ratio", type=finite, required=required, default=None,
                    help="synthetic pairs per real training pair" + ("" if required else " (0 = real only)"))
 
 
@@ -143,7 +143,7 @@ def _add_mix(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "mix", cmd_mix, data_flag="--data",
                 help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)")
     _add_synthetic(p, required=True)
-    p.add_argument("--mix-seed", type=int, default=0, help="seed of the synthetic draw")
+    p.add_argument("--mix-seed", type=seed, default=0, help="seed of the synthetic draw")
     p.add_argument("--layout", choices=LAYOUTS, default="mmseg")
     p.add_argument("--test-split", default="test", help="split of the real test pairs (written when the data has splits)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not balance synthetic pairs over classes")
@@ -204,7 +204,7 @@ def _add_copypaste(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "copypaste", cmd_copypaste, data_flag="--data", help="copy-paste baseline pairs in the sample layout")
     p.add_argument("--num", type=int, required=True, help="number of pairs to write")
     p.add_argument("--size", type=int, default=64, help="side of the written pairs in pixels (default 64)")
-    p.add_argument("--paste-seed", type=int, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
+    p.add_argument("--paste-seed", type=seed, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not cycle through the defect classes")
     add_out(p)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from defectgen.cli.common import (command, add_device, add_out, add_quiet, add_selection_args, add_set, add_threads,
-                                  apply_threads, device, positive, report, selection)
+                                  apply_threads, device, finite, positive, report, seed, selection)
 from defectgen.config import ConfigError, load_config
 from defectgen.data.layouts import LAYOUTS
 from defectgen.generator_config import PRECISIONS, STAGES, GeneratorConfig
@@ -188,12 +188,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "sample", cmd_sample, help="sample new image + mask pairs from a trained generator")
     p.add_argument("--run", type=Path, required=True, help="run folder or pipeline folder")
     p.add_argument("--num", type=int, default=None, help="number of pairs")
-    p.add_argument("--switch", type=float, default=None,
+    p.add_argument("--switch", type=finite, default=None,
                    help="fraction of the schedule (0.4 = t 400 of 1000); default: the run's sample.switch")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="default: the run's sample.sampler; dpmsolver++ (DPM-Solver++, 2nd order) is good in 20-25 steps")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's sample.batch_size")
     add_device(p, "this process's GPU (cuda:LOCAL_RANK under torchrun), else the CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=None,

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, log, selection
+from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, finite, log, seed, selection
 from defectgen.quality.features import FEATURE_EXTRACTORS
 
 
@@ -33,7 +33,7 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", type=Path, default=None,
                    help="local torch-fidelity Inception-v3 weights file (used with inception-v3-compat)")
     p.add_argument("--size", type=int, default=None, help="compare size in pixels (default 64)")
-    p.add_argument("--percentile", type=float, default=None,
+    p.add_argument("--percentile", type=finite, default=None,
                    help="memorised: NN distance at or below this percentile of training LOO NN distances (default 5)")
     p.add_argument("--no-mask-agreement", action="store_true", help="skip training the real-data segmenter")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the mask-agreement segmenter")
@@ -103,12 +103,12 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
     add_out(p, "new sample folder for the kept pairs")
-    p.add_argument("--min-agreement", type=float, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
+    p.add_argument("--min-agreement", type=finite, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
     p.add_argument("--per-class", type=int, default=None, metavar="N",
                    help="keep at most the N best-agreeing pairs of each defect class (a balanced top-up from an oversampled set)")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the segmenter")
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
-    p.add_argument("--seg-seed", type=int, default=0, help="seed of the segmenter's training")
+    p.add_argument("--seg-seed", type=seed, default=0, help="seed of the segmenter's training")
     add_device(p)
 
 
