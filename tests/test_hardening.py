@@ -110,6 +110,23 @@ def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path,
     assert elsewhere.is_dir()
 
 
+def test_a_pickle_as_inception_weights_is_refused_not_run(tmp_path: Path, demo_data: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """torch-fidelity unpickles its weights file; defectgen reads it as tensors and hands those on."""
+    syn, marker, weights = tmp_path / "syn", tmp_path / "pwned", tmp_path / "inception.pth"
+    assert main(["copypaste", "--data", str(demo_data), "--shots", "1", "--num", "4", "--size", "16", "--out", str(syn)]) == 0
+    weights.write_bytes(pickle.dumps(CreatesFile(marker)))
+    for flag in (["--inception-weights", str(weights)], ["--feature-extractor", "inception-v3-compat",
+                                                          "--set", f"inception_weights={weights}"]):
+        capsys.readouterr()
+        assert main(["metrics", "--real", str(demo_data), "--synthetic", str(syn), "--out", str(tmp_path / "m"),
+                     "--no-mask-agreement", *flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"defectgen: error: {weights}: holds pickled objects other than tensors, which could run code "
+                       "when read; not read (give torch-fidelity's Inception weights file or a .safetensors file)"]
+        assert not marker.exists() and not (tmp_path / "m").exists()
+
+
 def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
     old = os.umask(0o022)
     try:
