@@ -28,7 +28,7 @@ from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
 from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
 from defectgen.schedule import make_scheduler
-from defectgen.train import latest_checkpoint, train_stage
+from defectgen.train import check_batch_memory, latest_checkpoint, train_stage
 
 
 class RunError(RuntimeError):
@@ -109,6 +109,7 @@ def train_generator(
     """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     state = process_state()
+    check_batch_memory(cfg, cfg.image_channels + ds.class_map.num_classes, state.device)
     if cfg.diffusion.prediction_type == "epsilon" and cfg.diffusion.rescale_betas_zero_snr and state.is_main_process:
         print("[defectgen] warning: epsilon prediction with rescale_betas_zero_snr cannot give an image at t = T "
               "(alpha_bar = 0, the x0 estimate divides by zero); on NEU its samples were noise "
