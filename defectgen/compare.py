@@ -125,13 +125,11 @@ def _sel(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord]) -> dict:
 
 
 def _pipeline_for(row: Row, main: Path, variant: Path | None, device: str):
-    from diffusers import UNet2DModel
-
-    from defectgen.run import load_generator
+    from defectgen.run import load_final, load_generator
 
     pipe = load_generator(main, device)
     if variant is not None:
-        pipe.unet_2 = UNet2DModel.from_pretrained(variant / "small" / "final").to(device)
+        pipe.unet_2 = load_final(variant / "small" / "final").to(device)
     return pipe
 
 

@@ -51,7 +51,7 @@ def test_console_script_is_the_package_main() -> None:
     ([], "required: command"),
     (["sample", "--run", "r", "--out", "o", "--num", "abc"], "--num: invalid int value: 'abc'"),
     (["train", "--data", "d", "--out", "o", "--resume", "newest"], "--resume: invalid choice: 'newest'"),
-    (["evaluate", "--data", "d", "--out", "o", "--seeds", "0,x"], "--seeds expects comma-separated integers"),
+    (["evaluate", "--data", "d", "--out", "o", "--seeds", "0,x"], "--seeds expects comma-separated non-negative integers"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["sample", "--run", "r"], "required: --out"),
 ])

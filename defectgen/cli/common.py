@@ -54,8 +54,9 @@ OVERWRITE_HELP = "discard what --out holds and start again (without it an unfini
 
 def error_line(err: BaseException) -> str:
     """The one line a user sees for an error of theirs or of their files and disks."""
-    if isinstance(err, OSError) and not isinstance(err, (OutputWriteError, OutputExistsError, FileNotFoundError)):
-        err = write_error(err, Path(err.filename or "output"))
+    if isinstance(err, OSError) and err.errno is not None and \
+            not isinstance(err, (OutputWriteError, OutputExistsError, FileNotFoundError)):
+        err = write_error(err, Path(err.filename or "output"))  # a system call refused: a disk, a permission
     text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
     return f"defectgen: error: {text}"
 

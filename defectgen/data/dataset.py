@@ -28,6 +28,8 @@ def open_dataset(
     folder of defect-free images; ``threshold`` binarises binary masks (default 127 for 8-bit).
     Every mask is read once to check it and to find empty ones (see ``DefectDataset.report``).
     """
+    if threshold is not None and not 0 <= threshold < 65535:  # -1 would mark every pixel, 65535 none
+        raise DataError(f"--threshold: binary masks mark pixels above it as defect, so it must be 0 to 65534, got {threshold}")
     if images is not None or masks is not None:
         root = Path(root) if root is not None else Path(images or masks).parent
         ds = read_index(root, Path(images) if images else None, Path(masks) if masks else None)

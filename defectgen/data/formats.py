@@ -18,13 +18,14 @@ mask once (see ``checks.py``) and says what it found in ``DefectDataset.report``
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal, get_args
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.data.classmap import ClassMap, read_labels_file
-from defectgen.data.errors import DataError
+from defectgen.data.errors import DataError, read_text
 from defectgen.data.samples import MANIFEST, is_complete, read_manifest
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -76,7 +77,10 @@ class DefectDataset:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    """Image files of ``folder``; a broken symbolic link with an image name counts too, so that it is named as
+    an image that cannot be opened rather than skipped (its mask would then be blamed for lacking an image)."""
+    return sorted(p for p in folder.iterdir() if (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -90,6 +94,11 @@ def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
             raise DataError(f"{folder}: duplicate stem '{p.stem}' ({out[p.stem].name} and {p.name})")
         out[p.stem] = p
     return out
+
+
+def _folder_text(folder: Path) -> str:
+    """``name/``, and where a symbolic link leads."""
+    return f"{folder.name}/" + (f" (a symbolic link to {os.readlink(folder)})" if folder.is_symlink() else "")
 
 
 def is_good_name(name: str) -> bool:
@@ -210,7 +219,7 @@ def _read_splits(root: Path) -> dict[str, list[str]]:
     split_dir = root / "ImageSets" / "Segmentation"
     if not split_dir.is_dir():
         return {}
-    return {p.stem: [s.strip() for s in p.read_text().split() if s.strip()] for p in sorted(split_dir.glob("*.txt"))}
+    return {p.stem: [s.strip() for s in read_text(p).split() if s.strip()] for p in sorted(split_dir.glob("*.txt"))}
 
 
 def index_class_map(root: Path) -> ClassMap | None:
@@ -248,6 +257,10 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
         raise DataError(f"{mask_root}: holds text files, not mask images (YOLO-style boxes?); masks must be images")
     splits = _read_splits(root)
     subdirs = [p.name for p in _subdirs(img_root)]
+    if subdirs and _images_in(img_root):
+        shown = ", ".join(_folder_text(img_root / s) for s in subdirs[:3])
+        raise DataError(f"{img_root}: holds {len(_images_in(img_root))} images and also the folder(s) {shown}; an image "
+                        "folder holds either images or split subfolders (img_dir/train/), not both")
     folders = [(img_root / s, mask_root / s) for s in subdirs] if subdirs else [(img_root, mask_root)]
     if subdirs:  # mmseg layout: img_dir/train, img_dir/val ...
         splits = {s: [p.stem for p in _images_in(img_root / s)] for s in subdirs}
@@ -266,7 +279,8 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
             seen.add(stem)
             records.append(PairRecord(stem, img, masks_by[stem]))
     if not records:
-        raise DataError(f"{img_root}: no images found")
+        inside = f" (nor in its subfolders {', '.join(_folder_text(img_root / s) for s in subdirs[:3])})" if subdirs else ""
+        raise DataError(f"{img_root}: no images found{inside}")
     names = index_class_map(root) or ClassMap(("background", "defect"))  # placeholder until the masks are read
     ds = DefectDataset(root, "index", names, records, splits)
     ds.report.append(f"index layout: images {img_root}, masks {mask_root}: {len(records)} pairs")
