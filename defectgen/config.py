@@ -24,6 +24,7 @@ T = TypeVar("T")
 # (178,956,970 pixels), above which no image is read, so a larger side is a typo rather than a wish.
 MAX_SIDE = 13377
 MAX_TIMESTEPS = 100_000  # a diffusion schedule longer than this is a typo (DDPM uses 1000)
+MAX_PAIRS = 10_000_000  # pairs one sample folder may hold (two files each); more is a typo
 
 
 class ConfigError(ValueError):

@@ -101,12 +101,14 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def positive(args: argparse.Namespace, *flags: str, least: int = 1) -> None:
-    """Refuse integer flags below ``least`` (None: not given, left to the config)."""
+def positive(args: argparse.Namespace, *flags: str, least: int = 1, most: int | None = None) -> None:
+    """Refuse integer flags below ``least`` or above ``most`` (None: not given, left to the config)."""
     for flag in flags:
         value = getattr(args, flag)
         if value is not None and value < least:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
+        if value is not None and most is not None and value > most:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at most {most}, got {value}")
 
 
 def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data") -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, finite, positive, seed,
                                   selection)
-from defectgen.config import ConfigError, load_config, save_config
+from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config, save_config
 from defectgen.data import load_pairs
 from defectgen.io import atomic_write_json, refuse_existing
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
@@ -212,8 +212,8 @@ def _add_copypaste(sub: argparse._SubParsersAction) -> None:
 def cmd_copypaste(args: argparse.Namespace) -> int:
     """Cut defect regions by their masks from the selected real training images and paste them onto other selected
     training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`."""
-    positive(args, "num")
-    positive(args, "size", least=8)
+    positive(args, "num", most=MAX_PAIRS)
+    positive(args, "size", least=8, most=MAX_SIDE)
     ds, train = selection(args).select()
     refuse_existing(args.out, args.overwrite)
     timer = Timer()
