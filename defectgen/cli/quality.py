@@ -114,8 +114,8 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
 
 def cmd_filter(args: argparse.Namespace) -> int:
     from defectgen.config import load_config
-    from defectgen.data import load_pairs, open_dataset
-    from defectgen.data.samples import read_manifest
+    from defectgen.data import load_pairs
+    from defectgen.data.samples import open_synthetic, read_manifest
     from defectgen.io import refuse_existing
     from defectgen.quality.compute import real_records
     from defectgen.quality.filtering import check_per_class, check_threshold, filter_samples
@@ -128,11 +128,12 @@ def cmd_filter(args: argparse.Namespace) -> int:
     check_per_class(args.per_class)
     dev = device(args)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
+    syn = open_synthetic(args.synthetic)  # a damaged manifest is refused before minutes of segmenter training
     manifest = read_manifest(args.synthetic)
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
     sel = selection(args)
     ds = sel.open()
-    ds.class_map.check_compatible(open_dataset(args.synthetic, "index").class_map, f"{args.synthetic} vs {args.data}")
+    ds.class_map.check_compatible(syn.class_map, f"{args.synthetic} vs {args.data}")
     recs, chosen_by = real_records(ds, manifest, sel)
     images, masks = load_pairs(recs, ds.class_map, seg_cfg.size)
     log(f"training the segmenter on {len(recs)} real pairs ({chosen_by})")

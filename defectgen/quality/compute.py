@@ -193,8 +193,8 @@ def compute_metrics(
     every image of its split (or of the whole data). Pass one
     ``encoder`` to reuse the feature network across many calls (e.g. one per comparison row).
     """
-    from defectgen.data import load_pairs, open_dataset
-    from defectgen.data.samples import is_complete, read_manifest
+    from defectgen.data import load_pairs
+    from defectgen.data.samples import open_synthetic, read_manifest
     from defectgen.io import ensure_empty_output, refuse_existing
     from defectgen.quality.report import class_stats_png, nearest_neighbours_png, write_report
 
@@ -204,8 +204,8 @@ def compute_metrics(
     sel = real if isinstance(real, SelectionConfig) else SelectionConfig(data=str(real))
     if out is not None:
         refuse_existing(Path(out), overwrite)  # raises now rather than after minutes of work
-    syn = open_dataset(synthetic, "index")
-    manifest = read_manifest(synthetic) if is_complete(synthetic) else {}
+    syn = open_synthetic(synthetic)  # the one reader of sample folders: evaluate, mix, filter and metrics
+    manifest = read_manifest(synthetic)
     ds = sel.open(log=False)
     ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {sel.data}")
     real_recs, chosen_by = real_records(ds, manifest, sel)
