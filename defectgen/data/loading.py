@@ -142,6 +142,10 @@ def load_pairs(
     """Stack many pairs: (N,H,W,3) uint8 images and (N,H,W) uint8 masks."""
     if not records:
         raise DataError("no images selected")
+    if size is not None:  # refused before the first pair is decoded, not by a MemoryError at the hundredth
+        from defectgen.device import need_memory
+
+        need_memory(len(records) * size * size * 4 * 2, f"{len(records)} pairs at {size}x{size} px", "cpu")
     pairs = [load_pair(r, class_map, size, mode) for r in records]
     shapes = {p[0].shape for p in pairs}
     if len(shapes) > 1:
