@@ -173,7 +173,7 @@ def training_pairs(run: Path, class_map: ClassMap, size: int) -> tuple[np.ndarra
     if sel_path is None:
         raise DataError(f"{run}: no selection.json; training masks and images need the run folder, not a bare pipeline")
     sel = json.loads(sel_path.read_text())
-    ds = open_dataset(sel["data"], sel.get("format"))
+    ds = open_dataset(sel["data"], sel.get("format"), sel.get("mask_suffix"), threshold=sel.get("threshold"))
     ds.class_map.check_compatible(class_map, str(sel["data"]))
     records = [ds.by_stem(s) for s in sel["stems"]]
     images, masks = load_pairs(records, class_map, size, _run_resize_mode(sel_path.parent))

@@ -37,8 +37,8 @@ class RunError(RuntimeError):
 
 def selection_info(ds: DefectDataset, records: list[PairRecord], sel: SelectionConfig) -> dict[str, object]:
     """``selection.json``: the data, the selection options and the exact stems trained on."""
-    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": sel.options(),
-            "stems": [r.stem for r in records]}
+    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "mask_suffix": sel.mask_suffix,
+            "threshold": sel.threshold, "options": sel.options(), "stems": [r.stem for r in records]}
 
 
 def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], class_map: ClassMap) -> None:

@@ -118,7 +118,7 @@ def _sizes_line(records: list[PairRecord]) -> tuple[str, list[Path]]:
 def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectDataset:
     """Read every mask once: settle the class map, find empty and all-ignore masks, report (see module doc)."""
     hists = [_values(r) for r in ds.records]
-    if ds.format == "index" and _settle_index_classes(ds, hists):
+    if ds.format in ("index", "side-by-side") and _settle_index_classes(ds, hists):
         ds.records = [replace(r, binary_class=1) for r in ds.records]
     if threshold is not None:  # every binary mask, whichever reader made the record
         ds.records = [replace(r, threshold=threshold) if r.binary_class is not None else r for r in ds.records]

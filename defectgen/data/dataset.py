@@ -9,7 +9,7 @@ from pathlib import Path
 from defectgen.data.checks import check_dataset
 from defectgen.data.errors import DataError
 from defectgen.data.formats import (FORMATS, DefectDataset, detect_format, good_folder_records, is_good_name,
-                                     read_binary_per_class, read_index, read_mvtec)
+                                     read_binary_per_class, read_index, read_mvtec, read_side_by_side)
 
 
 def open_dataset(
@@ -41,13 +41,15 @@ def open_dataset(
             raise DataError(f"{root}: data folder not found")
         if (root / ".sample_job.json").is_file():  # export.JOB_FILE: a sample run that has not finished
             raise DataError(f"{root}: an unfinished `defectgen sample` folder; run that command again to finish it")
-        fmt = format or detect_format(root)
+        fmt = format or detect_format(root, mask_suffix)
         if fmt == "index":
             ds = read_index(root)
         elif fmt == "mvtec":
             ds = read_mvtec(root)
         elif fmt == "binary-per-class":
             ds = read_binary_per_class(root, mask_suffix, threshold)
+        elif fmt == "side-by-side":
+            ds = read_side_by_side(root, mask_suffix)
         else:
             raise DataError(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
     if good is not None:
