@@ -311,11 +311,12 @@ def _check_sizes(path: Path, parts: list[str]) -> None:
         sizes[name] = size
     trained = (_saved_config(path.parent / "config.yaml") or {}).get("size")
     for name, size in sizes.items():
-        want = trained if trained is not None else next(iter(sizes.values()))
-        if size != want:
-            where = f"the run's config.yaml size ({trained})" if trained is not None else f"the other UNet's ({want})"
-            raise RunError(f"{path / name / 'config.json'}: sample_size {size} differs from {where}; the model was trained "
-                           "at that size")
+        if trained is not None and size != trained:
+            raise RunError(f"{path / name / 'config.json'}: sample_size {size} differs from the run's config.yaml size "
+                           f"({trained}); the model was trained at that size")
+    if len(set(sizes.values())) > 1:
+        raise RunError(f"{path}: the UNets' sample_size differ ({', '.join(f'{n} {v}' for n, v in sizes.items())}); "
+                       "both were trained at one size, so a config.json was edited")
     scheduler = _read_json(path / "scheduler" / "scheduler_config.json") or {}
     steps = scheduler.get("num_train_timesteps", 1000) if isinstance(scheduler, dict) else None
     if not (isinstance(steps, int) and 2 <= steps <= MAX_TIMESTEPS):

@@ -158,6 +158,8 @@ def _load_tensors(path: Path) -> dict:
         with warnings.catch_warnings():  # the weights-only unpickler's notes on a foreign pickle protocol
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError as err:
+        raise pickle.UnpicklingError(f"{path.name}: empty or cut short") from err
     except pickle.UnpicklingError as err:
         raise pickle.UnpicklingError(f"{path.name}: not a file of tensors only (damaged, or a pickle that could run "
                                      "code; not read)") from err

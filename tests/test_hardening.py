@@ -160,6 +160,21 @@ def test_a_non_finite_loss_stops_training_before_anything_is_saved(tmp_path: Pat
     assert not (run / "large" / "final").exists() and not (run / "pipeline").exists()
 
 
+def test_a_read_only_out_is_named_not_its_hidden_temporary(tmp_path: Path, demo_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Root ignores permissions, so the refusal of a read-only folder is what the temporary's creation raises."""
+    import tempfile
+
+    def read_only(dir: str, prefix: str, suffix: str) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, f"{prefix}k3j2{suffix}"))
+
+    out = tmp_path / "ro"
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    assert main(["copypaste", "--data", str(demo_data), "--shots", "1", "--num", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"defectgen: error: {out}: cannot write (permission denied)"
+
+
 def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
     old = os.umask(0o022)
     try:
