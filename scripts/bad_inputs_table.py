@@ -4,7 +4,8 @@
     python scripts/bad_inputs_table.py [--out results/hardening]
 
 Writes OUT/bad_inputs.md and OUT/bad_inputs.json. A refused row passes when the exit code is 2, stderr
-is one line starting ``defectgen: error:`` (no traceback), the line names what the test expects, and
+ends in the one line starting ``defectgen: error:`` (no traceback, no Python warning: any line before it
+is the command's own ``[data]``/``[defectgen]`` progress), the line names what the test expects, and
 the command's ``--out`` holds what it held before (nothing written, changed or removed; the one
 exception, a training stopped at a NaN loss, keeps its run folder). An accepted row (an input that was
 refused or taken silently before) passes with exit code 0 and the expected line, a named warning where
@@ -82,7 +83,8 @@ def check(name: str, build, needle: str, t: dict[str, Path], root: Path, refused
     if refused:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         line = lines[-1] if lines else ""
-        one_line = len(lines) == 1 and line.startswith("defectgen: error:") and "Traceback" not in proc.stderr
+        progress = all(ln.startswith(("[data] ", "[defectgen] ")) for ln in lines[:-1])
+        one_line = line.startswith("defectgen: error:") and progress and "Traceback" not in proc.stderr
         untouched = after in (before, {}) or name in KEEPS_OUT
         ok = proc.returncode == 2 and one_line and needle in line and untouched and not pickle_ran
         n_lines = len(lines)
@@ -102,8 +104,9 @@ def markdown(rows: list[dict[str, object]]) -> str:
     refused = [r for r in rows if r["kind"] == "refused"]
     accepted = [r for r in rows if r["kind"] == "accepted"]
     out = ["# Bad inputs through `python -m defectgen.cli`", "",
-           f"{sum(r['ok'] for r in refused)}/{len(refused)} refused rows: exit code 2, one line on stderr naming the flag "
-           "or file, and `--out` as it was before the command (made by `scripts/bad_inputs_table.py`; paths are those "
+           f"{sum(r['ok'] for r in refused)}/{len(refused)} refused rows: exit code 2, one error line on stderr naming the "
+           "flag or file (no traceback; any other line is the command's own `[data]`/`[defectgen]` progress before it "
+           "refused), and `--out` as it was before the command (made by `scripts/bad_inputs_table.py`; paths are those "
            "of its temporary folder). "
            f"{sum(r['ok'] for r in accepted)}/{len(accepted)} accepted rows: inputs that were refused or taken silently "
            "before, now read (exit code 0) with the line shown.", "",

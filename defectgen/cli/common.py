@@ -121,7 +121,8 @@ def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data
     g.add_argument("--good", type=Path, default=None, help="folder of defect-free images (never a class, never a shot)")
     g.add_argument("--threshold", type=int, default=None,
                    help="binary masks: pixels above this are defect (default 127 for 8-bit, 0 for 0/1 masks)")
-    g.add_argument("--mask-suffix", default=None, help="mask file suffix of binary-per-class and side-by-side data, e.g. _mask, _label, _GT")
+    g.add_argument("--mask-suffix", default=None,
+                   help="mask file suffix of binary-per-class and side-by-side data, e.g. _mask, _label, _GT")
     g.add_argument("--split", default=None, help="restrict to a split file's stems, e.g. train")
     g.add_argument("--shots", type=int, default=None, help="K images per defect class")
     g.add_argument("--seed", type=seed, default=0, help="seed of the few-shot selection")
