@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defectgen.config import ConfigError, load_config, save_config, to_dict
+from defectgen.config import MAX_PAIRS, ConfigError, load_config, need, save_config, to_dict
 from defectgen.data import DefectDataset, PairRecord, load_pairs
 from defectgen.data.selection import SelectionConfig, SelectionKeys
 from defectgen.data.samples import is_complete
@@ -60,9 +60,19 @@ class CompareConfig(SelectionKeys):
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def check(self) -> None:
-        """Names that become folders are single path components (``load_config`` calls this)."""
+        """Refuse values that cannot run before any row is trained or written (``load_config`` calls this);
+        names that become folders are single path components."""
         for v in self.small_variants:
             safe_name(v, "config key 'small_variants': variant name")
+        need(1 <= self.num_samples <= MAX_PAIRS, "num_samples", f"must be 1 to {MAX_PAIRS} pairs per row", self.num_samples)
+        need(self.steps is None or self.steps >= 1, "steps", "must be at least 1 (or null: every timestep)", self.steps)
+        need(self.sample_batch_size >= 1, "sample_batch_size", "must be at least 1", self.sample_batch_size)
+        for i, u in enumerate(self.switches):
+            need(0.0 <= u <= 1.0, f"switches[{i}]", "must be in [0, 1] (a fraction of the schedule)", u)
+        need(len(set(self.switches)) == len(self.switches), "switches", "must not name a switch twice", self.switches)
+        need(0.0 <= self.variant_switch <= 1.0, "variant_switch", "must be in [0, 1]", self.variant_switch)
+        self.eval.check()
+        self.metrics.check()
 
 
 @dataclass
@@ -125,13 +135,11 @@ def _sel(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord]) -> dict:
 
 
 def _pipeline_for(row: Row, main: Path, variant: Path | None, device: str):
-    from diffusers import UNet2DModel
-
-    from defectgen.run import load_generator
+    from defectgen.run import load_final, load_generator
 
     pipe = load_generator(main, device)
     if variant is not None:
-        pipe.unet_2 = UNet2DModel.from_pretrained(variant / "small" / "final").to(device)
+        pipe.unet_2 = load_final(variant / "small" / "final").to(device)
     return pipe
 
 
@@ -346,6 +354,9 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
 
     dev = str(resolve_device(device))
     rows(cfg)  # names, only_rows, the device and the data are checked before anything is written
+    gen = _generator_config(cfg)
+    need(cfg.steps is None or cfg.steps <= gen.diffusion.num_train_timesteps, "steps",
+         f"must be at most the generator's {gen.diffusion.num_train_timesteps} training timesteps", cfg.steps)
     ds, recs = cfg.selection.select(log=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,16 @@
 """Configs are dataclasses; YAML files and ``--set key=value`` only override their fields.
 
 Every run folder gets the effective config as ``config.yaml`` so that a run can be repeated.
-Unknown keys and wrongly typed values are refused with the key named in the error.
+Unknown keys and wrongly typed values are refused with the key named in the error, and two rules
+hold for every config: a number is finite (``.inf``/``.nan`` would train or score nothing), and a
+seed (a key named ``seed``, ``seeds`` or ``*_seed``) is a non-negative integer, as numpy's
+``SeedSequence`` requires.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -14,6 +19,12 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# The largest image side a config or flag may name: its square is about PIL's decompression-bomb limit
+# (178,956,970 pixels), above which no image is read, so a larger side is a typo rather than a wish.
+MAX_SIDE = 13377
+MAX_TIMESTEPS = 100_000  # a diffusion schedule longer than this is a typo (DDPM uses 1000)
+MAX_PAIRS = 10_000_000  # pairs one sample folder may hold (two files each); more is a typo
 
 
 class ConfigError(ValueError):
@@ -27,18 +38,41 @@ def need(ok: bool, key: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{where}: {rule}, got {value!r}")
 
 
+def is_seed_key(key: str) -> bool:
+    """Whether a config key holds a seed (``seed``, ``seeds``, ``sample_seed``, ``seeds[2]`` ...)."""
+    name = re.sub(r"\[\d+\]$", "", key.rsplit(".", 1)[-1])
+    return name in ("seed", "seeds") or name.endswith("_seed")
+
+
+def need_side(value: int, key: str) -> None:
+    """An image side in pixels: at least 8, at most ``MAX_SIDE``."""
+    need(value >= 8, key, "must be at least 8 pixels", value)
+    need(value <= MAX_SIDE, key, f"must be at most {MAX_SIDE} pixels (a larger image is refused as a decompression bomb)",
+         value)
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
+    value = _coerce_type(value, hint, key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}': must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0 and is_seed_key(key):
+        raise ConfigError(f"config key '{key}': a seed must not be negative, got {value!r}")
+    return value
+
+
+def _coerce_type(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:  # X | None: X's own error says more than "fits none of"
+            return _coerce_type(value, arms[0], key)
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in arms:
             try:
-                return _coerce(value, arg, key)
+                return _coerce_type(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"config key '{key}': {value!r} fits none of {hint}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from defectgen.config import need
+from defectgen.config import MAX_SIDE, MAX_TIMESTEPS, need, need_side
 from defectgen.models import UNetConfig
 from defectgen.schedule import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, BetaSchedule, PredictionType, Sampler
 
@@ -54,6 +54,8 @@ class DiffusionConfig:
 
     def check(self, key: str = "diffusion") -> None:
         need(self.num_train_timesteps >= 2, f"{key}.num_train_timesteps", "must be at least 2", self.num_train_timesteps)
+        need(self.num_train_timesteps <= MAX_TIMESTEPS, f"{key}.num_train_timesteps", f"must be at most {MAX_TIMESTEPS}",
+             self.num_train_timesteps)
         _choice(self.beta_schedule, f"{key}.beta_schedule", BETA_SCHEDULES)
         _choice(self.prediction_type, f"{key}.prediction_type", PREDICTION_TYPES)
 
@@ -135,14 +137,16 @@ class GeneratorConfig:
 
     def check(self) -> None:
         """Refuse values that cannot train or sample, naming the key (``load_config`` calls this)."""
-        need(self.size >= 8, "size", "must be at least 8 pixels", self.size)
+        need_side(self.size, "size")
         need(self.image_channels in (1, 3), "image_channels", "must be 1 (grey) or 3 (RGB)", self.image_channels)
         _choice(self.resize_mode, "resize_mode", RESIZE_MODES)
-        need(self.long_side is None or self.long_side >= self.size, "long_side", f"must be null or at least size ({self.size})",
-             self.long_side)
+        need(self.long_side is None or self.size <= self.long_side <= MAX_SIDE, "long_side",
+             f"must be null or from size ({self.size}) to {MAX_SIDE}", self.long_side)
         need(0.0 <= self.crop_defect_prob <= 1.0, "crop_defect_prob", "must be in [0, 1]", self.crop_defect_prob)
         check_unet(self.large, "large", self.size)
         check_unet(self.small, "small", self.size)
         self.diffusion.check()
         self.train.check()
         self.sample.check()
+        need(self.sample.steps is None or self.sample.steps <= self.diffusion.num_train_timesteps, "sample.steps",
+             f"must be at most diffusion.num_train_timesteps ({self.diffusion.num_train_timesteps})", self.sample.steps)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from defectgen.config import MAX_PAIRS
 from defectgen.data import ClassMap, DataError, PairRecord, good_images, load_pair, load_pairs, open_dataset, read_labels_file
 from defectgen.data.geometry import load_scaled
 from defectgen.data.loading import _mask_array, _open, _to_rgb
@@ -183,7 +184,7 @@ def training_records(run: Path, class_map: ClassMap) -> list[PairRecord]:
     if sel_path is None:
         raise DataError(f"{run}: no selection.json; training masks and images need the run folder, not a bare pipeline")
     sel = json.loads(sel_path.read_text())
-    ds = open_dataset(sel["data"], sel.get("format"))
+    ds = open_dataset(sel["data"], sel.get("format"), sel.get("mask_suffix"), threshold=sel.get("threshold"))
     ds.class_map.check_compatible(class_map, str(sel["data"]))
     return [ds.by_stem(s) for s in sel["stems"]]
 
@@ -206,22 +207,26 @@ def parse_classes(spec: str | None, class_map: ClassMap, num: int | None) -> tup
     absent or equal to their sum.
     """
     everything = tuple(class_map.defect_ids)
-    if not spec:
+    if spec is None:
         if num is None:
             raise DataError("--num is required (or give per-class counts with --classes NAME=COUNT)")
         return [everything] * num, num
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     counts: list[tuple[int, int]] = []
     names: list[int] = []
+    if not parts:
+        raise DataError(f"--classes: no class named in {spec!r} (give A,B or A=N,B=M, or leave the flag out)")
     for part in parts:
         name, _, count = part.partition("=")
         if name not in class_map.names or name == class_map.names[0]:
             raise DataError(f"--classes: '{name}' is not a defect class of the generator "
                             f"(choose from {', '.join(class_map.names[1:])})")
         cid = class_map.id_of(name)
+        if cid in names or cid in dict(counts):
+            raise DataError(f"--classes: '{name}' is named twice in {spec!r}")
         if count:
-            if not count.isdigit() or int(count) < 1:
-                raise DataError(f"--classes: count for '{name}' must be a positive integer, got '{count}'")
+            if not count.isdigit() or not 1 <= int(count) <= MAX_PAIRS:
+                raise DataError(f"--classes: count for '{name}' must be an integer from 1 to {MAX_PAIRS}, got '{count}'")
             counts.append((cid, int(count)))
         else:
             names.append(cid)

@@ -33,7 +33,9 @@ class OutputWriteError(OSError):
 
 
 _CAUSES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
-           errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system"}
+           errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
+           errno.EEXIST: "a file of that name is in the way, not a folder",
+           errno.ENOTDIR: "a part of this path is a file, not a folder"}
 
 
 def write_error(err: OSError, path: Path) -> OutputWriteError:
@@ -108,13 +110,22 @@ def _mkdir(path: Path) -> None:
         raise write_error(err, path) from err
 
 
+def _temporary(make: Any, path: Path, name: str, suffix: str) -> Any:
+    """``mkstemp``/``mkdtemp`` beside ``path``; a refusal (read-only folder, full disk) names ``path``, not the
+    hidden temporary name."""
+    try:
+        return make(dir=path.parent, prefix=_tmp_prefix(name), suffix=suffix)
+    except OSError as err:
+        raise write_error(err, path) from err
+
+
 def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
     """Write ``data`` to a temporary sibling and rename it over ``path``. ``sync=False`` skips the
     fsync: still safe against a killed process, only not against a power cut."""
     path = Path(path)
     _mkdir(path.parent)
     clean_stale_tmp(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp")
+    fd, tmp = _temporary(tempfile.mkstemp, path, path.name, ".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -143,7 +154,7 @@ def atomic_save_image(path: Path, image: Image.Image) -> None:
     path = Path(path)
     _mkdir(path.parent)
     clean_stale_tmp(path.parent, path.stem)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.stem), suffix=path.suffix)
+    fd, tmp = _temporary(tempfile.mkstemp, path, path.stem, path.suffix)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
@@ -176,7 +187,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     _mkdir(path.parent)
     clean_stale_tmp(path.parent, path.name)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp"))
+    tmp = Path(_temporary(tempfile.mkdtemp, path, path.name, ".tmp"))
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp

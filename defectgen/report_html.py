@@ -312,7 +312,7 @@ def _real_shares(m: dict, names: list[str], folder: Path) -> dict[str, float] | 
         sel = _read_json(sel_path) if sel_path.is_file() else None
         if sel:
             try:
-                ds = open_dataset(sel["data"], sel.get("format"))
+                ds = open_dataset(sel["data"], sel.get("format"), sel.get("mask_suffix"), threshold=sel.get("threshold"))
                 _, masks = load_pairs([ds.by_stem(s) for s in stems], ds.class_map, size)
             except (OSError, KeyError, ValueError, DataError):
                 return None

@@ -19,7 +19,7 @@ import torch
 import yaml
 from diffusers import UNet2DModel
 
-from defectgen.config import from_dict, save_config, to_dict
+from defectgen.config import MAX_SIDE, MAX_TIMESTEPS, from_dict, save_config, to_dict
 from defectgen.data import ClassMap, DefectDataset, PairRecord, SelectionConfig, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.distributed import process_state
@@ -28,7 +28,7 @@ from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
 from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
 from defectgen.schedule import make_scheduler
-from defectgen.train import latest_checkpoint, train_stage
+from defectgen.train import check_batch_memory, latest_checkpoint, train_stage
 
 
 class RunError(RuntimeError):
@@ -37,8 +37,8 @@ class RunError(RuntimeError):
 
 def selection_info(ds: DefectDataset, records: list[PairRecord], sel: SelectionConfig) -> dict[str, object]:
     """``selection.json``: the data, the selection options and the exact stems trained on."""
-    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "options": sel.options(),
-            "stems": [r.stem for r in records]}
+    return {"data": str(Path(ds.root).resolve()), "format": ds.format, "mask_suffix": sel.mask_suffix,
+            "threshold": sel.threshold, "options": sel.options(), "stems": [r.stem for r in records]}
 
 
 def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], class_map: ClassMap) -> None:
@@ -109,6 +109,7 @@ def train_generator(
     """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     state = process_state()
+    check_batch_memory(cfg, cfg.image_channels + ds.class_map.num_classes, state.device)
     if cfg.diffusion.prediction_type == "epsilon" and cfg.diffusion.rescale_betas_zero_snr and state.is_main_process:
         print("[defectgen] warning: epsilon prediction with rescale_betas_zero_snr cannot give an image at t = T "
               "(alpha_bar = 0, the x0 estimate divides by zero); on NEU its samples were noise "
@@ -186,7 +187,7 @@ def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
     models: dict[str, UNet2DModel | None] = {}
     for stage in STAGES:
         final = out / stage / "final"
-        models[stage] = UNet2DModel.from_pretrained(final) if (final / "config.json").is_file() else None
+        models[stage] = load_final(final) if (final / "config.json").is_file() else None
     if not any(models.values()):
         raise RunError(f"{out}: no finished stage to assemble")
     names = ClassMap.load(out / "class_map.json").names
@@ -195,6 +196,19 @@ def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
     with atomic_dir(out / "pipeline") as tmp:
         pipe.save_pretrained(tmp)
     return out / "pipeline"
+
+
+def load_final(final: Path) -> UNet2DModel:
+    """A stage's finished UNet from its safetensors file; a pickled weights file is never read (it could run code)."""
+    weights = final / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        pickled = sorted(p.name for p in final.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        why = f"; {pickled[0]} beside it is a pickled weights file, which is not read (it could run code)" if pickled else ""
+        raise RunError(f"{weights}: missing{why}. Train this stage again (remove {final})")
+    try:
+        return UNet2DModel.from_pretrained(final, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise RunError(f"{final}: the stage's model cannot be loaded ({str(err).splitlines()[0]})") from err
 
 
 def pipeline_path(run: Path) -> Path:
@@ -254,6 +268,7 @@ def check_pipeline_folder(path: Path) -> None:
     if index.get("class_names") is None and not (path / LEGACY_CLASS_MAP).is_file():
         raise RunError(f"{index_path}: no class_names (nor an older defectgen's {LEGACY_CLASS_MAP}); "
                        "without them the pipeline's classes have no names")
+    _check_index(index, index_path)
     parts = [name for name in ("unet", "unet_2") if (index.get(name) or [None])[0] is not None]
     if not parts:
         raise RunError(f"{index_path}: names neither UNet (unet, unet_2); nothing to sample with")
@@ -270,6 +285,56 @@ def check_pipeline_folder(path: Path) -> None:
                     f.get_slice(key)
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise RunError(f"{weights}: not a readable safetensors file ({err}); the weights are damaged") from err
+    _check_sizes(path, parts)
+
+
+# What a DefectGen pipeline folder is made of: model_index.json may name nothing else, so no other code is imported.
+_COMPONENTS = {"unet": ("UNet2DModel",), "unet_2": ("UNet2DModel",),
+               "scheduler": ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler")}
+
+
+def _check_index(index: dict, index_path: Path) -> None:
+    """The index's own values: its components, the switch, the image channels, the class names."""
+    for name, classes in _COMPONENTS.items():
+        entry = index.get(name)
+        if name != "scheduler" and entry in (None, [None, None]):
+            continue
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "diffusers" and entry[1] in classes):
+            raise RunError(f"{index_path}: component '{name}' is {entry!r}; a DefectGen pipeline holds "
+                           f"{' or '.join(f'diffusers.{c}' for c in classes)} there")
+    switch, channels, names = index.get("switch", 0.4), index.get("image_channels", 3), index.get("class_names")
+    if not (isinstance(switch, (int, float)) and not isinstance(switch, bool) and 0.0 <= switch <= 1.0):
+        raise RunError(f"{index_path}: switch must be a number in [0, 1], got {switch!r}")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise RunError(f"{index_path}: image_channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise RunError(f"{index_path}: class_names must be a list of names, got {names!r}")
+
+
+def _check_sizes(path: Path, parts: list[str]) -> None:
+    """Both UNets sample the size they were trained at, the one in the run's config.yaml (a hand-edited
+    ``sample_size`` would silently give pairs of another size), and the schedule has a sane length."""
+    sizes = {}
+    for name in parts:
+        cfg_path = path / name / "config.json"
+        size = _read_json(cfg_path) or {}
+        size = size.get("sample_size") if isinstance(size, dict) else None
+        if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= MAX_SIDE):
+            raise RunError(f"{cfg_path}: sample_size must be a side of 8 to {MAX_SIDE} pixels, got {size!r}")
+        sizes[name] = size
+    trained = (_saved_config(path.parent / "config.yaml") or {}).get("size")
+    for name, size in sizes.items():
+        if trained is not None and size != trained:
+            raise RunError(f"{path / name / 'config.json'}: sample_size {size} differs from the run's config.yaml size "
+                           f"({trained}); the model was trained at that size")
+    if len(set(sizes.values())) > 1:
+        raise RunError(f"{path}: the UNets' sample_size differ ({', '.join(f'{n} {v}' for n, v in sizes.items())}); "
+                       "both were trained at one size, so a config.json was edited")
+    scheduler = _read_json(path / "scheduler" / "scheduler_config.json") or {}
+    steps = scheduler.get("num_train_timesteps", 1000) if isinstance(scheduler, dict) else None
+    if not (isinstance(steps, int) and 2 <= steps <= MAX_TIMESTEPS):
+        raise RunError(f"{path / 'scheduler' / 'scheduler_config.json'}: num_train_timesteps must be 2 to {MAX_TIMESTEPS}, "
+                       f"got {steps!r}")
 
 
 def load_generator(run: Path, device: str | torch.device = "cpu") -> DefectGenPipeline:

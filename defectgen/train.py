@@ -18,6 +18,7 @@ import pickle
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,11 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
 
 
 class CheckpointError(ValueError):
-    """A checkpoint folder holds something a checkpoint must not (a pickle, a stray file)."""
+    """A checkpoint folder holds something a checkpoint must not (a pickle, a stray file), or none can be read."""
+
+
+class DivergedError(ValueError):
+    """The training loss became NaN or infinite: nothing learnt from that step on is worth saving."""
 
 
 # What a checkpoint holds: tensors in safetensors / weights-only form and plain JSON, nothing that
@@ -144,20 +149,34 @@ def _read_checkpoint(ckpt: Path) -> dict:
                               "Remove this folder to resume from an earlier checkpoint")
     state = json.loads((ckpt / "trainer_state.json").read_text())
     return {"state": state, "step": int(state["step"]), "model": load_file(str(ckpt / "model.safetensors")),
-            "optimizer": torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True),
-            "ema": torch.load(ckpt / "ema.pt", map_location="cpu", weights_only=True)}
+            "optimizer": _load_tensors(ckpt / "optimizer.pt"), "ema": _load_tensors(ckpt / "ema.pt")}
+
+
+def _load_tensors(path: Path) -> dict:
+    """A torch file of tensors and plain containers; anything else (a damaged file, a pickle) is refused, not run."""
+    try:
+        with warnings.catch_warnings():  # the weights-only unpickler's notes on a foreign pickle protocol
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError as err:
+        raise pickle.UnpicklingError(f"{path.name}: empty or cut short") from err
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(f"{path.name}: not a file of tensors only (damaged, or a pickle that could run "
+                                     "code; not read)") from err
 
 
 def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
-    """Restore the newest intact checkpoint; return its step (0: none). A damaged newest one is skipped."""
+    """Restore the newest intact checkpoint; return its step (0: none). A damaged newest one is skipped,
+    but when every checkpoint is damaged the stage is not silently trained again from step 0."""
+    damaged = []
     for ckpt in reversed(_checkpoints(stage_dir)):
         try:
             saved = _read_checkpoint(ckpt)
         except CheckpointError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
-            print(f"[defectgen] skipping damaged checkpoint {ckpt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-                  file=sys.stderr)
+            damaged.append(f"{ckpt.name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            print(f"[defectgen] skipping damaged checkpoint {ckpt}: {damaged[-1].split(': ', 1)[1]}", file=sys.stderr)
             continue
         parts.accelerator.unwrap_model(parts.unet, keep_torch_compile=False).load_state_dict(saved["model"])
         parts.optimizer.load_state_dict(saved["optimizer"])
@@ -167,6 +186,10 @@ def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
         parts.ema.load_state_dict(saved["ema"])
         parts.ema.to(parts.accelerator.device)  # the saved shadow weights were read onto the CPU
         return saved["step"]
+    if damaged:
+        raise CheckpointError(f"{stage_dir / 'checkpoints'}: none of the {len(damaged)} checkpoints can be read (newest "
+                              f"{damaged[0]}); resuming would train this stage again from step 0. Remove that folder "
+                              "to do so, or put back an intact checkpoint")
     return 0
 
 
@@ -190,6 +213,39 @@ def preview(unet: UNet2DModel, scheduler: DDPMScheduler, cfg: GeneratorConfig, s
     out = pipe(gens, sampler="ddim", num_inference_steps=cfg.train.sample_steps, progress=False)
     unet.train(was_training)
     atomic_save_image(path, pair_grid(out.images, out.masks, ncols=4, scale=max(1, 128 // cfg.size), names=names))
+
+
+def check_batch_memory(cfg: GeneratorConfig, channels: int, device: torch.device | str | None = None) -> None:
+    """Refuse a batch whose tensors cannot fit, before the run folder is made (a lower bound: the pair
+    tensors of a step and the UNets' first-level activations; the real peak is higher)."""
+    from defectgen.device import need_memory
+
+    width = max(cfg.large.base_channels, cfg.small.base_channels)
+    per_pair = cfg.size**2 * (6 * channels + 4 * width) * 4  # x0, noise, noisy, output, target, gradient; fp32
+    need_memory(cfg.train.batch_size * per_pair, f"config key 'train.batch_size': a batch of {cfg.train.batch_size} pairs "
+                f"of {channels}x{cfg.size}x{cfg.size}", device)
+
+
+class _Divergence:
+    """The first step whose loss was not finite, tracked on the device (read back only when checked)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
+        self.loss = torch.zeros((), device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        first = (self.step == 0) & ~torch.isfinite(loss)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss.float(), self.loss)
+
+    def check(self, accelerator: Accelerator, stage: str) -> None:
+        """Stop every process when any has seen a non-finite loss; called before anything is written."""
+        steps, losses = accelerator.gather(self.step[None]), accelerator.gather(self.loss[None])
+        if bool((steps > 0).any()):
+            i = int(torch.where(steps > 0, steps, steps.max() + 1).argmin())
+            raise DivergedError(f"{stage} stage: the loss became {losses[i].item()} at step {int(steps[i])}; training "
+                                "stopped before writing a checkpoint or a model from that step (lower train.lr, "
+                                "raise train.warmup_steps, or check the data)")
 
 
 def _check_world(tc: TrainConfig, world: int) -> None:
@@ -256,6 +312,7 @@ def train_stage(
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {stage}",
                disable=not (progress and main))
     t0, loss_sum, micro_steps, rows = time.time(), torch.zeros((), device=accelerator.device), 0, 0
+    diverged = _Divergence(accelerator.device)
     for step in bar:
         for micro in range(tc.grad_accum):
             key = sample_seed(tc.seed, step * tc.grad_accum + micro)
@@ -273,11 +330,18 @@ def train_stage(
                     lr_sched.step()
                 optimizer.zero_grad()
             loss_sum += loss.detach()  # stays on the device: no host sync until a log line is due
+            diverged.update(loss.detach(), step + 1)
             micro_steps += 1
             rows += len(x0)
         ema.step(accelerator.unwrap_model(unet).parameters())
         done = step + 1
-        if done % tc.log_every == 0 or done == steps:
+        logs = done % tc.log_every == 0 or done == steps
+        previews = tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps)
+        saves = tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps)
+        stops = stop_after is not None and done >= stop_after
+        if logs or previews or saves or stops:
+            diverged.check(accelerator, stage)  # a host sync only when something is about to be written
+        if logs:
             mean_loss = accelerator.reduce(loss_sum / micro_steps, reduction="mean").item()
             batch = accelerator.reduce(torch.tensor(rows, device=accelerator.device), reduction="sum").item()
             if main:
@@ -289,12 +353,12 @@ def train_stage(
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
             loss_sum.zero_()
             micro_steps = rows = 0
-        if main and tc.sample_every > 0 and (done % tc.sample_every == 0 or done == steps):
+        if main and previews:
             ema_model = ema_unet(ema, accelerator.unwrap_model(unet))
             preview(ema_model, scheduler, cfg, stage, stage_dir / "samples" / f"step_{done:07d}.png", names)
-        if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == steps):
+        if saves:
             save_checkpoint(parts, stage_dir, done, tc.keep_checkpoints)
-        if stop_after is not None and done >= stop_after:
+        if stops:
             break
     return ema_unet(ema, accelerator.unwrap_model(unet, keep_torch_compile=False))
 

@@ -7,11 +7,12 @@ return weights and pairs within the machine's limits (8 files under 16 MiB each,
     python scripts/gpu_levers.py unpack --from FETCHED --to runs/gpu_levers --data runs/data/neu_seg   # here
 
 ``run`` trains each variant of the config (``defectgen train --parallel``: both stages at once) as its own
-process, all at once; a variant still training at ``--train-seconds`` is stopped and finished from its newest
-checkpoint (the EMA weights of that step; ``levers.json`` records the steps each stage reached). A second
-``run`` on the same ``--work`` (the machine keeps it while warm) trains such a variant on from that checkpoint
-and samples it again. Then every missing sample set is drawn (``defectgen sample``, all at once), and ``$OUT``
-gets, phase by phase:
+process, all at once; a variant still training at ``--train-seconds`` (or, with ``--train-steps N``, once
+each of its unfinished stages has a checkpoint at step N: a cut that is the same on any machine) is stopped and
+finished from its newest checkpoint (the EMA weights of that step; ``levers.json`` records the steps each stage
+reached). A second ``run`` on the same ``--work`` (the machine keeps it while warm) trains such a variant on
+from that checkpoint and samples it again. Then every missing sample set is drawn (``defectgen sample``, all at
+once), and ``$OUT`` gets, phase by phase:
 
     levers.json            what ran, steps reached, seconds, return codes (rewritten after every phase)
     log.txt                the tail of every training and sampling log
@@ -33,6 +34,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -82,25 +84,40 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "defectgen.cli", *args]
 
 
-def run_all(jobs: dict[str, tuple[list[str], Path]], seconds: float, threads: int) -> dict[str, dict]:
-    """Start every job at once (own process group, ``threads`` CPU threads each); stop what runs past ``seconds``."""
+def run_all(jobs: dict[str, tuple[list[str], Path]], seconds: float, threads: int,
+            far_enough: Callable[[str], bool] | None = None, clock: Callable[[], float] = time.monotonic) -> dict[str, dict]:
+    """Start every job at once (own process group, ``threads`` CPU threads each); stop what runs past ``seconds`` on
+    ``clock``, or what ``far_enough(name)`` says has done enough."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
-    t0, procs = time.time(), {}
+    t0, procs = clock(), {}
     for name, (cmd, log) in jobs.items():
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
             procs[name] = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    records = {}
-    for name, proc in procs.items():
-        try:
-            rc = proc.wait(timeout=max(1.0, seconds - (time.time() - t0)))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # --parallel's second stage lives in a child process
-            rc = proc.wait()
-        records[name] = {"command": " ".join(jobs[name][0]), "returncode": rc, "finished": rc == 0,
-                         "seconds": round(time.time() - t0, 1)}
-    return records
+    records: dict[str, dict] = {}
+    while len(records) < len(procs):
+        for name, proc in procs.items():
+            if name in records:
+                continue
+            if proc.poll() is None and (clock() - t0 > seconds or (far_enough is not None and far_enough(name))):
+                os.killpg(proc.pid, signal.SIGKILL)  # --parallel's second stage lives in a child process
+                proc.wait()
+            if proc.poll() is not None:
+                records[name] = {"command": " ".join(jobs[name][0]), "returncode": proc.returncode,
+                                 "finished": proc.returncode == 0, "seconds": round(clock() - t0, 1)}
+        if len(records) < len(procs):
+            time.sleep(0.1)
+    return {name: records[name] for name in procs}
+
+
+def trained_to(run: Path, steps: int) -> bool:
+    """Whether every unfinished stage of ``run`` has a checkpoint at ``steps`` or later (a finished run: False)."""
+    from defectgen.train import latest_checkpoint
+
+    todo = [s for s in ("large", "small") if not (run / s / "final" / "config.json").is_file()]
+    newest = [latest_checkpoint(run / s) for s in todo]
+    return bool(todo) and all(c is not None and int(c.name.split("_")[1]) >= steps for c in newest)
 
 
 def finish_from_checkpoint(run: Path) -> dict[str, int]:
@@ -204,7 +221,8 @@ def phase_run(args: argparse.Namespace) -> None:
                     "--out", str(work / v), "--parallel", "--resume", "latest", "--quiet", "--threads", "1",
                     *overrides(cfg, v), *sum((["--set", kv] for kv in args.extra_set), [])), train_logs[v]) for v in variants}
     t0 = time.time()
-    record["phases"]["train"] = run_all(jobs, args.train_seconds, 1)
+    far_enough = None if args.train_steps is None else lambda v: trained_to(work / v, args.train_steps)
+    record["phases"]["train"] = run_all(jobs, args.train_seconds, 1, far_enough)
     for v in variants:
         try:
             record["phases"]["train"][v]["steps_reached"] = finish_from_checkpoint(work / v)
@@ -306,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", type=Path, required=True)
     r.add_argument("--train-seconds", type=float, default=330)
     r.add_argument("--sample-seconds", type=float, default=80)
+    r.add_argument("--train-steps", type=int, default=None,
+                   help="also stop a variant once each unfinished stage has a checkpoint at this step (a cut by "
+                   "steps instead of seconds: the same on any machine, for tests and CPU stand-in runs)")
     r.add_argument("--set", dest="extra_set", action="append", default=[], metavar="KEY=VALUE",
                    help="one more override for every variant (a CPU stand-in run: --set train.large_steps=2)")
     r.set_defaults(func=phase_run)

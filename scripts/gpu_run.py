@@ -36,6 +36,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -67,20 +68,24 @@ def out_dir() -> Path:
     return out
 
 
-def run_budgeted(cmd: list[str], seconds: float, log: Path) -> dict[str, object]:
-    """Run ``cmd`` for at most ``seconds`` (then it is killed; every phase resumes); output goes to ``log``."""
-    t0 = time.time()
+def run_budgeted(cmd: list[str], seconds: float, log: Path, far_enough: Callable[[], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> dict[str, object]:
+    """Run ``cmd`` until it ends, ``seconds`` have passed on ``clock`` or ``far_enough()`` says it has done enough
+    (a cut by progress, pairs or steps, which is the same on any machine); a cut job is killed (every phase
+    resumes). Output goes to ``log``."""
+    t0 = clock()
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        try:
-            rc = proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-    return {"command": " ".join(cmd), "returncode": rc, "finished": rc == 0, "seconds": round(time.time() - t0, 1)}
+        while proc.poll() is None:
+            if clock() - t0 > seconds or (far_enough is not None and far_enough()):
+                proc.kill()
+                break
+            time.sleep(0.1)
+        rc = proc.wait()
+    return {"command": " ".join(cmd), "returncode": rc, "finished": rc == 0, "seconds": round(clock() - t0, 1)}
 
 
 def check_out(out: Path) -> list[str]:
@@ -233,7 +238,9 @@ def phase_sample(args: argparse.Namespace) -> None:
            "--quiet", "--precision", args.precision, "--sampler", args.sampler, *args.sample_args]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
-    record = run_budgeted(cmd, args.seconds, work / "sample.log")
+    done = work / "samples" / ".done"  # defectgen.export's record of finished pairs
+    far_enough = None if args.stop_after_pairs is None else lambda: len(list(done.glob("*.json"))) >= args.stop_after_pairs
+    record = run_budgeted(cmd, args.seconds, work / "sample.log", far_enough)
     record["parts"] = pack_samples(work / "samples", out, int(args.shard_mb * 1e6)) if (work / "samples").is_dir() else []
     record["log_tail"] = (work / "sample.log").read_text()[-3000:]
     write_phase(out, "sample", record)
@@ -266,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int, default=150)
     s.add_argument("--sampler", default="ddpm")
     s.add_argument("--precision", default="bf16", help="bf16 on the GPU; a CPU stand-in run falls back to fp32")
+    s.add_argument("--stop-after-pairs", type=int, default=None,
+                   help="cut the job once this many pairs are written, as --seconds would (a CPU stand-in run)")
     s.add_argument("--sample-args", nargs=argparse.REMAINDER, default=[], help="passed on to defectgen sample")
     b = sub.add_parser("bench")
     b.add_argument("--bench-args", nargs=argparse.REMAINDER, default=[],

@@ -49,7 +49,7 @@ def neu_root() -> Path:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> "subprocess.CompletedProcess[str]":
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 3600) -> "subprocess.CompletedProcess[str]":
     """Run ``defectgen <args>`` as ``nproc`` real CPU processes (gloo), one thread each.
 
     ``accelerate launch --cpu --num_processes 2`` silently starts one process, so the test goes

@@ -56,3 +56,65 @@ def test_bare_yaml_no_reads_as_the_choice_no(tmp_path: Path) -> None:
     assert load_config(GeneratorConfig, None, ["train.mixed_precision=bf16", "train.mixed_precision=no"]).train.mixed_precision == "no"
     with pytest.raises(ConfigError, match="train.mixed_precision.*not one of"):
         load_config(GeneratorConfig, None, ["train.mixed_precision=yes"])
+
+
+def _config_classes() -> list[type]:
+    from defectgen.compare import CompareConfig
+    from defectgen.demo import DemoConfig
+    from defectgen.quality.compute import MetricsConfig
+    from defectgen.seg.ablate import AblateConfig
+    from defectgen.seg.evaluate import EvalConfig
+
+    return [GeneratorConfig, EvalConfig, AblateConfig, CompareConfig, MetricsConfig, DemoConfig]
+
+
+@pytest.mark.parametrize("text", [".inf", "-.inf", ".nan", "inf", "nan", "1e999"])
+def test_no_config_takes_a_non_finite_number(tmp_path: Path, text: str) -> None:
+    """Every float key of every config, from a YAML file and from --set: ``lr: .inf`` once trained a UNet of NaNs."""
+    import dataclasses
+    import typing
+
+    from defectgen.config import to_dict
+
+    def float_keys(cls: type, prefix: str = "") -> list[str]:
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                out += float_keys(hint, f"{prefix}{f.name}.")
+            elif float in (hint, *typing.get_args(hint)) or typing.get_args(hint)[:1] == (float,):
+                out.append(prefix + f.name)
+        return out
+
+    checked = 0
+    for cls in _config_classes():
+        keys = float_keys(cls)
+        assert keys or cls is GeneratorConfig, cls
+        for key in keys:
+            value = f"[{text}]" if isinstance(eval_key(to_dict(cls()), key), list) else text
+            with pytest.raises(ConfigError, match=rf"'{key}(\[0\])?': must be a finite number"):
+                load_config(cls, None, [f"{key}={value}"])
+            checked += 1
+    assert checked >= 20
+    path = tmp_path / "lr.yaml"
+    path.write_text(f"train:\n  lr: {text}\n")
+    with pytest.raises(ConfigError, match="'train.lr': must be a finite number"):
+        load_config(GeneratorConfig, path)
+
+
+def eval_key(d: dict, key: str):
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+@pytest.mark.parametrize("cls_key", ["GeneratorConfig:train.seed", "EvalConfig:seeds", "AblateConfig:selection_seed",
+                                     "AblateConfig:seeds", "CompareConfig:sample_seed", "MetricsConfig:seed"])
+def test_no_config_takes_a_negative_seed(cls_key: str) -> None:
+    """One rule for seeds everywhere (numpy's SeedSequence refuses negative ones): refused where read, naming the key."""
+    name, key = cls_key.split(":")
+    cls = next(c for c in _config_classes() if c.__name__ == name)
+    value = "[0,-1]" if key == "seeds" else "-1"
+    with pytest.raises(ConfigError, match=rf"'{key}(\[1\])?': a seed must not be negative, got -1"):
+        load_config(cls, None, [f"{key}={value}"])

@@ -21,7 +21,7 @@ SCRIPT = REPO / "scripts" / "gpu_run.py"
 
 def gpu_run(args: list[str], out: Path) -> None:
     env = {**os.environ, "OUT": str(out), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -40,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> tuple[
     (tmp / "tiny.yaml").write_text(TINY_CONFIG)
     out, work = tmp / "out", tmp / "work"
     gpu_run(["train", "--config", str(tmp / "tiny.yaml"), "--data", str(demo_data), "--work", str(work),
-             "--seconds", "200", "--shard-mb", "0.05"], out)
+             "--seconds", "86400", "--shard-mb", "0.05"], out)  # no time limit: the tiny run finishes
     return work, out
 
 
@@ -70,11 +70,13 @@ def test_train_phase_returns_fp16_shards_that_rebuild_the_pipeline(trained: tupl
 def test_sample_phase_returns_npz_parts_that_rebuild_the_sample_folder(trained: tuple[Path, Path],
                                                                        tmp_path: Path) -> None:
     work = trained[0]
-    sample = ["sample", "--work", str(work), "--num", "30", "--batch-size", "1", "--shard-mb", "0.012"]
-    gpu_run([*sample, "--seconds", "1"], tmp_path / "o2")  # cut by its budget: packs what is done, if anything
-    assert json.loads((tmp_path / "o2" / "phase_sample.json").read_text())["finished"] is False
+    sample = ["sample", "--work", str(work), "--num", "60", "--batch-size", "1", "--shard-mb", "0.012",
+              "--seconds", "86400"]
+    gpu_run([*sample, "--stop-after-pairs", "5"], tmp_path / "o2")  # cut (by pairs, as --seconds would): packs what is done
+    cut = json.loads((tmp_path / "o2" / "phase_sample.json").read_text())
+    assert cut["finished"] is False and cut["parts"]
     out = tmp_path / "o3"
-    gpu_run([*sample, "--seconds", "200"], out)  # the next call finishes the same job
+    gpu_run(sample, out)  # the next call finishes the same job
     check_returnable(out)
     phase = json.loads((out / "phase_sample.json").read_text())
     assert phase["finished"] and phase["out_problems"] == [] and len(phase["parts"]) >= 2
@@ -82,7 +84,7 @@ def test_sample_phase_returns_npz_parts_that_rebuild_the_sample_folder(trained: 
     made, back = work / "samples", tmp_path / "back"
     assert (back / "manifest.json").read_bytes() == (made / "manifest.json").read_bytes()
     names = sorted(p.name for p in (made / "images").iterdir())
-    assert names == sorted(p.name for p in (back / "images").iterdir()) and len(names) == 30
+    assert names == sorted(p.name for p in (back / "images").iterdir()) and len(names) == 60
     for sub in ("images", "masks"):
         for n in names:
             assert np.array_equal(np.asarray(Image.open(made / sub / n)), np.asarray(Image.open(back / sub / n)))
@@ -91,7 +93,8 @@ def test_sample_phase_returns_npz_parts_that_rebuild_the_sample_folder(trained: 
 def test_bench_phase_returns_its_json(tmp_path: Path) -> None:
     """The GPU section's code on tiny networks on the CPU (numbers meaningless, the path checked)."""
     out = tmp_path / "out"
-    gpu_run(["bench", "--work", str(tmp_path / "work"), "--bench-args", "--quick", "--device", "cpu"], out)
+    gpu_run(["bench", "--work", str(tmp_path / "work"), "--seconds", "86400", "--bench-args", "--quick", "--device", "cpu"],
+            out)
     check_returnable(out)
     assert json.loads((out / "phase_bench.json").read_text())["finished"]
     gpu = json.loads((out / "bench.json").read_text())["gpu"]

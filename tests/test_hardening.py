@@ -110,6 +110,71 @@ def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path,
     assert elsewhere.is_dir()
 
 
+def test_a_pickle_as_inception_weights_is_refused_not_run(tmp_path: Path, demo_data: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """torch-fidelity unpickles its weights file; defectgen reads it as tensors and hands those on."""
+    syn, marker, weights = tmp_path / "syn", tmp_path / "pwned", tmp_path / "inception.pth"
+    assert main(["copypaste", "--data", str(demo_data), "--shots", "1", "--num", "4", "--size", "16", "--out", str(syn)]) == 0
+    weights.write_bytes(pickle.dumps(CreatesFile(marker)))
+    for flag in (["--inception-weights", str(weights)], ["--feature-extractor", "inception-v3-compat",
+                                                          "--set", f"inception_weights={weights}"]):
+        capsys.readouterr()
+        assert main(["metrics", "--real", str(demo_data), "--synthetic", str(syn), "--out", str(tmp_path / "m"),
+                     "--no-mask-agreement", *flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"defectgen: error: {weights}: holds pickled objects other than tensors, which could run code "
+                       "when read; not read (give torch-fidelity's Inception weights file or a .safetensors file)"]
+        assert not marker.exists() and not (tmp_path / "m").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_every_checkpoint_damaged_is_an_error_not_a_restart(unfinished: Path, demo_data: Path, tiny_config: Path,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "pwned"
+    for step in (2, 4, 6):
+        (_ckpt(unfinished, step) / "optimizer.pt").write_bytes(pickle.dumps(CreatesFile(marker)))
+        (_ckpt(unfinished, step) / "ema.pt").write_bytes(b"not a torch file")
+    capsys.readouterr()
+    assert _train(unfinished, demo_data, tiny_config, "--resume", "latest") == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"defectgen: error: {unfinished / 'large' / 'checkpoints'}: none of the 3 checkpoints can be "
+                           "read (newest step_0000006: "), last
+    assert "resuming would train this stage again from step 0" in last and "Traceback" not in err
+    assert not marker.exists() and not (unfinished / "large" / "final").exists()
+
+
+def test_a_non_finite_loss_stops_training_before_anything_is_saved(tmp_path: Path, demo_data: Path, tiny_config: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """A finite but absurd learning rate sends the weights to inf within steps: stop there, naming step and loss."""
+    run = tmp_path / "run"
+    assert _train(run, demo_data, tiny_config, "--set", "train.lr=1e30", "--set", "train.checkpoint_every=1",
+                  "--set", "train.sample_every=1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("defectgen: error: large stage: the loss became nan at step ") and "Traceback" not in err
+    bad = int(err[-1].split(" at step ")[1].split(";")[0])
+    saved = sorted(int(p.name.split("_")[1]) for p in (run / "large" / "checkpoints").iterdir())
+    previews = sorted(int(p.stem.split("_")[1]) for p in (run / "large" / "samples").iterdir())
+    logged = [json.loads(line)["step"] for line in (run / "large" / "log.jsonl").read_text().splitlines()]
+    assert saved and max(saved) < bad and previews == saved and max(logged) < bad  # written up to the last good step
+    assert not (run / "large" / "final").exists() and not (run / "pipeline").exists()
+
+
+def test_a_read_only_out_is_named_not_its_hidden_temporary(tmp_path: Path, demo_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Root ignores permissions, so the refusal of a read-only folder is what the temporary's creation raises."""
+    import tempfile
+
+    def read_only(dir: str, prefix: str, suffix: str) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, f"{prefix}k3j2{suffix}"))
+
+    out = tmp_path / "ro"
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    assert main(["copypaste", "--data", str(demo_data), "--shots", "1", "--num", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"defectgen: error: {out}: cannot write (permission denied)"
+
+
 def test_outputs_respect_the_umask(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:
     old = os.umask(0o022)
     try:

@@ -225,3 +225,89 @@ def test_guided_onto_takes_a_good_folder_with_masks_beside(tmp_path: Path) -> No
 
     root = make_mt(tmp_path / "mt")
     assert sorted(read_good_images(root / "MT_Free", 16, 3)) == ["free0", "free1", "free2", "free3"]
+
+
+def make_kolektor(root: Path, parts: int = 3, per_part: int = 4) -> Path:
+    """KolektorSDD as it ships: kosNN/PartK.jpg + kosNN/PartK_label.bmp, tall grey images, 0/255 masks, half empty."""
+    for k in range(1, parts + 1):
+        for i in range(per_part):
+            img = _image(40, 16, 10 * k + i)[..., 0]
+            mask = np.zeros((40, 16), np.uint8)
+            if i % 2 == 0:
+                mask[10:20, 5:8] = 255
+            _save(root / f"kos{k:02d}" / f"Part{i}.jpg", img)
+            _save(root / f"kos{k:02d}" / f"Part{i}_label.bmp", mask)
+    return root
+
+
+def make_kolektor2(root: Path) -> Path:
+    """KolektorSDD2 as it ships: train/NNNNN.png + train/NNNNN_GT.png and the same under test/; a third of masks empty."""
+    for split, start, n in (("train", 10000, 6), ("test", 20000, 3)):
+        for i in range(n):
+            mask = np.zeros((48, 20), np.uint8)
+            if i % 3 != 2:
+                mask[5:15, 4:9] = 255
+            _save(root / split / f"{start + i}.png", _image(48, 20, start + i))
+            _save(root / split / f"{start + i}_GT.png", mask)
+    return root
+
+
+def test_kolektorsdd_images_with_masks_beside_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """One class, empty masks are good images, stems keep their folder (every kosNN/ holds Part0..)."""
+    root = make_kolektor(tmp_path / "KolektorSDD")
+    for extra in ([], ["--mask-suffix", "_label"], ["--format", "side-by-side"]):
+        assert main(["data", "--data", str(root), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "side-by-side layout: 12 images with their masks beside them (mask suffix '_label') in 3 folders" in out
+        assert "side-by-side: 6 images selected of 6 defect images; 6 defect-free; classes ['background', 'defect']" in out
+    ds = open_dataset(root)
+    assert sorted(r.stem for r in ds.records) == [f"kos{k:02d}_Part{i}" for k in (1, 2, 3) for i in (0, 2)]
+    assert {r.stem for r in ds.good} == {f"kos{k:02d}_Part{i}" for k in (1, 2, 3) for i in (1, 3)}
+    img, mask = load_pair(ds.by_stem("kos02_Part0"), ds.class_map)
+    assert img.shape == (40, 16, 3) and (mask == 1).sum() == 30 and set(np.unique(mask)) == {0, 1}
+    assert len(select_records(ds, shots=3, seed=1)) == 3
+
+
+def test_kolektorsdd2_splits_and_a_names_file(tmp_path: Path) -> None:
+    root = make_kolektor2(tmp_path / "KolektorSDD2")
+    ds = open_dataset(root)
+    assert ds.format == "side-by-side" and ds.class_map.names == ("background", "defect")
+    assert sorted(ds.splits) == ["test", "train"] and "train_10000" in ds.splits["train"]
+    assert [r.stem for r in select_records(ds, split="train")] == ["train_10000", "train_10001", "train_10003",
+                                                                  "train_10004"]
+    assert {r.stem for r in ds.good} == {"train_10002", "train_10005", "test_20002"}
+    (root / "labels.txt").write_text("background\ncrack\n")  # a names file says what the class is
+    for mask in root.rglob("*_GT.png"):
+        _save(mask, (np.asarray(Image.open(mask)) > 0).astype(np.uint8))
+    assert open_dataset(root).class_map.names == ("background", "crack")
+
+
+def test_an_unknown_mask_suffix_is_suggested_and_photo_folders_are_no_image_mask_pair(tmp_path: Path,
+                                                                                      capsys: pytest.CaptureFixture) -> None:
+    root = make_kolektor(tmp_path / "kol")
+    for mask in root.rglob("*_label.bmp"):
+        mask.rename(mask.with_name(mask.name.replace("_label", "_seg")))
+    assert main(["data", "--data", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "side-by-side: no image with its mask beside it" in err and "files pair as X + X_seg (12 pairs): " \
+        "pass --mask-suffix _seg" in err
+    assert "--images" not in err.split("Name the layout")[0]  # kos01/ and kos02/ share stems but both hold photos
+    assert main(["data", "--data", str(root), "--mask-suffix", "_seg"]) == 0
+    (root / "kos01" / "Part9.jpg").write_bytes((root / "kos01" / "Part0.jpg").read_bytes())
+    capsys.readouterr()
+    assert main(["data", "--data", str(root), "--mask-suffix", "_seg"]) == 2
+    assert capsys.readouterr().err.strip() == (f"defectgen: error: {root / 'kos01' / 'Part9.jpg'}: missing mask "
+                                               "(expected Part9_seg with an image extension beside it)")
+
+
+def test_16_bit_binary_masks_are_read_at_half_scale(tmp_path: Path) -> None:
+    """The README's promise: 0/65535 masks (anti-aliased too) are binary with the threshold 32767."""
+    root = make_img_ann(tmp_path / "d")
+    for mask in (root / "ann").iterdir():
+        Image.fromarray(np.asarray(Image.open(mask)).astype(np.uint16) * 257).save(mask)
+    assert Image.open(next((root / "ann").iterdir())).mode.startswith("I")
+    ds = open_dataset(root)
+    assert ds.class_map.names == ("background", "defect") and len(ds.records) == 3 and len(ds.good) == 5
+    _, mask = load_pair(ds.records[0], ds.class_map)
+    assert (mask == 1).sum() == 16  # the crack's 255 pixels, not the 100-valued (25700) edge: above 32767 only
+    assert "pixels above 32767 are defect" in "\n".join(ds.report)

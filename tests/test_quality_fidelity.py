@@ -17,6 +17,7 @@ from defectgen.quality.fidelity import (
     adaptive_kid_subset_size,
     fid_kid,
     fid_kid_from_features,
+    inception_state,
     resolve_inception_weights,
 )
 
@@ -122,6 +123,49 @@ def test_missing_inception_weights_fail_before_any_download(tmp_path, monkeypatc
         fid_kid(images, images, feature_extractor="inception-v3-compat", inception_weights=tmp_path / "nope.pth")
 
 
+def _random_inception_state(monkeypatch) -> dict:
+    """A randomly initialised Inception-v3's tensors: real ones are a download."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inc
+
+    with monkeypatch.context() as m:  # build the module once without weights to get a state dict
+        m.setattr(inc, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(inc.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        return inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+
+
+class _CreatesFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_inception_weights_are_read_as_tensors_only(tmp_path, monkeypatch):
+    """torch-fidelity unpickles a weights file (``weights_only=False``); ours is read as tensors and checked."""
+    import pickle
+
+    from safetensors.torch import save_file
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps(_CreatesFile(marker)))
+    with pytest.raises(FeatureExtractorError, match="evil.pth: holds pickled objects"):
+        inception_state(tmp_path / "evil.pth")
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(FeatureExtractorError, match="evil.pth"):
+        fid_kid(images, images, feature_extractor="inception-v3-compat", inception_weights=tmp_path / "evil.pth")
+    assert not marker.exists()
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(FeatureExtractorError, match="do not fit torch-fidelity's Inception-v3"):
+        inception_state(tmp_path / "other.pth")
+    state = _random_inception_state(monkeypatch)
+    torch.save(state, tmp_path / "inception.pth")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "inception.safetensors"))
+    for name in ("inception.pth", "inception.safetensors"):
+        got = inception_state(tmp_path / name)
+        assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
 @pytest.mark.slow  # Inception at 299 px and a 2048-d FID on a CPU
 def test_inception_path_uses_the_local_weights_file(tmp_path, monkeypatch):
     """With a local weights file the standard torch-fidelity Inception runs and the output says so.
@@ -131,11 +175,7 @@ def test_inception_path_uses_the_local_weights_file(tmp_path, monkeypatch):
     """
     import torch_fidelity.feature_extractor_inceptionv3 as inc
 
-    with monkeypatch.context() as m:  # build the module once without weights to get a state dict
-        m.setattr(inc, "load_state_dict_from_url", lambda *a, **k: None)
-        m.setattr(inc.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
-        state = inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
-    torch.save(state, tmp_path / "inception.pth")
+    torch.save(_random_inception_state(monkeypatch), tmp_path / "inception.pth")
     monkeypatch.setattr(inc, "load_state_dict_from_url", lambda *a, **k: pytest.fail("tried to download"))
     images = textures(2, 0)  # Inception on a CPU is slow; two images suffice for the plumbing
     out = fid_kid(images, images, "inception-v3-compat", tmp_path / "inception.pth", kid_subsets=2, device="cpu")

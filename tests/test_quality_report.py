@@ -53,7 +53,7 @@ def folders(tmp_path):
     copies = {f"{i:06d}": real[s] for i, s in enumerate(train_stems[:3])}  # exact copies of training pairs
     fresh = {f"{i:06d}": pair(100 + i) for i in range(3, 8)}
     manifest = {"class_map": {"names": list(NAMES), "ignore_index": 255}, "train_stems": train_stems,
-                "samples": [], "switch": 0.5, "sampler": "ddim", "steps": 10}
+                "samples": [{"file": f"{i:06d}.png"} for i in range(8)], "switch": 0.5, "sampler": "ddim", "steps": 10}
     write_index(tmp_path / "real", real)
     write_index(tmp_path / "syn", {**copies, **fresh}, manifest=manifest)
     return tmp_path

@@ -64,8 +64,7 @@ def test_killed_sampling_resumes_to_the_uninterrupted_result(run: Path, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "defectgen.cli", *args, "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(list((out / ".done").glob("*.json"))) < 5 and time.time() < deadline and proc.poll() is None:
+    while len(list((out / ".done").glob("*.json"))) < 5 and proc.poll() is None:  # killed after 5 pairs, however slow
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

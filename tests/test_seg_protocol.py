@@ -30,7 +30,7 @@ def split_data(tmp_path_factory):
 def _script(*argv):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(REPO / "scripts" / "seg_steps_curve.py"), *map(str, argv)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=3600)
 
 
 def test_converged_is_the_smallest_step_count_near_the_best():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -25,14 +26,37 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def finite(text: str) -> float:
+    """argparse type of a float flag: a finite number (``inf``/``nan`` are refused where they are read)."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid float value: '{text}'") from err
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got '{text}'")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type of a seed flag: a non-negative integer, the one rule of every command and config."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must not be negative, got {value}")
+    return value
+
+
 OVERWRITE_HELP = "discard what --out holds and start again (without it an unfinished run of this command resumes " \
                  "and anything else is refused)"
 
 
 def error_line(err: BaseException) -> str:
     """The one line a user sees for an error of theirs or of their files and disks."""
-    if isinstance(err, OSError) and not isinstance(err, (OutputWriteError, OutputExistsError, FileNotFoundError)):
-        err = write_error(err, Path(err.filename or "output"))
+    if isinstance(err, OSError) and err.errno is not None and \
+            not isinstance(err, (OutputWriteError, OutputExistsError, FileNotFoundError)):
+        err = write_error(err, Path(err.filename or "output"))  # a system call refused: a disk, a permission
     text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
     return f"defectgen: error: {text}"
 
@@ -77,12 +101,14 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def positive(args: argparse.Namespace, *flags: str, least: int = 1) -> None:
-    """Refuse integer flags below ``least`` (None: not given, left to the config)."""
+def positive(args: argparse.Namespace, *flags: str, least: int = 1, most: int | None = None) -> None:
+    """Refuse integer flags below ``least`` or above ``most`` (None: not given, left to the config)."""
     for flag in flags:
         value = getattr(args, flag)
         if value is not None and value < least:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
+        if value is not None and most is not None and value > most:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at most {most}, got {value}")
 
 
 def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data") -> None:
@@ -95,10 +121,11 @@ def add_selection_args(parser: argparse.ArgumentParser, data_flag: str = "--data
     g.add_argument("--good", type=Path, default=None, help="folder of defect-free images (never a class, never a shot)")
     g.add_argument("--threshold", type=int, default=None,
                    help="binary masks: pixels above this are defect (default 127 for 8-bit, 0 for 0/1 masks)")
-    g.add_argument("--mask-suffix", default=None, help="binary-per-class: mask file suffix, e.g. _mask")
+    g.add_argument("--mask-suffix", default=None,
+                   help="mask file suffix of binary-per-class and side-by-side data, e.g. _mask, _label, _GT")
     g.add_argument("--split", default=None, help="restrict to a split file's stems, e.g. train")
     g.add_argument("--shots", type=int, default=None, help="K images per defect class")
-    g.add_argument("--seed", type=int, default=0, help="seed of the few-shot selection")
+    g.add_argument("--seed", type=seed, default=0, help="seed of the few-shot selection")
     g.add_argument("--list", dest="list_file", type=Path, default=None, help="file of exact stems to use")
     parser.set_defaults(data_flag=data_flag)
 

@@ -5,9 +5,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, positive,
+from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, finite, positive, seed,
                                   selection)
-from defectgen.config import ConfigError, load_config, save_config
+from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config, save_config
 from defectgen.data import load_pair, load_pairs
 from defectgen.io import atomic_write_json, refuse_existing
 from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
@@ -26,17 +26,17 @@ def _pct(stat: dict) -> str:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got '{text}'") from err
+        return [seed(s) for s in text.split(",") if s.strip()]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated non-negative integers, got '{text}'") from err
 
 
 def add_usage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--usage", choices=USAGE_MODES, default=None,
                    help="how synthetic pairs are used: mix (one pool), pretrain (synthetic first, then real), "
                    "weighted (mix with a synthetic loss weight); default: the config's (mix)")
-    p.add_argument("--synthetic-weight", type=float, default=None, help="--usage weighted: loss weight of a synthetic pair")
-    p.add_argument("--pretrain-fraction", type=float, default=None,
+    p.add_argument("--synthetic-weight", type=finite, default=None, help="--usage weighted: loss weight of a synthetic pair")
+    p.add_argument("--pretrain-fraction", type=finite, default=None,
                    help="--usage pretrain: share of the steps spent on synthetic pairs before the real fine-tune")
 
 
@@ -58,7 +58,7 @@ def _add_synthetic(p: argparse.ArgumentParser, required: bool) -> None:
     """--synthetic and --ratio: which sample folder, and how many of its pairs per real training pair."""
     p.add_argument("--synthetic", type=Path, required=required, default=None,
                    help="sample folder (images/, masks/, manifest.json)")
-    p.add_argument("--ratio", type=float, required=required, default=None,
+    p.add_argument("--ratio", type=finite, required=required, default=None,
                    help="synthetic pairs per real training pair" + ("" if required else " (0 = real only)"))
 
 
@@ -143,7 +143,7 @@ def _add_mix(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "mix", cmd_mix, data_flag="--data",
                 help="real + synthetic pairs at a ratio, written as one data set (mmseg, voc or defectgen layout)")
     _add_synthetic(p, required=True)
-    p.add_argument("--mix-seed", type=int, default=0, help="seed of the synthetic draw")
+    p.add_argument("--mix-seed", type=seed, default=0, help="seed of the synthetic draw")
     p.add_argument("--layout", choices=LAYOUTS, default="mmseg")
     p.add_argument("--test-split", default="test", help="split of the real test pairs (written when the data has splits)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not balance synthetic pairs over classes")
@@ -210,7 +210,7 @@ def _add_copypaste(sub: argparse._SubParsersAction) -> None:
                    "Defect-Gen's full-size pairs (on the target's background, windows apart)")
     p.add_argument("--defects-per-image", type=int, default=None, metavar="K",
                    help="--full-size: defects pasted into each image (default 1)")
-    p.add_argument("--paste-seed", type=int, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
+    p.add_argument("--paste-seed", type=seed, default=0, help="seed of the cut/paste draws (pair i depends on it and i only)")
     p.add_argument("--no-balance", dest="balanced", action="store_false", help="do not cycle through the defect classes")
     add_out(p)
 
@@ -218,11 +218,11 @@ def _add_copypaste(sub: argparse._SubParsersAction) -> None:
 def cmd_copypaste(args: argparse.Namespace) -> int:
     """Cut defect regions by their masks from the selected real training images and paste them onto other selected
     training images. Writes OUT/images/, OUT/masks/ and OUT/manifest.json like `defectgen sample`."""
-    positive(args, "num")
-    positive(args, "size", least=8)
+    positive(args, "num", most=MAX_PAIRS)
+    positive(args, "size", least=8, most=MAX_SIDE)
     if args.defects_per_image is not None and not args.full_size:
         raise ConfigError("--defects-per-image applies to --full-size copy-paste")
-    positive(args, "defects_per_image")
+    positive(args, "defects_per_image", most=MAX_PAIRS)
     ds, train = selection(args).select()
     refuse_existing(args.out, args.overwrite)
     timer = Timer()

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from defectgen.cli.common import (command, add_device, add_out, add_quiet, add_selection_args, add_set, add_threads,
-                                  apply_threads, device, positive, report, selection)
-from defectgen.config import ConfigError, load_config
+                                  apply_threads, device, finite, positive, report, seed, selection)
+from defectgen.config import MAX_PAIRS, ConfigError, load_config, need
 from defectgen.data.layouts import LAYOUTS
 from defectgen.generator_config import PRECISIONS, STAGES, GeneratorConfig
 from defectgen.schedule import SAMPLERS
@@ -71,7 +71,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if request is not None and request.resample > 1 and sc.sampler not in ("ddpm", "ddim"):
         raise ConfigError(f"--resample {request.resample} repeats each step, which {sc.sampler}'s step history "
                           "cannot; use --sampler ddpm or ddim")
-    positive(args, "num")
+    positive(args, "num", most=MAX_PAIRS)
     dev = device(args)
     check_output(args.out, args.overwrite)  # before loading; an unfinished run of this command resumes
     timer = Timer()
@@ -92,6 +92,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError("--num is required: how many pairs to sample")
     if num < 1:
         raise ConfigError(f"--num must be at least 1, got {num}")
+    _check_job(args, sc, pipe, num, request)
     identity = {"pipeline": str(pipeline_path(args.run).resolve()), "train_stems": train_stems(pipeline_path(args.run).parent)}
     with timer.phase("sample", pairs=num):
         # switch None: the pipeline's own (saved from the run's sample.switch)
@@ -117,6 +118,24 @@ def _crop_run(run: Path) -> bool:
 
     cfg = run_config(pipeline_path(run).parent)
     return cfg is not None and cfg.resize_mode == "crop"
+
+
+def _check_job(args: argparse.Namespace, sc, pipe, num: int, request) -> None:
+    """Everything the sampling job would otherwise meet only after its folder exists (``.sample_job.json``,
+    ``.done/``), checked against the loaded generator before that folder is made."""
+    from defectgen.device import need_memory
+
+    total = pipe.scheduler.config.num_train_timesteps
+    need(sc.steps is None or sc.steps <= total, "--steps", f"must be at most the generator's {total} training timesteps",
+         sc.steps)
+    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
+    size, channels = ref.config.sample_size, ref.config.in_channels
+    if request is not None:  # a band wider than the image is all band, and costs a pooling pass per pixel of it
+        need(request.blend <= size, "--blend", f"must be at most the generator's image size ({size} px)", request.blend)
+    batch = min(sc.batch_size, num)
+    need_memory(batch * channels * size**2 * 4 * 16, f"--batch-size {sc.batch_size}: a batch of {batch} pairs of "
+                f"{channels}x{size}x{size}", pipe.device)
+    pipe.plan(sc.sampler, sc.steps, args.switch)  # the schedule and the switch, as the job will run them
 
 
 def _guided_request(args: argparse.Namespace):
@@ -203,12 +222,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "sample", cmd_sample, help="sample new image + mask pairs from a trained generator")
     p.add_argument("--run", type=Path, required=True, help="run folder or pipeline folder")
     p.add_argument("--num", type=int, default=None, help="number of pairs")
-    p.add_argument("--switch", type=float, default=None,
+    p.add_argument("--switch", type=finite, default=None,
                    help="fraction of the schedule (0.4 = t 400 of 1000); default: the run's sample.switch")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="default: the run's sample.sampler; dpmsolver++ (DPM-Solver++, 2nd order) is good in 20-25 steps")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's sample.batch_size")
     add_device(p, "this process's GPU (cuda:LOCAL_RANK under torchrun), else the CPU")
     p.add_argument("--precision", choices=PRECISIONS, default=None,

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, log, selection
+from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, finite, log, seed, selection
 from defectgen.quality.features import FEATURE_EXTRACTORS
 
 
@@ -33,7 +33,7 @@ def _add_metrics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inception-weights", type=Path, default=None,
                    help="local torch-fidelity Inception-v3 weights file (used with inception-v3-compat)")
     p.add_argument("--size", type=int, default=None, help="compare size in pixels (default 64)")
-    p.add_argument("--percentile", type=float, default=None,
+    p.add_argument("--percentile", type=finite, default=None,
                    help="memorised: NN distance at or below this percentile of training LOO NN distances (default 5)")
     p.add_argument("--no-mask-agreement", action="store_true", help="skip training the real-data segmenter")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the mask-agreement segmenter")
@@ -103,19 +103,19 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--synthetic", type=Path, required=True, help="folder written by 'defectgen sample'")
     add_out(p, "new sample folder for the kept pairs")
-    p.add_argument("--min-agreement", type=float, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
+    p.add_argument("--min-agreement", type=finite, default=0.5, help="keep pairs with at least this IoU (default 0.5)")
     p.add_argument("--per-class", type=int, default=None, metavar="N",
                    help="keep at most the N best-agreeing pairs of each defect class (a balanced top-up from an oversampled set)")
     p.add_argument("--seg-config", type=Path, default=None, help="YAML with SegConfig fields for the segmenter")
     p.add_argument("--seg-set", action="append", default=[], metavar="KEY=VALUE", help="override a SegConfig field")
-    p.add_argument("--seg-seed", type=int, default=0, help="seed of the segmenter's training")
+    p.add_argument("--seg-seed", type=seed, default=0, help="seed of the segmenter's training")
     add_device(p)
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
     from defectgen.config import load_config
-    from defectgen.data import load_pairs, open_dataset
-    from defectgen.data.samples import read_manifest
+    from defectgen.data import load_pairs
+    from defectgen.data.samples import open_synthetic, read_manifest
     from defectgen.io import refuse_existing
     from defectgen.quality.compute import real_records
     from defectgen.quality.filtering import check_per_class, check_threshold, filter_samples
@@ -128,11 +128,12 @@ def cmd_filter(args: argparse.Namespace) -> int:
     check_per_class(args.per_class)
     dev = device(args)
     refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
+    syn = open_synthetic(args.synthetic)  # a damaged manifest is refused before minutes of segmenter training
     manifest = read_manifest(args.synthetic)
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
     sel = selection(args)
     ds = sel.open()
-    ds.class_map.check_compatible(open_dataset(args.synthetic, "index").class_map, f"{args.synthetic} vs {args.data}")
+    ds.class_map.check_compatible(syn.class_map, f"{args.synthetic} vs {args.data}")
     recs, chosen_by = real_records(ds, manifest, sel)
     images, masks = load_pairs(recs, ds.class_map, seg_cfg.size)
     log(f"training the segmenter on {len(recs)} real pairs ({chosen_by})")

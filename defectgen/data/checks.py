@@ -22,7 +22,7 @@ from PIL import Image
 from defectgen.data.classmap import ClassMap
 from defectgen.data.errors import DataError
 from defectgen.data.formats import DefectDataset, PairRecord, index_class_map
-from defectgen.data.loading import binary_threshold, read_mask_array
+from defectgen.data.loading import binary_threshold, broken_link, read_mask_array
 from defectgen.data.samples import is_complete
 
 SQUASH_NOTE = " (non-square: 'resize_mode: resize' squashes them to size x size; 'resize_mode: crop' keeps the aspect)"
@@ -53,7 +53,7 @@ def _settle_index_classes(ds: DefectDataset, hists: list[dict[int, int]]) -> boo
         ds.report.append(f"warning: no class-name file (labels.txt, classes.txt, class_map.json): mask ids 1..{len(ids)} "
                          f"are named class_1..class_{len(ids)}" + ("; 255 = ignore" if 255 in present else ""))
         return False
-    if 255 in present:  # full scale of an 8-bit binary mask (0/255, maybe anti-aliased)
+    if 255 in present or 65535 in present:  # full scale of an 8- or 16-bit binary mask (0/255, 0/65535, maybe anti-aliased)
         ds.class_map = ClassMap(("background", "defect"))
         ds.report.append(f"no class-name file and mask values {_short(present)}: masks read as binary, one class 'defect'")
         return True
@@ -103,7 +103,8 @@ def _sizes_line(records: list[PairRecord]) -> tuple[str, list[Path]]:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             unreadable.append(rec.image)  # named by load_pair when it is selected
     if unreadable:
-        return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]})", unreadable
+        why = f": {broken_link(unreadable[0])}" if unreadable[0].is_symlink() and not unreadable[0].exists() else ""
+        return f"warning: {len(unreadable)} images cannot be opened (e.g. {unreadable[0]}{why})", unreadable
     if len(sizes) == 1:
         (w, h), = sizes
         aspect = max(w, h) / min(w, h)
@@ -117,7 +118,7 @@ def _sizes_line(records: list[PairRecord]) -> tuple[str, list[Path]]:
 def check_dataset(ds: DefectDataset, threshold: int | None = None) -> DefectDataset:
     """Read every mask once: settle the class map, find empty and all-ignore masks, report (see module doc)."""
     hists = [_values(r) for r in ds.records]
-    if ds.format == "index" and _settle_index_classes(ds, hists):
+    if ds.format in ("index", "side-by-side") and _settle_index_classes(ds, hists):
         ds.records = [replace(r, binary_class=1) for r in ds.records]
     if threshold is not None:  # every binary mask, whichever reader made the record
         ds.records = [replace(r, threshold=threshold) if r.binary_class is not None else r for r in ds.records]

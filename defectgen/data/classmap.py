@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defectgen.data.errors import DataError
+from defectgen.data.errors import DataError, read_text
 
 IGNORE_INDEX = 255
 
@@ -71,7 +71,7 @@ def read_labels_file(path: Path) -> ClassMap:
     labelme style starts with ``__ignore__`` (id 255) then ``_background_`` (id 0); a plain list
     starts with the background class.
     """
-    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
     if lines and lines[0] == "__ignore__":
         lines = lines[1:]
     if not lines:

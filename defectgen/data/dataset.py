@@ -9,7 +9,7 @@ from pathlib import Path
 from defectgen.data.checks import check_dataset
 from defectgen.data.errors import DataError
 from defectgen.data.formats import (FORMATS, DefectDataset, detect_format, good_folder_records, is_good_name,
-                                     read_binary_per_class, read_index, read_mvtec)
+                                     read_binary_per_class, read_index, read_mvtec, read_side_by_side)
 
 
 def open_dataset(
@@ -28,6 +28,8 @@ def open_dataset(
     folder of defect-free images; ``threshold`` binarises binary masks (default 127 for 8-bit).
     Every mask is read once to check it and to find empty ones (see ``DefectDataset.report``).
     """
+    if threshold is not None and not 0 <= threshold < 65535:  # -1 would mark every pixel, 65535 none
+        raise DataError(f"--threshold: binary masks mark pixels above it as defect, so it must be 0 to 65534, got {threshold}")
     if images is not None or masks is not None:
         root = Path(root) if root is not None else Path(images or masks).parent
         ds = read_index(root, Path(images) if images else None, Path(masks) if masks else None)
@@ -39,13 +41,15 @@ def open_dataset(
             raise DataError(f"{root}: data folder not found")
         if (root / ".sample_job.json").is_file():  # export.JOB_FILE: a sample run that has not finished
             raise DataError(f"{root}: an unfinished `defectgen sample` folder; run that command again to finish it")
-        fmt = format or detect_format(root)
+        fmt = format or detect_format(root, mask_suffix)
         if fmt == "index":
             ds = read_index(root)
         elif fmt == "mvtec":
             ds = read_mvtec(root)
         elif fmt == "binary-per-class":
             ds = read_binary_per_class(root, mask_suffix, threshold)
+        elif fmt == "side-by-side":
+            ds = read_side_by_side(root, mask_suffix)
         else:
             raise DataError(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
     if good is not None:

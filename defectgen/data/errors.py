@@ -1,2 +1,13 @@
+from pathlib import Path
+
+
 class DataError(ValueError):
     """Bad input data: the message names the file and the problem."""
+
+
+def read_text(path: Path) -> str:
+    """A text file of the data (class names, split or stem lists); one that is not UTF-8 text is a ``DataError``."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from err

@@ -10,6 +10,10 @@
 - ``binary-per-class``: one folder per defect class with images and binary masks matched by stem
   (``X.jpg`` + ``X.png`` or ``X.png`` + ``X_mask.png``), directly or one level down
   (``Class/Imgs/``, ``Class/images/`` + ``Class/masks/``).
+- ``side-by-side``: folders at any depth holding images with their masks beside them, paired by a
+  mask suffix (``X.jpg`` + ``X_label.bmp`` as KolektorSDD ships, ``X.png`` + ``X_GT.png`` as
+  KolektorSDD2, ``X_mask``, or ``mask_suffix``). Masks are read as in ``index`` (one class ``defect``
+  for 0/255 masks unless a class-name file says otherwise); top folders named train/val/test are splits.
 
 Defect-free ("good") images are kept apart in ``DefectDataset.good``: folders named ``good``,
 ``*Free*``, ``OK``, ``normal`` (or given with ``good=``), and images whose mask holds no defect
@@ -18,13 +22,15 @@ mask once (see ``checks.py``) and says what it found in ``DefectDataset.report``
 """
 from __future__ import annotations
 
+import os
 import re
+from collections import Counter
 from typing import Literal, get_args
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.data.classmap import ClassMap, read_labels_file
-from defectgen.data.errors import DataError
+from defectgen.data.errors import DataError, read_text
 from defectgen.data.samples import MANIFEST, is_complete, read_manifest
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -35,8 +41,10 @@ MASK_DIR_NAMES = ("SegmentationClass", "ann_dir", "masks", "mask", "labels", "la
 INDEX_DIR_PAIRS = tuple((a, b) for a in IMAGE_DIR_NAMES for b in MASK_DIR_NAMES)
 LABEL_FILES = ("labels.txt", "classes.txt", "class_names.txt")
 NOT_CLASS_DIRS = ("ImageSets", "splits")  # split-file folders next to data folders
-DataFormat = Literal["index", "mvtec", "binary-per-class"]
+DataFormat = Literal["index", "mvtec", "binary-per-class", "side-by-side"]
 FORMATS: tuple[str, ...] = get_args(DataFormat)
+MASK_SUFFIXES = ("_label", "_GT", "_mask")  # side-by-side masks: KolektorSDD, KolektorSDD2, common use (any case)
+SPLIT_DIRS = ("train", "val", "valid", "validation", "test")  # folder names that are splits, never classes
 # A folder whose name holds one of these words (split at _ - . space) holds defect-free images.
 GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
 
@@ -76,7 +84,10 @@ class DefectDataset:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    """Image files of ``folder``; a broken symbolic link with an image name counts too, so that it is named as
+    an image that cannot be opened rather than skipped (its mask would then be blamed for lacking an image)."""
+    return sorted(p for p in folder.iterdir() if (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -90,6 +101,11 @@ def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
             raise DataError(f"{folder}: duplicate stem '{p.stem}' ({out[p.stem].name} and {p.name})")
         out[p.stem] = p
     return out
+
+
+def _folder_text(folder: Path) -> str:
+    """``name/``, and where a symbolic link leads."""
+    return f"{folder.name}/" + (f" (a symbolic link to {os.readlink(folder)})" if folder.is_symlink() else "")
 
 
 def is_good_name(name: str) -> bool:
@@ -151,6 +167,9 @@ def _why_not_binary(root: Path) -> str | None:
     classes = [p for p in _subdirs(root) if not is_good_name(p.name) and p.name not in NOT_CLASS_DIRS]
     if not classes:
         return "no class folders"
+    splits = [p.name for p in classes if p.name.lower() in SPLIT_DIRS]
+    if splits:
+        return f"{', '.join(s + '/' for s in splits)} are split folders, not defect classes"
     reasons = []
     for folder in classes:
         got = _class_folder_files(folder)
@@ -165,36 +184,43 @@ def _why_not_binary(root: Path) -> str | None:
 
 
 def _stem_sharing_hint(root: Path) -> str:
-    """Two folders whose files share stems look like an image/mask pair under unusual names."""
+    """Two folders whose files share stems look like an image/mask pair under unusual names, when one of
+    them holds masks (KolektorSDD's kos01/ and kos02/ share stems, but both hold photos)."""
     subs = [s for s in _subdirs(root) if _images_in(s)]
     stems = {s: {p.stem for p in _images_in(s)} for s in subs}
     for i, a in enumerate(subs):
         for b in subs[i + 1:]:
             if len(stems[a] & stems[b]) >= max(1, min(len(stems[a]), len(stems[b])) // 2):
-                img, mask = (b, a) if _distinct_values(a) < _distinct_values(b) else (a, b)
-                return f"{a.name}/ and {b.name}/ share file stems: an image/mask pair? pass --images {img} --masks {mask}"
+                masks = [f for f in (a, b) if _looks_like_masks(f)]
+                if len(masks) == 1:
+                    img = b if masks[0] == a else a
+                    return f"{a.name}/ and {b.name}/ share file stems: an image/mask pair? pass --images {img} --masks {masks[0]}"
     return ""
 
 
-def _distinct_values(folder: Path) -> int:
-    """Distinct pixel values of the folder's first image: masks have few, photos many."""
+MASK_MAX_VALUES = 32  # a mask's first file holds few distinct values (class ids, or 0/255 with some anti-aliasing)
+
+
+def _looks_like_masks(folder: Path) -> bool:
+    """Whether the folder's first image is single-channel with few distinct values, as masks are and photos are not."""
     import numpy as np
     from PIL import Image
 
     try:
         with Image.open(_images_in(folder)[0]) as im:
-            return len(np.unique(np.asarray(im)))
+            return im.mode in ("1", "L", "P", "I", "I;16") and len(np.unique(np.asarray(im))) <= MASK_MAX_VALUES
     except (OSError, ValueError, Image.DecompressionBombError):
-        return 0
+        return False
 
 
-def detect_format(root: Path) -> str:
+def detect_format(root: Path, mask_suffix: str | None = None) -> str:
     """The layout of ``root``; when none fits, one error saying why each was refused."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     reasons = {}
-    for fmt, why_not in (("index", _why_not_index), ("mvtec", _why_not_mvtec), ("binary-per-class", _why_not_binary)):
+    for fmt, why_not in (("index", _why_not_index), ("mvtec", _why_not_mvtec), ("binary-per-class", _why_not_binary),
+                         ("side-by-side", lambda r: _why_not_side_by_side(r, mask_suffix))):
         reason = why_not(root)
         if reason is None:
             return fmt
@@ -210,7 +236,7 @@ def _read_splits(root: Path) -> dict[str, list[str]]:
     split_dir = root / "ImageSets" / "Segmentation"
     if not split_dir.is_dir():
         return {}
-    return {p.stem: [s.strip() for s in p.read_text().split() if s.strip()] for p in sorted(split_dir.glob("*.txt"))}
+    return {p.stem: [s.strip() for s in read_text(p).split() if s.strip()] for p in sorted(split_dir.glob("*.txt"))}
 
 
 def index_class_map(root: Path) -> ClassMap | None:
@@ -248,6 +274,10 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
         raise DataError(f"{mask_root}: holds text files, not mask images (YOLO-style boxes?); masks must be images")
     splits = _read_splits(root)
     subdirs = [p.name for p in _subdirs(img_root)]
+    if subdirs and _images_in(img_root):
+        shown = ", ".join(_folder_text(img_root / s) for s in subdirs[:3])
+        raise DataError(f"{img_root}: holds {len(_images_in(img_root))} images and also the folder(s) {shown}; an image "
+                        "folder holds either images or split subfolders (img_dir/train/), not both")
     folders = [(img_root / s, mask_root / s) for s in subdirs] if subdirs else [(img_root, mask_root)]
     if subdirs:  # mmseg layout: img_dir/train, img_dir/val ...
         splits = {s: [p.stem for p in _images_in(img_root / s)] for s in subdirs}
@@ -266,7 +296,8 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
             seen.add(stem)
             records.append(PairRecord(stem, img, masks_by[stem]))
     if not records:
-        raise DataError(f"{img_root}: no images found")
+        inside = f" (nor in its subfolders {', '.join(_folder_text(img_root / s) for s in subdirs[:3])})" if subdirs else ""
+        raise DataError(f"{img_root}: no images found{inside}")
     names = index_class_map(root) or ClassMap(("background", "defect"))  # placeholder until the masks are read
     ds = DefectDataset(root, "index", names, records, splits)
     ds.report.append(f"index layout: images {img_root}, masks {mask_root}: {len(records)} pairs")
@@ -369,6 +400,97 @@ def read_binary_per_class(root: Path, mask_suffix: str | None = None, threshold:
     for g in good_dirs:
         ds.good += good_folder_records(g, prefix=f"{g.name}_")
         ds.report.append(f"{g.name}/: defect-free folder (by its name), not a class")
+    return ds
+
+
+# ---- side-by-side ----
+
+def _tree_images(root: Path) -> dict[Path, list[Path]]:
+    """The image files of every folder under ``root`` (any depth; hidden and split-file folders left out)."""
+    tree = {}
+    for folder, dirs, _ in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in NOT_CLASS_DIRS)
+        files = _images_in(Path(folder))
+        if files:
+            tree[Path(folder)] = files
+    return tree
+
+
+def _suffix_pairs(files: list[Path], suffix: str) -> dict[Path, Path]:
+    """image -> mask among the files of one folder: ``X.any`` and ``X<suffix>.any`` (the suffix in any case)."""
+    by_stem: dict[str, list[Path]] = {}
+    for p in files:
+        by_stem.setdefault(p.stem.lower(), []).append(p)
+    pairs = {}
+    for p in files:
+        if len(p.stem) > len(suffix) and p.stem.lower().endswith(suffix.lower()):
+            base = by_stem.get(p.stem[: -len(suffix)].lower(), [])
+            if len(base) == 1:
+                pairs[base[0]] = p
+    return pairs
+
+
+def _pairing_suffix(tree: dict[Path, list[Path]], mask_suffix: str | None) -> str | None:
+    """``mask_suffix``, or the known suffix that pairs most files; None when none pairs any."""
+    counts = {s: sum(len(_suffix_pairs(f, s)) for f in tree.values()) for s in ([mask_suffix] if mask_suffix else MASK_SUFFIXES)}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else None
+
+
+def _seen_suffix(tree: dict[Path, list[Path]]) -> tuple[str, int] | None:
+    """The commonest ``_word`` by which files of one folder pair up (``X.png`` + ``X_word.png``), and how often."""
+    seen: Counter = Counter()
+    for files in tree.values():
+        stems = {p.stem.lower() for p in files}
+        for p in files:
+            base, sep, word = p.stem.rpartition("_")
+            if sep and base and word and base.lower() in stems:
+                seen[f"_{word}"] += 1
+    return seen.most_common(1)[0] if seen else None
+
+
+def _why_not_side_by_side(root: Path, mask_suffix: str | None = None) -> str | None:
+    tree = _tree_images(root)
+    if _pairing_suffix(tree, mask_suffix) is not None:
+        return None
+    seen = _seen_suffix(tree)
+    hint = f"; files pair as X + X{seen[0]} ({seen[1]} pairs): pass --mask-suffix {seen[0]}" if seen else ""
+    tried = f"'{mask_suffix}'" if mask_suffix else "/".join(MASK_SUFFIXES)
+    return f"no image with its mask beside it (X.jpg + X{MASK_SUFFIXES[0]}.png; mask suffix {tried}){hint}"
+
+
+def read_side_by_side(root: Path, mask_suffix: str | None = None) -> DefectDataset:
+    """Images and their masks side by side in folders at any depth, paired by a mask suffix; stems are the
+    relative path (``kos01/Part0.jpg`` -> ``kos01_Part0``); the class map is settled from the masks (checks.py)."""
+    root = Path(root)
+    tree = _tree_images(root)
+    suffix = _pairing_suffix(tree, mask_suffix)
+    if suffix is None:
+        raise DataError(f"{root}: side-by-side layout: {_why_not_side_by_side(root, mask_suffix)}")
+    records, good, splits, seen = [], [], _read_splits(root), {}
+    for folder, files in tree.items():
+        pairs, rel = _suffix_pairs(files, suffix), folder.relative_to(root).parts
+        masks = set(pairs.values())
+        for img in (p for p in files if p not in masks):
+            stem = "_".join((*rel, img.stem))
+            if stem in seen:
+                raise DataError(f"{img}: duplicate stem '{stem}' ({seen[stem].name} and {img.name})")
+            seen[stem] = img
+            if img in pairs:
+                records.append(PairRecord(stem, img, pairs[img]))
+            elif any(is_good_name(part) for part in rel):
+                good.append(PairRecord(stem, img, None))
+            else:
+                raise DataError(f"{img}: missing mask (expected {img.stem}{suffix} with an image extension beside it)")
+            if rel and rel[0].lower() in SPLIT_DIRS:
+                splits.setdefault(rel[0], []).append(stem)
+    if not records:
+        raise DataError(f"{root}: no image with a mask beside it (mask suffix '{suffix}')")
+    ds = DefectDataset(root, "side-by-side", ClassMap(("background", "defect")), records, splits, good)
+    ds.report.append(f"side-by-side layout: {len(records)} images with their masks beside them (mask suffix '{suffix}') "
+                     f"in {len(tree)} folders" + (f"; splits {', '.join(sorted(splits))}" if splits else ""))
+    if good:
+        ds.report.append(f"{len(good)} images without masks in defect-free folders (by their names)")
     return ds
 
 

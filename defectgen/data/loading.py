@@ -1,6 +1,8 @@
 """Decode one image/mask pair from disk into arrays at the model size."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ RESIZE_MODES = ("resize", "center-crop")
 
 
 def _open(path: Path) -> Image.Image:
+    if Path(path).is_symlink() and not Path(path).exists():
+        raise DataError(f"{path}: {broken_link(Path(path))}")
     try:
         im = Image.open(path)
         im.load()
@@ -24,6 +28,18 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: image too large to open safely (a decompression bomb?): {err}") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from err
+
+
+def broken_link(path: Path) -> str:
+    """Why the symbolic link ``path`` leads to no file."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "a symbolic link that loops (it points back to itself)"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link that loops (it points back to itself)"
+    return f"a symbolic link to a missing file ({os.readlink(path)})"
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -126,6 +142,10 @@ def load_pairs(
     """Stack many pairs: (N,H,W,3) uint8 images and (N,H,W) uint8 masks."""
     if not records:
         raise DataError("no images selected")
+    if size is not None:  # refused before the first pair is decoded, not by a MemoryError at the hundredth
+        from defectgen.device import need_memory
+
+        need_memory(len(records) * size * size * 4 * 2, f"{len(records)} pairs at {size}x{size} px", "cpu")
     pairs = [load_pair(r, class_map, size, mode) for r in records]
     shapes = {p[0].shape for p in pairs}
     if len(shapes) > 1:

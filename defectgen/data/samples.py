@@ -192,6 +192,17 @@ def _dominant_class(counts: dict[str, int], class_map: ClassMap, where: str) -> 
     return best
 
 
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _plain_file_name(name: Any, where: str) -> None:
+    """A manifest names files inside ``images/`` and ``masks/`` only: a path such as ``../../etc/passwd`` is refused."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise DataError(f"{where}: file {_short(name)} is not a plain file name inside {IMAGES}/ (no '/', '\\', '..')")
+
+
 def open_synthetic(root: str | Path) -> SyntheticSet:
     """Read a sample folder and its manifest; refuses a manifest without ``train_stems`` (no leak check possible)."""
     from defectgen.data.dataset import open_dataset
@@ -203,6 +214,10 @@ def open_synthetic(root: str | Path) -> SyntheticSet:
     for key in ("class_map", "train_stems", "samples"):
         if key not in manifest:
             raise DataError(f"{manifest_path}: missing key '{key}' (needed for the class map, the leak check and sampling)")
+    if not isinstance(manifest["train_stems"], list):
+        raise DataError(f"{manifest_path}: 'train_stems' must be a list of stems, got {_short(manifest['train_stems'])}")
+    if not isinstance(manifest["samples"], list) or not all(isinstance(s, dict) for s in manifest["samples"]):
+        raise DataError(f"{manifest_path}: 'samples' must be a list of pair entries, got {_short(manifest['samples'])}")
     ds = open_dataset(root, "index")
     by_stem = {r.stem: r for r in ds.records}
     records, classes = [], []
@@ -210,6 +225,7 @@ def open_synthetic(root: str | Path) -> SyntheticSet:
         where = f"{manifest_path} samples[{i}]"
         if "file" not in sample:
             raise DataError(f"{where}: missing key 'file'")
+        _plain_file_name(sample["file"], where)
         stem = Path(sample["file"]).stem
         if stem not in by_stem:
             raise DataError(f"{where}: file '{sample['file']}' not found in {root / IMAGES}")

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from defectgen.data.errors import DataError
+from defectgen.data.errors import DataError, read_text
 from defectgen.data.dataset import open_dataset
 from defectgen.data.formats import DataFormat, DefectDataset, PairRecord
 from defectgen.data.loading import load_pair, present_classes
@@ -21,7 +21,7 @@ def read_stem_list(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: stem list not found")
-    stems = [s.strip() for s in path.read_text().split() if s.strip()]
+    stems = [s.strip() for s in read_text(path).split() if s.strip()]
     if not stems:
         raise DataError(f"{path}: stem list is empty")
     return stems

@@ -14,13 +14,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defectgen.config import ConfigError, to_dict
+from defectgen.config import need, need_side, to_dict
 from defectgen.data.selection import SelectionConfig
 from defectgen.quality.class_stats import class_statistics, compare_class_statistics
 from defectgen.quality.diversity import diversity
-from defectgen.quality.features import (EFFICIENTNET_NAME, FEATURE_EXTRACTORS, FeatureEncoder, FeatureExtractorName,
-                                        extractor_label)
-from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, resolve_inception_weights
+from defectgen.quality.features import (EFFICIENTNET_NAME, FEATURE_EXTRACTORS, INCEPTION_NAME, FeatureEncoder,
+                                        FeatureExtractorName, extractor_label)
+from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, inception_state, resolve_inception_weights
 from defectgen.quality.mask_agreement import Predictor, mask_agreement, real_data_segmenter
 from defectgen.quality.memorisation import memorisation
 
@@ -41,6 +41,19 @@ class MetricsConfig:
     seed: int = 0
     device: str | None = None
 
+    def check(self) -> None:
+        """Refuse values that cannot score, naming the key (``load_config`` calls this)."""
+        need(self.feature_extractor in FEATURE_EXTRACTORS, "feature_extractor",
+             f"must be one of {', '.join(FEATURE_EXTRACTORS)}", self.feature_extractor)
+        need_side(self.size, "size")
+        need(self.kid_subsets >= 1, "kid_subsets", "must be at least 1 (KID is a mean over subsets)", self.kid_subsets)
+        need(self.kid_subset_size is None or self.kid_subset_size >= 2, "kid_subset_size",
+             "must be null (adaptive) or at least 2", self.kid_subset_size)
+        need(0.0 <= self.memorisation_percentile <= 100.0, "memorisation_percentile", "must be in [0, 100]",
+             self.memorisation_percentile)
+        need(self.nearest_pairs >= 0, "nearest_pairs", "must not be negative", self.nearest_pairs)
+        need(self.batch_size >= 1, "batch_size", "must be at least 1", self.batch_size)
+
 
 @dataclass
 class QualityResult:
@@ -53,15 +66,13 @@ class QualityResult:
 
 
 def check_config(cfg: MetricsConfig) -> None:
-    """Refuse an unknown extractor or unavailable Inception weights before any slow work."""
-    if cfg.feature_extractor not in FEATURE_EXTRACTORS:
-        raise ConfigError(f"unknown feature extractor '{cfg.feature_extractor}' (choose from {', '.join(FEATURE_EXTRACTORS)})")
+    """Refuse bad values or unavailable Inception weights before any slow work (the weights are read here,
+    safely: see ``defectgen.quality.fidelity.inception_state``)."""
+    cfg.check()
+    need(cfg.inception_weights is None or cfg.feature_extractor == INCEPTION_NAME, "inception_weights",
+         f"is read only with feature_extractor {INCEPTION_NAME}", cfg.inception_weights)
     if cfg.feature_extractor != EFFICIENTNET_NAME:
-        resolve_inception_weights(cfg.inception_weights)
-    if cfg.size < 8:
-        raise ConfigError(f"size must be at least 8 pixels, got {cfg.size}")
-    if not 0.0 <= cfg.memorisation_percentile <= 100.0:
-        raise ConfigError(f"memorisation_percentile must be in [0, 100], got {cfg.memorisation_percentile}")
+        inception_state(resolve_inception_weights(cfg.inception_weights))
 
 
 def evaluate(
@@ -182,8 +193,8 @@ def compute_metrics(
     every image of its split (or of the whole data). Pass one
     ``encoder`` to reuse the feature network across many calls (e.g. one per comparison row).
     """
-    from defectgen.data import load_pairs, open_dataset
-    from defectgen.data.samples import is_complete, read_manifest
+    from defectgen.data import load_pairs
+    from defectgen.data.samples import open_synthetic, read_manifest
     from defectgen.io import ensure_empty_output, refuse_existing
     from defectgen.quality.report import class_stats_png, nearest_neighbours_png, write_report
 
@@ -193,8 +204,8 @@ def compute_metrics(
     sel = real if isinstance(real, SelectionConfig) else SelectionConfig(data=str(real))
     if out is not None:
         refuse_existing(Path(out), overwrite)  # raises now rather than after minutes of work
-    syn = open_dataset(synthetic, "index")
-    manifest = read_manifest(synthetic) if is_complete(synthetic) else {}
+    syn = open_synthetic(synthetic)  # the one reader of sample folders: evaluate, mix, filter and metrics
+    manifest = read_manifest(synthetic)
     ds = sel.open(log=False)
     ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {sel.data}")
     real_recs, chosen_by = real_records(ds, manifest, sel)

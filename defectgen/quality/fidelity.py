@@ -10,10 +10,16 @@ Few-shot sets are tiny (5-shot NEU: 15 training images), so two choices matter:
 
 Inception-v3 is used only from a local file: ``inception_weights`` or torch-fidelity's download
 cache. If neither exists we stop with a message instead of letting torch-fidelity try the network.
+torch-fidelity reads a weights file with ``torch.load(weights_only=False)``, which runs whatever code
+a pickle holds; so the file is read here, as tensors only (``inception_state``), and torch-fidelity
+is handed those tensors, never the user's file.
 """
 from __future__ import annotations
 
+import io
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ from defectgen.quality.features import (
     FEATURE_LAYER,
     INCEPTION_NAME,
     NOT_COMPARABLE,
+    FeatureExtractorError,
     as_uint8_nchw,
     extractor_label,
     register_with_torch_fidelity,
@@ -85,6 +92,42 @@ def resolve_inception_weights(path: str | Path | None) -> Path:
     )
 
 
+def inception_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an Inception-v3 weights file (``.safetensors``, or a torch file read with
+    ``weights_only=True``), checked to fit torch-fidelity's Inception-v3; nothing in the file is run."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # the weights-only unpickler's notes on a foreign pickle protocol
+            warnings.simplefilter("ignore")
+            state = load_file(str(path)) if path.suffix == ".safetensors" else \
+                torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise FeatureExtractorError(f"{path}: holds pickled objects other than tensors, which could run code when read; "
+                                    "not read (give torch-fidelity's Inception weights file or a .safetensors file)") from err
+    except (OSError, EOFError, RuntimeError, ValueError, SafetensorError) as err:
+        raise FeatureExtractorError(f"{path}: not a readable weights file ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise FeatureExtractorError(f"{path}: not a state dict (a mapping of names to tensors)")
+    try:
+        FeatureExtractorInceptionV3(INCEPTION_NAME, ["2048"], feature_extractor_weights_path=_as_file(state))
+    except RuntimeError as err:  # load_state_dict: missing, unexpected or misshapen tensors
+        raise FeatureExtractorError(f"{path}: these tensors do not fit torch-fidelity's Inception-v3 "
+                                    f"({str(err).splitlines()[-1].strip()[:200]})") from err
+    return state
+
+
+def _as_file(state: dict[str, torch.Tensor]) -> io.BytesIO:
+    """Tensors written as torch-fidelity's loader reads them: our own plain state dict, no foreign pickle."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
 def _kid_kwargs(n_real: int, n_fake: int, kid_subsets: int, kid_subset_size: int | None, seed: int) -> dict[str, Any]:
     size = kid_subset_size or adaptive_kid_subset_size(n_real, n_fake)
     if size > min(n_real, n_fake):
@@ -123,7 +166,7 @@ def fid_kid(
         raise ValueError(f"unknown feature extractor '{feature_extractor}' (choose from {', '.join(FEATURE_EXTRACTORS)})")
     kwargs: dict[str, Any] = {}
     if feature_extractor == INCEPTION_NAME:
-        kwargs["feature_extractor_weights_path"] = str(resolve_inception_weights(inception_weights))
+        kwargs["feature_extractor_weights_path"] = _as_file(inception_state(resolve_inception_weights(inception_weights)))
     else:
         register_with_torch_fidelity()
     n_real, n_fake = len(real_images), len(generated_images)
@@ -180,5 +223,6 @@ __all__ = [
     "fid_kid",
     "fid_kid_from_features",
     "inception_cache_path",
+    "inception_state",
     "resolve_inception_weights",
 ]

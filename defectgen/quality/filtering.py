@@ -82,14 +82,15 @@ def filter_samples(
     per_class: int | None = None,
 ) -> dict[str, Any]:
     """Score every pair of ``synthetic`` with ``predictor``; write the kept ones to ``out``; return the summary."""
-    from defectgen.data import load_pairs, open_dataset
+    from defectgen.data import load_pairs
+    from defectgen.data.samples import open_synthetic
 
     synthetic, out = Path(synthetic), Path(out)
     check_threshold(min_agreement)
     check_per_class(per_class)
     refuse_existing(out, overwrite)
     manifest = read_manifest(synthetic)
-    syn = open_dataset(synthetic, "index")
+    syn = open_synthetic(synthetic)  # manifest order; a file name that would leave the folder is refused
     images, masks = load_pairs(syn.records, syn.class_map, size)
     scores = per_image_agreement(predictor(images), masks, syn.class_map.num_classes, syn.class_map.ignore_index)
     keep = choose_pairs(scores, masks, syn.class_map.num_classes, min_agreement, per_class)

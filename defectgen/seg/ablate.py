@@ -78,8 +78,12 @@ def check_config(cfg: AblateConfig) -> None:
     for m in cfg.models:
         if m not in MODELS:
             raise ConfigError(f"config key 'models': unknown model '{m}' (choose from {', '.join(MODELS)})")
+    if not cfg.ratios or not cfg.models:  # an empty grid would write empty tables and call it done
+        raise ConfigError(f"config key '{'ratios' if not cfg.ratios else 'models'}': at least one, got []")
     if any(r < 0 for r in cfg.ratios):
         raise ConfigError("config key 'ratios': ratios must be >= 0")
+    if len(set(cfg.ratios)) != len(cfg.ratios):
+        raise ConfigError(f"config key 'ratios': the same ratio twice ({cfg.ratios})")
     if any(r > 0 for r in cfg.ratios) and not cfg.sources:
         raise ConfigError("config key 'sources': ratios above 0 need at least one synthetic source")
     if not cfg.seeds:

@@ -243,6 +243,25 @@ def gain_over(results: dict[str, Any], baseline: dict[str, Any], where: str) -> 
     }
 
 
+def read_baseline(path: str | Path) -> dict[str, Any]:
+    """A ratio-0 ``results.json`` to pair gains with, checked before any seed is trained."""
+    try:
+        baseline = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable results.json ({str(err).splitlines()[0]})") from err
+    try:
+        ok = (isinstance(baseline["per_seed"], list) and all("seed" in r and "metrics" in r for r in baseline["per_seed"])
+              and baseline["selection"]["train_stems"] is not None and "seg" in baseline["config"])
+        ratio = baseline["config"]["ratio"]
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise DataError(f"{path}: not the results.json of a `defectgen evaluate` run (no per_seed, config or selection)")
+    if ratio != 0:
+        raise DataError(f"{path}: the baseline must be a ratio-0 run, it has ratio {ratio}")
+    return baseline
+
+
 def seed_key(cfg: EvalConfig, real: RealData, syn: SyntheticSet | None, seed: int) -> str:
     """Hash of everything that determines one seed's result (except the code)."""
     blob = {**to_dict(cfg), "seeds": None, "seed": seed, "train": real.train_stems, "test": real.test_stems,
@@ -319,6 +338,9 @@ def run_evaluation(
     if not cfg.seeds:
         raise DataError("no seeds given")
     cfg.usage.check()
+    where = "given dict" if isinstance(baseline, dict) else str(baseline)
+    if baseline is not None and not isinstance(baseline, dict):
+        baseline = read_baseline(baseline)  # before any seed is trained
     real = load_real(dataset, train, test, cfg.seg)
     if log:
         log(f"{cfg.seg.model}, ratio {cfg.ratio}, usage {cfg.usage.label()}: {len(train)} real training pairs, "
@@ -346,12 +368,5 @@ def run_evaluation(
             log("note: the generator was trained on other real images than this training selection")
         results["synthetic"] = ident
     if baseline is not None:
-        where = "given dict"
-        if not isinstance(baseline, dict):
-            where = str(baseline)
-            try:
-                baseline = json.loads(Path(baseline).read_text())
-            except (OSError, ValueError) as err:
-                raise DataError(f"{where}: not a readable results.json ({err})") from err
         results["paired_gain"] = gain_over(results, baseline, where)
     return results

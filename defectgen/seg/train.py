@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defectgen.config import ConfigError, need
+from defectgen.config import ConfigError, need, need_side
 from defectgen.data.geometry import seg_crop_set, sliding_logits
 from defectgen.device import resolve_device
 from defectgen.seg.models import Segmenter, build_model
@@ -50,7 +50,9 @@ class SegConfig:
             need(getattr(self, name) >= 1, f"{key}.{name}", "must be at least 1", getattr(self, name))
         for name in ("warmup_steps", "weight_decay", "threads"):
             need(getattr(self, name) >= 0, f"{key}.{name}", "must not be negative", getattr(self, name))
-        need(self.size >= 8, f"{key}.size", "must be at least 8 pixels", self.size)
+        need_side(self.size, f"{key}.size")
+        if self.long_side is not None:
+            need_side(self.long_side, f"{key}.long_side")
         need(self.lr > 0, f"{key}.lr", "must be above 0", self.lr)
         need(self.resize_mode in ("resize", "crop"), f"{key}.resize_mode", "must be one of resize, crop", self.resize_mode)
         need(0.0 <= self.crop_defect_prob <= 1.0, f"{key}.crop_defect_prob", "must be in [0, 1]", self.crop_defect_prob)
