@@ -23,9 +23,9 @@ from defectgen.distributed import process_state, shard
 from defectgen.data import samples
 from defectgen.generator_config import PRECISIONS
 from defectgen.io import OutputExistsError, atomic_write_json, clean_stale_tmp, ensure_empty_output, refuse_existing
-from defectgen.guided import Condition, FullCondition, GuidedRequest, known_batch
+from defectgen.guided import PASTE_STRENGTH, Condition, FullCondition, GuidedRequest, init_batch, known_batch
 from defectgen.pipeline import DefectGenPipeline
-from defectgen.schedule import sample_generators, sample_seed, window_seed
+from defectgen.schedule import from_strength, sample_generators, sample_seed, window_seed
 from defectgen.run import RunError
 
 JOB_FILE = ".sample_job.json"
@@ -158,10 +158,13 @@ def _sample_full(pipe: DefectGenPipeline, out: Path, idx: list[int], seed: int, 
     wins = [(j, k, c) for j, fc in enumerate(fulls) for k, c in enumerate(fc.window_conditions(size, cmap))]
     device = pipe.device if pipe.device.type == "cuda" else "cpu"
     gens = [torch.Generator(device).manual_seed(window_seed(seed, idx[j], k)) for j, k, _ in wins]
-    known = known_batch([c for *_, c in wins], cmap, pipe.config.image_channels, request.blend)
+    conds = [c for *_, c in wins]
+    known = known_batch(conds, cmap, pipe.config.image_channels, request.blend)
+    init = init_batch(conds, cmap, pipe.config.image_channels)
+    strength = 1.0 if init is None else request.strength or PASTE_STRENGTH
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
         res = pipe(gens, switch=switch, sampler=sampler, num_inference_steps=steps, progress=False, known=known,
-                   resample=request.resample)
+                   resample=request.resample, init=init, strength=strength)
     for j, (i, fc) in enumerate(zip(idx, fulls)):
         outs = [(res.images[n], res.masks[n], c) for n, (jj, _, c) in enumerate(wins) if jj == j]
         image, mask, windows = fc.compose(outs, size, request.blend, cmap)
@@ -183,7 +186,9 @@ def _finish(out: Path, pipe: DefectGenPipeline, job: dict[str, object], conditio
     if missing:
         raise RunError(f"{out}: pairs {missing[:5]} were not written; run the same command again to fill them")
     entries = [json.loads((out / DONE_DIR / f"{i:06d}.json").read_text()) for i in range(num)]
-    _, _, large_ts, small_ts = pipe.plan(str(job["sampler"]), job["steps"], float(job["switch"]))
+    _, ts, large_ts, small_ts = pipe.plan(str(job["sampler"]), job["steps"], float(job["switch"]))
+    if request is not None and request.mask_source == "paste":  # the trajectories started part-way down
+        _, large_ts, small_ts = from_strength(ts, large_ts, small_ts, request.strength or PASTE_STRENGTH)
     manifest = {
         "defectgen_version": __version__,
         "class_map": pipe.class_map.to_dict(),

@@ -35,11 +35,12 @@ from defectgen.pairs import dihedral, encode_pairs
 from defectgen.pipeline import Known, soft_region
 from defectgen.run import run_config
 from defectgen.schedule import sample_seed
-from defectgen.windows import (Window, composite, cover_mask, crop_defect, max_windows, place_windows, resize_image,
+from defectgen.windows import (Window, composite, cover_mask, cut_defect, max_windows, place_windows, resize_image,
                                resize_mask, window_side)
 
 MODES = ("unconditional", "onto", "masks", "into-training")
-MASK_SOURCES = ("folder", "train", "model")
+MASK_SOURCES = ("folder", "train", "model", "paste")
+PASTE_STRENGTH = 0.5  # harmonised copy-paste: how far down the schedule the pasted window is noised by default
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -52,6 +53,7 @@ class Condition:
     ``base``: labels that are kept (a training image's own defects; zeros for a good image).
     ``allowed``: class ids the new defect may take. ``hold`` (model-chosen masks only): pixels whose
     label is held at ``base`` although it is background there (outside ``--region``, ignore pixels).
+    ``start`` (harmonised copy-paste): the image the trajectory starts from, noised part-way down.
     """
 
     image: np.ndarray | None
@@ -60,6 +62,7 @@ class Condition:
     allowed: tuple[int, ...]
     info: dict = field(default_factory=dict)
     hold: np.ndarray | None = None
+    start: np.ndarray | None = None
 
 
 def known_batch(conds: Sequence[Condition], class_map: ClassMap, image_channels: int, blend: int) -> Known:
@@ -93,6 +96,16 @@ def known_batch(conds: Sequence[Condition], class_map: ClassMap, image_channels:
     if not model_mode:
         return Known(values, weight, blend=blend)
     return Known(values, weight, free, allowed, blend)
+
+
+def init_batch(conds: Sequence[Condition], class_map: ClassMap, image_channels: int) -> torch.Tensor | None:
+    """Where each trajectory of the batch starts (pair space), when the conditions give a start image."""
+    if all(cd.start is None for cd in conds):
+        return None
+    if any(cd.start is None or cd.mask is None for cd in conds):
+        raise ValueError("a batch mixes conditions with and without a start image")
+    return encode_pairs(np.stack([cd.start for cd in conds]), np.stack([cd.mask for cd in conds]),
+                        class_map.num_classes, image_channels)
 
 
 # ---------------------------------------------------------------- reading the user's folders
@@ -278,6 +291,7 @@ class GuidedRequest:
     resample: int = 1
     defects_per_image: int | None = None  # full-size pairs: new defects (windows) per image (None: 1)
     region: Path | None = None  # full-size pairs: masks by stem, non-zero where new defects may go
+    strength: float | None = None  # mask source paste: the pasted window noised to strength * T (None: 0.5)
 
     def check(self) -> None:
         if self.mode not in MODES[1:]:
@@ -286,8 +300,12 @@ class GuidedRequest:
             raise DataError(f"unknown mask source '{self.mask_source}' (choose from {', '.join(MASK_SOURCES)})")
         if self.mode == "onto" and self.good is None:
             raise DataError("onto mode needs a folder of good images (--onto GOOD_DIR)")
-        if self.mode == "masks" and self.mask_source == "model":
-            raise DataError("--mask-source model needs a background: add --onto GOOD_DIR or --into-training")
+        if self.mode == "masks" and self.mask_source in ("model", "paste"):
+            raise DataError(f"--mask-source {self.mask_source} needs a background: add --onto GOOD_DIR or --into-training")
+        if self.strength is not None and self.mask_source != "paste":
+            raise DataError("--strength sets how far a pasted defect may change: it needs --mask-source paste")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise DataError(f"--strength must be above 0 and at most 1 (a share of the schedule), got {self.strength}")
         if self.mask_source == "folder" and self.masks is None:
             raise DataError("a mask folder is needed (--masks MASK_DIR), or --mask-source train|model")
         if self.pairing not in ("stem", "random"):
@@ -352,9 +370,9 @@ def build_conditions(
         if req.mode == "masks":
             return _window_masks(req, run, cfg, class_map, plan, seed), num
         return FullSizeConditions.build(req, run, cfg, class_map, image_channels, plan, seed), num
-    if req.defects_per_image is not None or req.region is not None:
-        raise DataError("--defects-per-image and --region place defects in full-size images, which needs a run trained "
-                        "with resize_mode: crop; this run squashes every image to size x size")
+    if req.defects_per_image is not None or req.region is not None or req.mask_source == "paste":
+        raise DataError("--defects-per-image, --region and --mask-source paste place defects in full-size images, which "
+                        "needs a run trained with resize_mode: crop; this run squashes every image to size x size")
     inp = _read_inputs(req, run, class_map, size, image_channels)
     bg_stems, mask_stems = sorted(inp.backgrounds), sorted(inp.masks)
     empty = np.zeros((size, size), np.uint8)
@@ -450,8 +468,17 @@ class FullCondition:
             mask = base.copy()
             put = (w.new_model > 0) & (w.new_model != class_map.ignore_index) & (base == 0)
             mask[put] = w.new_model[put]
-            out.append(Condition(image, mask, base, self.allowed))
+            out.append(Condition(image, mask, base, self.allowed, start=self._pasted(w, size)))
         return out
+
+    def _pasted(self, w: Window, size: int) -> np.ndarray | None:
+        """The window with its copied defect pixels pasted in, at the run's scale (None: nothing copied)."""
+        if w.pixels is None:
+            return None
+        window = self.image[w.box].copy()
+        put = (w.new > 0) & (self.base[w.box] == 0)
+        window[put] = w.pixels[put]
+        return resize_image(window, size)
 
     def compose(self, outputs: Sequence[tuple[np.ndarray, np.ndarray, Condition]], size: int, blend: int,
                 class_map: ClassMap) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -539,7 +566,9 @@ class FullSizeConditions:
                                 f"of {side}x{side} px fit side by side in this {bg.shape[1]}x{bg.shape[0]} image")
         by_stem = req.mode == "onto" and req.mask_source == "folder" and req.pairing == "stem"
         pairs = _stem_pairs(req, {k: b.loaded() for k, b in backgrounds.items()}, masks) if by_stem else None
-        layouts = [_layout(i, req, cfg, class_map, backgrounds, masks, pairs, plan[i], count, seed) for i in range(len(plan))]
+        sources = _paste_sources(run, class_map, backgrounds) if req.mask_source == "paste" else {}
+        layouts = [_layout(i, req, cfg, class_map, backgrounds, masks, pairs, plan[i], count, seed, sources)
+                   for i in range(len(plan))]
         return cls(backgrounds, layouts, cfg.size, cfg.long_side)
 
 
@@ -571,19 +600,21 @@ def _read_regions(folder: Path, backgrounds: dict[str, _Background]) -> None:
 
 
 def _full_masks(req: GuidedRequest, run: Path, cfg: GeneratorConfig, class_map: ClassMap) -> dict[str, Loaded]:
-    """Masks by stem: the user's at their own size, or the training masks at the run's scale (model: none)."""
+    """Masks by stem: the user's at their own size, or the training masks at the run's scale (model, paste: none)."""
     if req.mask_source == "folder":
         return read_mask_folder(req.masks, class_map, None)
-    if req.mask_source == "model":
+    if req.mask_source in ("model", "paste"):
         return {}
+
     records = training_records(run, class_map)
     _, scaled = load_scaled(records, class_map, cfg.long_side, cfg.size)
     return {r.stem: Loaded(m, (m.shape[1], m.shape[0]), r.mask or r.image) for r, m in zip(records, scaled)}
 
 
 def _layout(i: int, req: GuidedRequest, cfg: GeneratorConfig, class_map: ClassMap, backgrounds: dict[str, _Background],
-            masks: dict[str, Loaded], pairs: list[str] | None, allowed: tuple[int, ...], count: int, seed: int) -> _Layout:
-    """Sample i's background and windows, drawn from its own seed."""
+            masks: dict[str, Loaded], pairs: list[str] | None, allowed: tuple[int, ...], count: int, seed: int,
+            sources: dict[str, tuple[np.ndarray, np.ndarray]]) -> _Layout:
+    """Sample i's background and windows, drawn from its own seed (``sources``: the pairs paste cuts from)."""
     rng = np.random.default_rng(sample_seed(seed, i))
     stems = sorted(backgrounds)
     stem = pairs[i % len(pairs)] if pairs else stems[int(rng.integers(len(stems)))]
@@ -604,6 +635,9 @@ def _layout(i: int, req: GuidedRequest, cfg: GeneratorConfig, class_map: ClassMa
     if req.mask_source == "train":
         names, scaled = sorted(masks), [masks[s].array for s in sorted(masks)]
         draw = lambda r: _train_window(names, scaled, allowed, cfg.size, side, r, class_map)  # noqa: E731
+    if req.mask_source == "paste":  # a defect of another training image, with its pixels
+        others = {k: v for k, v in sources.items() if k != stem} or sources
+        draw = lambda r: _paste_window(others, allowed, cfg, side, r, class_map)  # noqa: E731
     windows = place_windows(bg.shape, side, count, rng, bg.blocked(class_map), draw)
     if windows is None:
         where = " inside --region" if bg.region is not None else ""
@@ -619,9 +653,30 @@ def _train_window(stems: list[str], masks: list[np.ndarray], allowed: tuple[int,
                   rng: np.random.Generator, class_map: ClassMap) -> Window:
     """A new defect cut from a training mask at the run's scale (a window around one of its defects)."""
     k = pick_mask(masks, allowed, rng)
-    crop, where = crop_defect(masks[k], allowed, size, rng)
+    crop, _, where = cut_defect(masks[k], allowed, size, rng)
     new = resize_mask(crop, side, class_map.num_classes, class_map.ignore_index)
     return Window(0, 0, side, new, crop, {"mask_source": "train", "source_mask": stems[k], **where})
+
+
+def _paste_sources(run: Path, class_map: ClassMap, backgrounds: dict[str, _Background]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The training pairs at their own size, by stem (already read when they are the backgrounds)."""
+    if all(b.base is not None for b in backgrounds.values()):
+        return {k: (b.image, b.base) for k, b in backgrounds.items()}
+    return {r.stem: load_pair(r, class_map) for r in training_records(run, class_map)}
+
+
+def _paste_window(pairs: dict[str, tuple[np.ndarray, np.ndarray]], allowed: tuple[int, ...], cfg: GeneratorConfig,
+                  side: int, rng: np.random.Generator, class_map: ClassMap) -> Window:
+    """A real defect cut with its pixels from another training image (a window of the run's scale around
+    it, randomly flipped or turned), at the target's ``side``: copy-paste, before the model harmonises it."""
+    stems = sorted(pairs)
+    k = pick_mask([pairs[s][1] for s in stems], allowed, rng)
+    image, mask = pairs[stems[k]]
+    src_side = window_side(mask.shape[1], mask.shape[0], cfg.size, cfg.long_side)
+    cut, pixels, where = cut_defect(mask, allowed, src_side, rng, image)
+    nc, ig = class_map.num_classes, class_map.ignore_index
+    return Window(0, 0, side, resize_mask(cut, side, nc, ig), resize_mask(cut, cfg.size, nc, ig),
+                  {"mask_source": "paste", "source_mask": stems[k], **where}, pixels=resize_image(pixels, side))
 
 
 def _same_size_mask(masks: dict[str, Loaded], bg: _Background, allowed: tuple[int, ...], rng: np.random.Generator,
@@ -657,7 +712,7 @@ def _window_masks(req: GuidedRequest, run: Path, cfg: GeneratorConfig, class_map
         info = {"mode": "masks", "mask_source": req.mask_source, "classes": [class_map.names[c] for c in allowed],
                 "source_mask": stems[k]}
         if req.mask_source == "train":
-            new, where = crop_defect(arrays[k], allowed, size, rng)
+            new, _, where = cut_defect(arrays[k], allowed, size, rng)
             info.update(where)
         else:
             kept = np.where(np.isin(arrays[k], (0, class_map.ignore_index, *allowed)), arrays[k], 0).astype(np.uint8)

@@ -25,7 +25,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 
 from defectgen.data import IGNORE_INDEX, ClassMap
 from defectgen.pairs import decode_pairs
-from defectgen.schedule import MULTISTEP, plan
+from defectgen.schedule import MULTISTEP, from_strength, plan
 
 
 @dataclass
@@ -165,11 +165,16 @@ class DefectGenPipeline(DiffusionPipeline):
         progress: bool = True,
         known: Known | None = None,
         resample: int = 1,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> PairSamples:
         """Sample one pair per generator (the batch size is ``len(generator)``), noise from each one's device.
 
         ``known``: guided sampling (see ``Known``); ``resample`` > 1 repeats each step with a jump
         back to its noise level in between, so the generated part harmonises with the known part.
+        ``init`` (pair space, like ``Known.values``) with ``strength`` < 1: the trajectory starts from
+        ``init`` noised to timestep ``strength * T`` instead of from pure noise (img2img, SDEdit), so the
+        samples stay near ``init``; ``strength = 1`` ignores it.
         """
         switch = self.config.switch if switch is None else switch
         if resample < 1:
@@ -180,11 +185,22 @@ class DefectGenPipeline(DiffusionPipeline):
         # runs on across the switch, exactly as with a single model.
         scheduler, timesteps, large_ts, small_ts = self.plan(sampler, num_inference_steps, switch)
         total = scheduler.config.num_train_timesteps
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if init is not None and strength < 1.0:
+            timesteps, large_ts, small_ts = from_strength(timesteps, large_ts, small_ts, strength)
+            if hasattr(scheduler, "set_begin_index"):  # multistep solvers count their steps from here
+                scheduler.set_begin_index(len(scheduler.timesteps) - len(timesteps))
         freeze_at = switch * total if 0 < switch < 1 else 0.5 * total  # model-mask mode: fix the mask here
         ref = self.unet if self.unet is not None else self.unet_2
         shape = (len(generator), ref.config.in_channels, ref.config.sample_size, ref.config.sample_size)
         # each sample's generator may live on the GPU (no host work per step) or the CPU
         x = torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in generator]).to(self.device, ref.dtype)
+        if init is not None and strength < 1.0:
+            if init.shape != x.shape:
+                raise ValueError(f"init has shape {tuple(init.shape)}, samples {tuple(x.shape)}")
+            a_bar = self._alpha_bar(scheduler, timesteps[0])
+            x = a_bar**0.5 * init.to(x.device, x.dtype) + (1 - a_bar) ** 0.5 * x
         if known is not None:
             if known.values.shape != x.shape:
                 raise ValueError(f"known values have shape {tuple(known.values.shape)}, samples {tuple(x.shape)}")

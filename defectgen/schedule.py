@@ -90,6 +90,14 @@ def plan(scheduler: DDPMScheduler, sampler: str, num_inference_steps: int | None
     return sched, timesteps, *split_timesteps(timesteps, switch, total)
 
 
+def from_strength(timesteps: list[int], large: list[int], small: list[int],
+                  strength: float) -> tuple[list[int], list[int], list[int]]:
+    """The last ``strength`` share of the steps (at least one), as diffusers' img2img pipelines take them:
+    a trajectory that starts part-way down, near timestep ``strength * T``; and their split."""
+    keep = timesteps[len(timesteps) - max(1, round(len(timesteps) * strength)):]
+    return keep, [t for t in large if t in keep], [t for t in small if t in keep]
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index``: depends on (seed, index) only, never on batching."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] % (2**63))

@@ -172,14 +172,16 @@ def defect_box(mask: np.ndarray, allowed: tuple[int, ...], size: int, rng: np.ra
     return np.s_[top:top + size, left:left + size]
 
 
-def crop_defect(mask: np.ndarray, allowed: tuple[int, ...], size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """A ``size`` crop of ``mask`` (at the run's scale) around one of its allowed-class defects, turned
-    by a random symmetry; only the allowed classes are kept. Returns the crop and where it came from
-    (``source_x``, ``source_y``: its top-left corner; ``symmetry``: ``pairs.dihedral``'s k)."""
+def cut_defect(mask: np.ndarray, allowed: tuple[int, ...], size: int, rng: np.random.Generator,
+               image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """A ``size`` window of ``mask`` around one of its allowed-class defects, turned by a random
+    symmetry, with only the allowed classes kept; the same window of ``image`` (None without one); and
+    where it came from (``source_x``, ``source_y``: its top-left corner; ``symmetry``: ``pairs.dihedral``'s k)."""
     box = defect_box(mask, allowed, size, rng)
     k = int(rng.integers(0, 8))
     crop = dihedral(np.where(np.isin(mask[box], allowed), mask[box], 0).astype(np.uint8), k)
-    return crop, {"source_x": box[1].start, "source_y": box[0].start, "symmetry": k}
+    pixels = None if image is None else dihedral(image[box], k)
+    return crop, pixels, {"source_x": box[1].start, "source_y": box[0].start, "symmetry": k}
 
 
 def cover_mask(mask: np.ndarray, allowed: tuple[int, ...], side: int, where: str) -> list[Window]:

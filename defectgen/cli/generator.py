@@ -149,7 +149,7 @@ def _guided_request(args: argparse.Namespace):
     mode = "onto" if args.onto is not None else "into-training" if args.into_training else \
         "masks" if (args.masks is not None or args.mask_source is not None) else None
     if mode is None:
-        for flag in ("classes", "defects_per_image", "region"):
+        for flag in ("classes", "defects_per_image", "region", "strength"):
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag.replace('_', '-')} needs a guided mode (--onto, --into-training, --masks "
                                   "or --mask-source)")
@@ -157,7 +157,7 @@ def _guided_request(args: argparse.Namespace):
     source = "folder" if args.masks is not None else args.mask_source or "train"
     request = GuidedRequest(mode, source, good=args.onto, masks=args.masks, pairing=args.pairing,
                             classes=args.classes, blend=args.blend, resample=args.resample,
-                            defects_per_image=args.defects_per_image, region=args.region)
+                            defects_per_image=args.defects_per_image, region=args.region, strength=args.strength)
     request.check()
     return request
 
@@ -240,8 +240,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="paint new defects into the generator's own training images, keeping their defects and labels")
     g.add_argument("--masks", type=Path, default=None, metavar="MASK_DIR",
                    help="class-id masks to use (alone: generate an image for each mask)")
-    g.add_argument("--mask-source", choices=("train", "model"), default=None,
-                   help="masks from the training pairs (random flip/turn/shift) or chosen by the model (default: train)")
+    g.add_argument("--mask-source", choices=("train", "model", "paste"), default=None,
+                   help="masks from the training pairs (random flip/turn/shift), chosen by the model, or (paste, full-size "
+                   "pairs) a real defect pasted with its pixels and harmonised by the model (default: train)")
+    g.add_argument("--strength", type=float, default=None,
+                   help="--mask-source paste: the pasted window is noised to this share of the schedule and denoised "
+                   "(near 0: the pasted pixels; 1: painted anew in the pasted mask; default 0.5)")
     g.add_argument("--pairing", choices=("stem", "random"), default="stem",
                    help="--onto with --masks: pair image and mask by file stem, or draw masks at random")
     g.add_argument("--classes", default=None, metavar="A,B | A=N,B=M",

@@ -20,7 +20,7 @@ import numpy as np
 from defectgen.data import ClassMap, DataError
 from defectgen.data.samples import write_full_grids, write_samples
 from defectgen.pairs import dihedral
-from defectgen.windows import Window, defect_box, max_windows, place_windows
+from defectgen.windows import Window, cut_defect, max_windows, place_windows
 
 
 def paste(
@@ -132,12 +132,8 @@ def _cut(images: list[np.ndarray], masks: list[np.ndarray], sources: list[int], 
          rng: np.random.Generator) -> Window:
     """A window cut around a defect of a random source image: its allowed-class mask and its pixels."""
     src = int(rng.choice(sources))
-    box = defect_box(masks[src], allowed, side, rng)
-    k = int(rng.integers(0, 8))
-    crop = masks[src][box]
-    new = dihedral(np.where(np.isin(crop, allowed), crop, 0).astype(np.uint8), k)
-    return Window(0, 0, side, new, info={"source": src, "source_x": box[1].start, "source_y": box[0].start, "symmetry": k},
-                  pixels=dihedral(images[src][box], k))
+    new, pixels, where = cut_defect(masks[src], allowed, side, rng, images[src])
+    return Window(0, 0, side, new, info={"source": src, **where}, pixels=pixels)
 
 
 def run_copypaste_full(
