@@ -17,6 +17,7 @@
 # steps, mix, ratio 2); test once, both models, beside the 64-px rows.
 #
 #   scripts/native.sh        # resumable: finished runs, sets, cells and decisions are kept
+#   NATIVE_UNTIL=sets scripts/native.sh   # only the generators and the synthetic sets
 #
 # Measured on the project's 2-core CPU machine: see results/native/README.md.
 set -euo pipefail
@@ -32,24 +33,34 @@ done
 R18=deeplabv3plus-r18 EFF=deeplabv3plus-effl0-imagenet
 short() { echo "${1/deeplabv3plus-/dl-}"; }
 
-# ---- CrackForest ----------------------------------------------------------------------------------------
-D=runs/data/crackforest CF=$R/crackforest LOG=$R/crackforest/protocol.jsonl
-SEL=(--split train --shots 10 --seed 0)
-$DEFECTGEN train --config configs/crackforest_native.yaml --data $D "${SEL[@]}" --out $W/cf_gen --parallel \
+# ---- the generators and the full-size sets -----------------------------------------------------------------
+CFD=runs/data/crackforest CFSEL=(--split train --shots 10 --seed 0)
+NEUD=runs/data/neu_seg NEUSEL=(--split train --list configs/neu_train10_seed0.txt)
+$DEFECTGEN train --config configs/crackforest_native.yaml --data $CFD "${CFSEL[@]}" --out $W/cf_gen --parallel \
   --quiet --resume latest
+# CrackForest: 20 pairs each (ratio 2 draws all of them)
+[ -f $W/cf/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $CFD "${CFSEL[@]}" --full-size --size 64 \
+  --num 20 --out $W/cf/copypaste
+for src in train model; do
+  [ -f $W/cf/dg_$src/manifest.json ] || $DEFECTGEN sample --run $W/cf_gen --into-training --mask-source $src \
+    --num 20 --seed 0 --out $W/cf/dg_$src --quiet
+done
+$DEFECTGEN train --config configs/neu_native.yaml --data $NEUD "${NEUSEL[@]}" --out $W/neu_gen --parallel --quiet \
+  --resume latest
+# NEU: 60 pairs each (ratio 2 of 30 training pairs)
+[ -f $W/neu/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $NEUD "${NEUSEL[@]}" --full-size --size 64 \
+  --num 60 --out $W/neu/copypaste
+[ -f $W/neu/dg_model/manifest.json ] || $DEFECTGEN sample --run $W/neu_gen --into-training --mask-source model \
+  --num 60 --seed 0 --out $W/neu/dg_model --quiet
+[ "${NATIVE_UNTIL:-}" = sets ] && exit 0
+
+# ---- CrackForest ----------------------------------------------------------------------------------------
+D=$CFD CF=$R/crackforest LOG=$R/crackforest/protocol.jsonl SEL=("${CFSEL[@]}")
 
 # 1. seg.steps on val, real only, DeepLabV3+-R18 (used for both models)
 python scripts/seg_steps_curve.py --data $D "${SEL[@]}" --config configs/seg_crackforest.yaml --model $R18 \
   --steps 400,800,1600 --seeds 0,1,2 --score-split val --out $CF/steps_curve_dl-r18 --protocol-log $LOG
 STEPS=$($NATIVE steps --log $LOG --model $R18)
-
-# 2. the full-size sets, 20 pairs each (ratio 2 draws all of them)
-[ -f $W/cf/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $D "${SEL[@]}" --full-size --size 64 --num 20 \
-  --out $W/cf/copypaste
-for src in train model; do
-  [ -f $W/cf/dg_$src/manifest.json ] || $DEFECTGEN sample --run $W/cf_gen --into-training --mask-source $src \
-    --num 20 --seed 0 --out $W/cf/dg_$src --quiet
-done
 SOURCES=(--set sources.copy-paste=$W/cf/copypaste --set sources.defectgen-train-masks=$W/cf/dg_train
          --set sources.defectgen-model-masks=$W/cf/dg_model)
 grid() {  # grid OUT SPLIT MODEL RATIOS: an ablation of every row on a split (resumable)
@@ -57,24 +68,17 @@ grid() {  # grid OUT SPLIT MODEL RATIOS: an ablation of every row on a split (re
     --set "ratios=$4" --set seg.steps=$STEPS "${SOURCES[@]}"
 }
 
-# 3. the ratio, on val, from the Defect-Gen rows (DeepLabV3+-R18)
+# 2. the ratio, on val, from the Defect-Gen rows (DeepLabV3+-R18)
 grid $CF/val_dl-r18 val $R18 "[0,1,2]"
 RATIO=$($NATIVE choose-ratio --val $CF/val_dl-r18 --log $LOG)
 
-# 4. test, once: every row at that ratio, both models
+# 3. test, once: every row at that ratio, both models
 for m in $R18 $EFF; do grid $CF/test_$(short $m) test $m "[0,$RATIO]"; done
 $NATIVE final --name "CrackForest" --test $CF/test_dl-r18 --test $CF/test_dl-effl0-imagenet --data $D \
   --stems $W/cf_gen/selection.json --log $LOG --out $CF
 
-# ---- NEU-Seg at native 200 px ---------------------------------------------------------------------------
-D=runs/data/neu_seg NEU=$R/neu LOG=$R/neu/protocol.jsonl
-SEL=(--split train --list configs/neu_train10_seed0.txt)
-$DEFECTGEN train --config configs/neu_native.yaml --data $D "${SEL[@]}" --out $W/neu_gen --parallel --quiet \
-  --resume latest
-[ -f $W/neu/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $D "${SEL[@]}" --full-size --size 64 --num 60 \
-  --out $W/neu/copypaste
-[ -f $W/neu/dg_model/manifest.json ] || $DEFECTGEN sample --run $W/neu_gen --into-training --mask-source model \
-  --num 60 --seed 0 --out $W/neu/dg_model --quiet
+# ---- NEU-Seg at native 200 px: the 64-px protocol's val choices, test once --------------------------------
+D=$NEUD NEU=$R/neu LOG=$R/neu/protocol.jsonl
 $NATIVE adopt --from results/neu_pay/protocol.jsonl --log $LOG --decision "seg.steps[$R18]" \
   --decision "seg.steps[$EFF]" --decision "usage[$R18]" --decision "synthetic_set[$R18]" --decision "ratio[$R18]"
 for m in $R18 $EFF; do
