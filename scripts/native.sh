@@ -18,6 +18,7 @@
 #
 #   scripts/native.sh        # resumable: finished runs, sets, cells and decisions are kept
 #   NATIVE_UNTIL=sets scripts/native.sh   # only the generators and the synthetic sets
+#   NATIVE_PART=crackforest|neu scripts/native.sh   # the sets, then one data set's evaluation
 #
 # Measured on the project's 2-core CPU machine: see results/native/README.md.
 set -euo pipefail
@@ -54,7 +55,7 @@ $DEFECTGEN train --config configs/neu_native.yaml --data $NEUD "${NEUSEL[@]}" --
   --num 60 --seed 0 --out $W/neu/dg_model --quiet
 [ "${NATIVE_UNTIL:-}" = sets ] && exit 0
 
-# ---- CrackForest ----------------------------------------------------------------------------------------
+crackforest() {
 D=$CFD CF=$R/crackforest LOG=$R/crackforest/protocol.jsonl SEL=("${CFSEL[@]}")
 
 # 1. seg.steps on val, real only, DeepLabV3+-R18 (used for both models)
@@ -76,8 +77,10 @@ RATIO=$($NATIVE choose-ratio --val $CF/val_dl-r18 --log $LOG)
 for m in $R18 $EFF; do grid $CF/test_$(short $m) test $m "[0,$RATIO]"; done
 $NATIVE final --name "CrackForest" --test $CF/test_dl-r18 --test $CF/test_dl-effl0-imagenet --data $D \
   --stems $W/cf_gen/selection.json --log $LOG --out $CF
+}
 
 # ---- NEU-Seg at native 200 px: the 64-px protocol's val choices, test once --------------------------------
+neu() {
 D=$NEUD NEU=$R/neu LOG=$R/neu/protocol.jsonl
 $NATIVE adopt --from results/neu_pay/protocol.jsonl --log $LOG --decision "seg.steps[$R18]" \
   --decision "seg.steps[$EFF]" --decision "usage[$R18]" --decision "synthetic_set[$R18]" --decision "ratio[$R18]"
@@ -88,3 +91,10 @@ done
 $NATIVE final --name "NEU-Seg at native 200 px" --test $NEU/test_dl-r18 --test $NEU/test_dl-effl0-imagenet --data $D \
   --stems $W/neu_gen/selection.json --log $LOG --out $NEU \
   --reference-64 results/neu_pay/test_r2_dl-r18 --reference-64 results/neu_pay/test_r2_dl-effl0-imagenet
+}
+
+case "${NATIVE_PART:-all}" in
+  crackforest) crackforest ;;
+  neu) neu ;;
+  *) crackforest; neu ;;
+esac
