@@ -89,7 +89,7 @@ def cmd_choose_ratio(args) -> int:
     ratios = [float(r) for r in config(args.val)["ratios"] if float(r) > 0]
     seeds = config(args.val)["seeds"]
     evidence, best = {}, None
-    for src in [*DEFECTGEN, BASELINE]:
+    for src in [*DEFECTGEN, *([BASELINE] if BASELINE in got else [])]:
         for r in ratios:
             mine = got.get(src, {}).get(r, {})
             if sorted(mine) != sorted(seeds) or sorted(real) != sorted(seeds):

@@ -64,13 +64,14 @@ python scripts/seg_steps_curve.py --data $D "${SEL[@]}" --config configs/seg_cra
 STEPS=$($NATIVE steps --log $LOG --model $R18)
 SOURCES=(--set sources.copy-paste=$W/cf/copypaste --set sources.defectgen-train-masks=$W/cf/dg_train
          --set sources.defectgen-model-masks=$W/cf/dg_model)
-grid() {  # grid OUT SPLIT MODEL RATIOS: an ablation of every row on a split (resumable)
+grid() {  # grid OUT SPLIT MODEL RATIOS [--set ...]: an ablation of every row on a split (resumable)
   $DEFECTGEN ablate --config configs/native_crackforest.yaml --out $1 --set test_split=$2 --set models=[$3] \
-    --set "ratios=$4" --set seg.steps=$STEPS "${SOURCES[@]}"
+    --set "ratios=$4" --set seg.steps=$STEPS "${SOURCES[@]}" "${@:5}"
 }
 
-# 2. the ratio, on val, from the Defect-Gen rows (DeepLabV3+-R18)
-grid $CF/val_dl-r18 val $R18 "[0,1,2]"
+# 2. the ratio, on val, from the Defect-Gen rows (DeepLabV3+-R18; copy-paste is left out of the val grid: it
+#    chooses nothing, and at the chosen steps each cell is a long CPU run)
+grid $CF/val_dl-r18 val $R18 "[0,1,2]" --set sources.copy-paste=
 RATIO=$($NATIVE choose-ratio --val $CF/val_dl-r18 --log $LOG)
 
 # 3. test, once: every row at that ratio, both models
