@@ -84,10 +84,15 @@ def cmd_steps(args) -> int:
 def cmd_choose_ratio(args) -> int:
     """One ratio for every row: the ratio of the Defect-Gen set with the largest mean paired val gain in defect
     mIoU over real only (ties: the smaller ratio). Copy-paste is scored at the same ratio (like with like)."""
-    got = cells(args.val)
+    got: dict[str, dict[float, dict[int, dict]]] = {}
+    for folder in args.val:  # the val grids of one protocol, split over folders to run side by side
+        if config(folder)["test_split"] != config(args.val[0])["test_split"] or config(folder)["seeds"] != config(args.val[0])["seeds"]:
+            raise ConfigError(f"{folder}: another split or other seeds than {args.val[0]}")
+        for src, by_ratio in cells(folder).items():
+            got.setdefault(src, {}).update(by_ratio)
     real = got.get("real", {}).get(0.0, {})
-    ratios = [float(r) for r in config(args.val)["ratios"] if float(r) > 0]
-    seeds = config(args.val)["seeds"]
+    ratios = sorted({float(r) for f in args.val for r in config(f)["ratios"] if float(r) > 0})
+    seeds = config(args.val[0])["seeds"]
     evidence, best = {}, None
     for src in [*DEFECTGEN, *([BASELINE] if BASELINE in got else [])]:
         for r in ratios:
@@ -98,8 +103,8 @@ def cmd_choose_ratio(args) -> int:
             evidence[f"{src}, r{r:g}"] = {"gain": g["mean"], "ci": [g["ci_low"], g["ci_high"]], "seeds": len(seeds)}
             if src in DEFECTGEN and (best is None or (g["mean"], -r) > (best[0], -best[2])):
                 best = (g["mean"], src, r)
-    log_decision(args.log, "ratio", best[2], split=config(args.val)["test_split"], evidence=evidence,
-                 source=str(Path(args.val) / "cells"),
+    log_decision(args.log, "ratio", best[2], split=config(args.val[0])["test_split"], evidence=evidence,
+                 source=", ".join(str(Path(f) / "cells") for f in args.val),
                  rule="the ratio of the Defect-Gen set with the largest mean paired val gain in defect mIoU over real "
                       "only (ties: the smaller ratio); every row of the test scoring uses it",
                  note=f"best Defect-Gen set on val: {best[1]} ({pts(best[0])} points); both Defect-Gen sets are scored")
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--log", type=Path, required=True)
     s.add_argument("--model", required=True)
     s = sub.add_parser("choose-ratio")
-    s.add_argument("--val", type=Path, required=True)
+    s.add_argument("--val", type=Path, action="append", required=True)
     s.add_argument("--log", type=Path, required=True)
     s = sub.add_parser("adopt")
     s.add_argument("--from", dest="source", type=Path, required=True)

@@ -70,12 +70,16 @@ grid() {  # grid OUT SPLIT MODEL RATIOS [--set ...]: an ablation of every row on
 }
 
 # 2. the ratio, on val, from the Defect-Gen rows (DeepLabV3+-R18; copy-paste is left out of the val grid: it
-#    chooses nothing, and at the chosen steps each cell is a long CPU run)
-grid $CF/val_dl-r18 val $R18 "[0,1,2]" --set sources.copy-paste=
-RATIO=$($NATIVE choose-ratio --val $CF/val_dl-r18 --log $LOG)
+#    chooses nothing, and at the chosen steps each cell is a long CPU run). Two processes, one per set.
+grid $CF/val_dl-r18 val $R18 "[0,1,2]" --set sources.copy-paste= --set sources.defectgen-model-masks= &
+grid $CF/val_model_dl-r18 val $R18 "[1,2]" --set sources.copy-paste= --set sources.defectgen-train-masks=
+wait $!
+RATIO=$($NATIVE choose-ratio --val $CF/val_dl-r18 --val $CF/val_model_dl-r18 --log $LOG)
 
-# 3. test, once: every row at that ratio, both models
-for m in $R18 $EFF; do grid $CF/test_$(short $m) test $m "[0,$RATIO]"; done
+# 3. test, once: every row at that ratio, both models (one process each)
+grid $CF/test_dl-r18 test $R18 "[0,$RATIO]" &
+grid $CF/test_dl-effl0-imagenet test $EFF "[0,$RATIO]"
+wait $!
 $NATIVE final --name "CrackForest" --test $CF/test_dl-r18 --test $CF/test_dl-effl0-imagenet --data $D \
   --stems $W/cf_gen/selection.json --log $LOG --out $CF
 }
