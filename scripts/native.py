@@ -6,6 +6,7 @@ it was made from, before any test cell runs; the test split is scored once.
     python scripts/native.py steps --log L --model M                  # the seg.steps chosen on val
     python scripts/native.py choose-ratio --val DIR --log L           # one ratio for every row, from the Defect-Gen rows
     python scripts/native.py adopt --from L0 --decision NAME ... --log L   # reuse val decisions of another campaign
+    python scripts/native.py fix --decision NAME --value V --why TEXT --log L   # a setting fixed before any scoring
     python scripts/native.py final --name crackforest --test DIR [--test DIR] [--val DIR] --data D --log L --out DIR \
         [--reference-64 DIR ...]
 
@@ -119,6 +120,15 @@ def cmd_adopt(args) -> int:
         log_decision(args.log, name, e["chosen"], split=e["split"], rule=e["rule"], evidence=e["evidence"],
                      source=str(args.source), note=f"adopted from {args.source} ({e['time']}); {e['note']}".strip("; "))
         print(f"{name} = {e['chosen']}")
+    return 0
+
+
+def cmd_fix(args) -> int:
+    """A setting fixed in advance, not tuned (e.g. when the val grid does not fit the compute budget); logged as such."""
+    value = float(args.value) if args.value.replace(".", "", 1).isdigit() else args.value
+    log_decision(args.log, args.decision, value, split="none", evidence={}, source="scripts/native.sh",
+                 rule="fixed before any scoring, not tuned on any split", note=args.why)
+    print(args.value)
     return 0
 
 
@@ -332,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--from", dest="source", type=Path, required=True)
     s.add_argument("--decision", action="append", required=True)
     s.add_argument("--log", type=Path, required=True)
+    s = sub.add_parser("fix")
+    s.add_argument("--decision", required=True)
+    s.add_argument("--value", required=True)
+    s.add_argument("--why", required=True)
+    s.add_argument("--log", type=Path, required=True)
     s = sub.add_parser("final")
     s.add_argument("--name", required=True)
     s.add_argument("--test", type=Path, action="append", required=True)
@@ -342,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     try:
-        return {"steps": cmd_steps, "choose-ratio": cmd_choose_ratio, "adopt": cmd_adopt, "final": cmd_final}[args.cmd](args)
+        return {"steps": cmd_steps, "choose-ratio": cmd_choose_ratio, "adopt": cmd_adopt, "fix": cmd_fix, "final": cmd_final}[args.cmd](args)
     except ConfigError as err:
         print(f"native: error: {err}", file=sys.stderr)
         return 2
