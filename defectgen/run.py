@@ -23,16 +23,13 @@ from defectgen.config import MAX_SIDE, MAX_TIMESTEPS, from_dict, save_config, to
 from defectgen.data import ClassMap, DefectDataset, PairRecord, SelectionConfig, load_pairs
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.distributed import process_state
+from defectgen.errors import RunError
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
 from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
 from defectgen.schedule import make_scheduler
 from defectgen.train import check_batch_memory, latest_checkpoint, train_stage
-
-
-class RunError(RuntimeError):
-    """The run folder does not fit the request (different config or data, or would be overwritten)."""
 
 
 def selection_info(ds: DefectDataset, records: list[PairRecord], sel: SelectionConfig) -> dict[str, object]:

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from tqdm.auto import tqdm
 
-from defectgen.config import ConfigError
+from defectgen.errors import CheckpointError, ConfigError, DivergedError
 from defectgen.data.geometry import CropSet
 from defectgen.generator_config import GeneratorConfig, TrainConfig
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
@@ -90,14 +90,6 @@ def _checkpoints(stage_dir: Path) -> list[Path]:
 def latest_checkpoint(stage_dir: Path) -> Path | None:
     found = [p for p in _checkpoints(stage_dir) if (p / "trainer_state.json").is_file()]
     return found[-1] if found else None
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder holds something a checkpoint must not (a pickle, a stray file), or none can be read."""
-
-
-class DivergedError(ValueError):
-    """The training loss became NaN or infinite: nothing learnt from that step on is worth saving."""
 
 
 # What a checkpoint holds: tensors in safetensors / weights-only form and plain JSON, nothing that

@@ -8,15 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from defectgen.config import ConfigError
+from defectgen.errors import ConfigError, OutputExistsError, OutputWriteError, UsageError
 from defectgen.data.formats import FORMATS
 from defectgen.data.selection import SelectionConfig
-from defectgen.io import OutputExistsError, OutputWriteError, atomic_write_json, write_error
+from defectgen.io import atomic_write_json, write_error
 from defectgen.timing import Timer
-
-
-class UsageError(ValueError):
-    """A flag argparse refuses (unknown, missing, not a number): reported like any other user error."""
 
 
 class Parser(argparse.ArgumentParser):
