@@ -21,15 +21,13 @@ from defectgen import __version__
 from defectgen.config import ConfigError
 from defectgen.distributed import process_state, shard
 from defectgen.data import samples
+from defectgen.data.samples import DONE_DIR, JOB_FILE
 from defectgen.generator_config import PRECISIONS
 from defectgen.io import OutputExistsError, atomic_write_json, clean_stale_tmp, ensure_empty_output, refuse_existing
 from defectgen.guided import PASTE_STRENGTH, Condition, FullCondition, GuidedRequest, init_batch, known_batch
 from defectgen.pipeline import DefectGenPipeline
 from defectgen.schedule import from_strength, sample_generators, sample_seed, window_seed
 from defectgen.run import RunError
-
-JOB_FILE = ".sample_job.json"
-DONE_DIR = ".done"
 
 
 def export_samples(
@@ -90,7 +88,7 @@ def check_output(out: Path, overwrite: bool = False) -> None:
     """Fail before any work unless ``out`` is new, empty, to be replaced (``overwrite``) or an
     unfinished sample run (which ``export_samples`` resumes if the arguments match)."""
     out = Path(out)
-    if (out / JOB_FILE).is_file() and not samples.is_complete(out):
+    if samples.is_unfinished(out):
         return
     refuse_existing(out, overwrite)
 
@@ -108,7 +106,7 @@ def _precision(precision: str, device: torch.device) -> str:
 def _open_job(out: Path, job: dict[str, object], overwrite: bool) -> None:
     """Start the sample folder, or continue an unfinished one that was started with the same job."""
     job_file = out / JOB_FILE
-    if not overwrite and job_file.is_file() and not samples.is_complete(out):
+    if not overwrite and samples.is_unfinished(out):
         old = json.loads(job_file.read_text())
         if old != job:
             diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))

@@ -28,7 +28,6 @@ from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
 from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
-from defectgen.schedule import make_scheduler
 from defectgen.train import check_batch_memory, latest_checkpoint, train_stage
 
 
@@ -188,7 +187,7 @@ def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
     if not any(models.values()):
         raise RunError(f"{out}: no finished stage to assemble")
     names = ClassMap.load(out / "class_map.json").names
-    pipe = DefectGenPipeline(models["large"], models["small"], make_scheduler(cfg.diffusion), cfg.sample.switch,
+    pipe = DefectGenPipeline(models["large"], models["small"], cfg.diffusion.make_scheduler(), cfg.sample.switch,
                              cfg.image_channels, list(names))
     with atomic_dir(out / "pipeline") as tmp:
         pipe.save_pretrained(tmp)

@@ -1,7 +1,7 @@
 """The noise schedule and the samplers: one home for everything about timesteps and noise.
 
-Training builds the schedule with ``make_scheduler`` and regresses ``target_for`` (the config's
-prediction target); sampling turns the same schedule into a ``ddpm``, ``ddim`` or ``dpmsolver++``
+The generator config builds the training schedule (``DiffusionConfig.make_scheduler``); training
+regresses ``target_for`` (the config's prediction target); sampling turns the same schedule into a ``ddpm``, ``ddim`` or ``dpmsolver++``
 scheduler (``sampler_scheduler``), sets its timesteps and splits them at the switch between the
 large and the small UNet (``plan``). Every sample draws its noise from its own generator seeded by
 ``(seed, index)`` (``sample_seed``, ``sample_generators``), EDM-style, so output never depends on
@@ -9,14 +9,11 @@ the batch size or the number of processes.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-if TYPE_CHECKING:
-    from defectgen.generator_config import DiffusionConfig
 
 Sampler = Literal["ddpm", "ddim", "dpmsolver++"]
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
@@ -27,18 +24,6 @@ BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
 MULTISTEP = ("dpmsolver++",)  # samplers that keep a history of model outputs between steps
 
 AnyScheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
-
-
-def make_scheduler(d: DiffusionConfig) -> DDPMScheduler:
-    """The training schedule of a generator config's ``diffusion`` section."""
-    return DDPMScheduler(
-        num_train_timesteps=d.num_train_timesteps,
-        beta_schedule=d.beta_schedule,
-        prediction_type=d.prediction_type,
-        clip_sample=d.clip_sample,
-        rescale_betas_zero_snr=d.rescale_betas_zero_snr,
-        timestep_spacing="trailing",  # sampling starts from the top timestep, pure noise
-    )
 
 
 def target_for(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from defectgen.generator_config import GeneratorConfig, TrainConfig
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
 from defectgen.models import build_unet
 from defectgen.pipeline import DefectGenPipeline
-from defectgen.schedule import make_scheduler, sample_generators, sample_seed, target_for
+from defectgen.schedule import sample_generators, sample_seed, target_for
 from defectgen.viz import pair_grid
 
 
@@ -277,7 +277,7 @@ def train_stage(
     steps = tc.large_steps if stage == "large" else tc.small_steps
     torch.manual_seed(tc.seed)
     unet = build_unet(cfg.large if stage == "large" else cfg.small, data.shape[1], cfg.size)
-    scheduler = make_scheduler(cfg.diffusion)
+    scheduler = cfg.diffusion.make_scheduler()
     # The schedule is stepped by hand once per optimizer step: a prepared scheduler that follows the
     # optimizer would be stepped once per process, running the schedule num_processes times too fast.
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,

@@ -2,7 +2,8 @@
 from defectgen.data.classmap import IGNORE_INDEX, ClassMap, read_labels_file
 from defectgen.data.errors import DataError
 from defectgen.data.dataset import good_images, open_dataset
-from defectgen.data.formats import FORMATS, DefectDataset, PairRecord, detect_format
+from defectgen.data.formats import FORMATS, detect_format
+from defectgen.data.records import DefectDataset, PairRecord
 from defectgen.data.loading import load_pair, load_pairs, present_classes, read_mask_ids
 from defectgen.data.selection import SelectionConfig, read_stem_list, select_records
 

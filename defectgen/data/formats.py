@@ -26,12 +26,12 @@ import os
 import re
 from collections import Counter
 from typing import Literal, get_args
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.data.classmap import ClassMap, read_labels_file
 from defectgen.data.errors import DataError, read_text
-from defectgen.data.samples import MANIFEST, is_complete, read_manifest
+from defectgen.data.manifest import MANIFEST, is_complete, read_manifest
+from defectgen.data.records import DefectDataset, PairRecord
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Recognised image/mask folder names (case-insensitive). Pairs are tried in this order.
@@ -47,40 +47,6 @@ MASK_SUFFIXES = ("_label", "_GT", "_mask")  # side-by-side masks: KolektorSDD, K
 SPLIT_DIRS = ("train", "val", "valid", "validation", "test")  # folder names that are splits, never classes
 # A folder whose name holds one of these words (split at _ - . space) holds defect-free images.
 GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
-
-
-@dataclass(frozen=True)
-class PairRecord:
-    """One real image and its mask on disk.
-
-    ``binary_class`` is set when the mask is binary (pixels above ``threshold`` are that class;
-    ``threshold`` None = 127 for 8-bit masks, 0 for 0/1 masks). ``mask`` is None for a
-    defect-free image without a mask file (read as all background).
-    """
-
-    stem: str
-    image: Path
-    mask: Path | None
-    binary_class: int | None = None
-    threshold: int | None = None
-
-
-@dataclass
-class DefectDataset:
-    root: Path
-    format: str
-    class_map: ClassMap
-    records: list[PairRecord]  # images with at least one defect pixel: the class examples
-    splits: dict[str, list[str]] = field(default_factory=dict)
-    good: list[PairRecord] = field(default_factory=list)  # defect-free images (never a class, never a shot)
-    report: list[str] = field(default_factory=list)  # what the reader found, one line each ("warning: ..." first)
-    unreadable: list[Path] = field(default_factory=list)  # images that cannot be opened (an error once selected)
-
-    def by_stem(self, stem: str) -> PairRecord:
-        for rec in self.records + self.good:
-            if rec.stem == stem:
-                return rec
-        raise DataError(f"{self.root}: no image with stem '{stem}'")
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from defectgen.data.classmap import ClassMap
-from defectgen.data.errors import DataError
-from defectgen.data.formats import PairRecord
+from defectgen.data.records import PairRecord
+from defectgen.errors import DataError
 
 RESIZE_MODES = ("resize", "center-crop")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from defectgen.data.errors import DataError, read_text
 from defectgen.data.dataset import open_dataset
-from defectgen.data.formats import DataFormat, DefectDataset, PairRecord
+from defectgen.data.formats import DataFormat
+from defectgen.data.records import DefectDataset, PairRecord
 from defectgen.data.loading import load_pair, present_classes
 
 
