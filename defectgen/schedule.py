@@ -21,7 +21,6 @@ BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
-MULTISTEP = ("dpmsolver++",)  # samplers that keep a history of model outputs between steps
 
 AnyScheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
 
@@ -56,6 +55,19 @@ def sampler_scheduler(scheduler: DDPMScheduler, sampler: str) -> AnyScheduler:
     raise ValueError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
 
 
+def sampler_name(scheduler: AnyScheduler) -> str:
+    """The name a sample folder's manifest records for ``scheduler`` (a ``SAMPLERS`` name where it is one)."""
+    if isinstance(scheduler, DPMSolverMultistepScheduler):
+        return str(scheduler.config.algorithm_type)
+    names = {DDPMScheduler: "ddpm", DDIMScheduler: "ddim"}
+    return names.get(type(scheduler), type(scheduler).__name__)
+
+
+def is_multistep(scheduler: AnyScheduler) -> bool:
+    """Whether ``scheduler`` keeps a history of model outputs between steps (so a step cannot be repeated)."""
+    return hasattr(scheduler, "model_outputs")
+
+
 def split_timesteps(timesteps: list[int], switch: float, num_train_timesteps: int) -> tuple[list[int], list[int]]:
     """Timesteps run by the large model (``t >= switch * T``) and by the small one (the rest)."""
     if not 0.0 <= switch <= 1.0:
@@ -64,15 +76,13 @@ def split_timesteps(timesteps: list[int], switch: float, num_train_timesteps: in
     return [t for t in timesteps if t >= boundary], [t for t in timesteps if t < boundary]
 
 
-def plan(scheduler: DDPMScheduler, sampler: str, num_inference_steps: int | None,
-         switch: float) -> tuple[AnyScheduler, list[int], list[int], list[int]]:
-    """The sampler set up for ``num_inference_steps`` (None: every training timestep), its timesteps
-    and their split at ``switch``: (scheduler, timesteps, large, small)."""
-    sched = sampler_scheduler(scheduler, sampler)
-    total = sched.config.num_train_timesteps
-    sched.set_timesteps(num_inference_steps or total)
-    timesteps = [int(t) for t in sched.timesteps]
-    return sched, timesteps, *split_timesteps(timesteps, switch, total)
+def plan(scheduler: AnyScheduler, num_inference_steps: int | None, switch: float) -> tuple[list[int], list[int], list[int]]:
+    """Set ``scheduler`` up for ``num_inference_steps`` (None: every training timestep); its timesteps and their
+    split at ``switch``: (timesteps, large, small)."""
+    total = scheduler.config.num_train_timesteps
+    scheduler.set_timesteps(num_inference_steps or total)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    return timesteps, *split_timesteps(timesteps, switch, total)
 
 
 def from_strength(timesteps: list[int], large: list[int], small: list[int],

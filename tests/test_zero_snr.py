@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from defectgen import pipeline as pipeline_mod
+from defectgen.pipelines.defectgen import pipeline_defectgen as pipeline_mod
 from defectgen.cli import main
 from defectgen.config import load_config
 from defectgen.generator_config import GeneratorConfig

@@ -81,6 +81,7 @@ def device(args: argparse.Namespace) -> str | None:
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug lines too, and diffusers' own notes")
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:

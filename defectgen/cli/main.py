@@ -15,8 +15,10 @@ it keeps its traceback and exits with code 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from defectgen import logs
 from defectgen.cli import compare, evaluation, generator, quality
 from defectgen.cli.common import Parser, error_line
 from defectgen.errors import DefectgenError
@@ -44,13 +46,16 @@ def is_user_error(err: BaseException) -> bool:
 
 def _setup(args: argparse.Namespace) -> None:
     import torch
+    from diffusers.utils import logging as diffusers_logging
 
     from defectgen.timing import set_cpu_threads
 
     set_cpu_threads()
+    verbose = getattr(args, "verbose", False)
+    logs.configure(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        diffusers_logging.set_verbosity_info()
     if getattr(args, "quiet", False):
-        from diffusers.utils import logging as diffusers_logging
-
         diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
     torch.backends.cudnn.allow_tf32 = True
