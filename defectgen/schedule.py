@@ -1,9 +1,10 @@
 """The noise schedule and the samplers: one home for everything about timesteps and noise.
 
 The generator config builds the training schedule (``DiffusionConfig.make_scheduler``); training
-regresses ``target_for`` (the config's prediction target); sampling turns the same schedule into a ``ddpm``, ``ddim`` or ``dpmsolver++``
-scheduler (``sampler_scheduler``), sets its timesteps and splits them at the switch between the
-large and the small UNet (``plan``). Every sample draws its noise from its own generator seeded by
+regresses ``target_for`` (the config's prediction target). Sampling runs the pipeline's scheduler: the
+same schedule as a ``ddpm``, ``ddim`` or ``dpmsolver++`` scheduler (``sampler_scheduler``, what
+``--sampler`` sets) or any diffusers scheduler a user swaps in; ``plan`` sets its timesteps and splits
+them at the switch between the large and the small UNet. Every sample draws its noise from its own generator seeded by
 ``(seed, index)`` (``sample_seed``, ``sample_generators``), EDM-style, so output never depends on
 the batch size or the number of processes.
 """
