@@ -42,7 +42,7 @@ class GuidedRequest:
     """A guided sampling request as the user states it (the CLI's flags, or Python)."""
 
     mode: str  # onto | masks | into-training
-    mask_source: str  # folder | train | model
+    mask_source: str  # folder | train | model | paste
     good: Path | None = None
     masks: Path | None = None
     pairing: str = "stem"  # onto + mask folder: by stem, or at random
@@ -54,6 +54,7 @@ class GuidedRequest:
     strength: float | None = None  # mask source paste: the pasted window noised to strength * T (None: 0.5)
 
     def check(self) -> None:
+        """Refuse a request that cannot be met, naming the flag (before anything is read)."""
         if self.mode not in MODES[1:]:
             raise DataError(f"unknown guided mode '{self.mode}'")
         if self.mask_source not in MASK_SOURCES:
