@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectgen import logs
 from defectgen.data import load_pairs, open_dataset
 from defectgen.data.samples import is_complete, read_manifest
 from defectgen.export import export_samples
@@ -277,4 +278,5 @@ def markdown(rows: dict[str, dict], args) -> str:
 
 
 if __name__ == "__main__":
+    logs.configure()  # the library's [data]/[defectgen] lines, as the command line shows them
     main()
