@@ -15,9 +15,7 @@ Every step's output is checked before it runs, so an interrupted compare resumes
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from defectgen.quality.compute import MetricsConfig
 from defectgen.schedule import Sampler
 from defectgen.seg.evaluate import EvalConfig
+from defectgen.tables import MISSING, csv_text, fmt, markdown_table, pct, png_bytes, pyplot
 
 Log = Callable[[str], None]
 
@@ -267,37 +266,29 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{100 * v:.1f}" if pct else f"{v:.3g}"
-    return str(v)
+COMPARE_HEAD = ("row", "FID*", "KID*", "memorised (feat / pix)", "diversity", "IC-div", "mask agr.", "mIoU defect",
+                "gain [95% CI]")
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    gain = MISSING if r.get("gain") is None else (
+        f"{100 * r['gain']:+.1f} [{pct(r.get('gain_ci_low'))}, {pct(r.get('gain_ci_high'))}]")
+    mem = f"{pct(r.get('memorised_feature'))}% / {pct(r.get('memorised_pixel'))}%"
+    return [r["row"], fmt(r.get("fid"), 3), fmt(r.get("kid"), 3), mem if r.get("memorised_feature") is not None else MISSING,
+            fmt(r.get("diversity"), 3), fmt(r.get("ic_diversity"), 3), pct(r.get("mask_agreement")),
+            f"{pct(r.get('miou_defect'))} ± {pct(r.get('miou_defect_std'))}", gain]
 
 
 def markdown(table: list[dict[str, Any]], extractor: str) -> str:
-    head = ("| row | FID* | KID* | memorised (feat / pix) | diversity | IC-div | mask agr. | mIoU defect | gain [95% CI] |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for r in table:
-        gain = "–" if r.get("gain") is None else (
-            f"{100 * r['gain']:+.1f} [{_fmt(r.get('gain_ci_low'), True)}, {_fmt(r.get('gain_ci_high'), True)}]")
-        mem = f"{_fmt(r.get('memorised_feature'), True)}% / {_fmt(r.get('memorised_pixel'), True)}%"
-        lines.append(f"| {r['row']} | {_fmt(r.get('fid'))} | {_fmt(r.get('kid'))} | "
-                     f"{mem if r.get('memorised_feature') is not None else '–'} | {_fmt(r.get('diversity'))} | "
-                     f"{_fmt(r.get('ic_diversity'))} | {_fmt(r.get('mask_agreement'), True)} | "
-                     f"{_fmt(r.get('miou_defect'), True)} ± {_fmt(r.get('miou_defect_std'), True)} | {gain} |")
-    note = (f"\n\n*FID/KID computed with {extractor} features: not comparable to published Inception FID. "
+    """The comparison as the report's Markdown table, with the note on what its numbers are."""
+    note = (f"\n*FID/KID computed with {extractor} features: not comparable to published Inception FID. "
             "mIoU and gains in points (defect classes, mean over seeds); gain is paired per seed over real-only.\n")
-    return head + "\n".join(lines) + note
+    return markdown_table(COMPARE_HEAD, [_cells(r) for r in table]) + note
 
 
 def plots(table: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The gain and the memorised share against the switch point, copy-paste as a line."""
+    plt = pyplot()
     curve = sorted((r for r in table if r["kind"] in ("vanilla", "small-only", "two-stage")), key=lambda r: r["switch"])
     cp = next((r for r in table if r["kind"] == "copy-paste"), None)
     for key, ylabel, fname in (("gain", "mIoU gain over real only (points)", "gain_vs_switch.png"),
@@ -320,20 +311,13 @@ def plots(table: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120)
-        plt.close(fig)
-        atomic_write_bytes(out / fname, buf.getvalue())
+        atomic_write_bytes(out / fname, png_bytes(fig))
 
 
 def write_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
     table = summarise(cfg, out)
-    buf = io.StringIO()
     cols = sorted({k for r in table for k in r}, key=lambda k: list(table[-1]).index(k) if k in table[-1] else 99)
-    writer = csv.DictWriter(buf, fieldnames=cols)
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.csv", csv_text(table, cols))
     atomic_write_json(out / "results.json", table)
     atomic_write_text(out / "report.md", "# defectgen compare\n\n" + markdown(table, cfg.metrics.feature_extractor))
     plots(table, out)

@@ -10,18 +10,13 @@ from defectgen.cli.common import (command, add_device, add_out, add_set, device,
 from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config, save_config
 from defectgen.data import load_pair, load_pairs
 from defectgen.io import atomic_write_json, refuse_existing
-from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
+from defectgen.seg.ablate import AblateConfig, run_ablation, summarize, summary_markdown
 from defectgen.seg.copypaste import run_copypaste, run_copypaste_full
 from defectgen.seg.evaluate import EvalConfig, run_evaluation
 from defectgen.seg.models import MODELS
 from defectgen.seg.usage import USAGE_MODES, UsageConfig
+from defectgen.tables import pct_stat
 from defectgen.timing import Timer
-
-
-def _pct(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "undefined"
-    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
 
 
 def _seeds(text: str) -> list[int]:
@@ -115,8 +110,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "results.json", results)
     agg = results["aggregate"]
-    print(f"mIoU all {_pct(agg['miou_all'])}, defect {_pct(agg['miou_defect'])} (%, over {len(cfg.seeds)} seeds) "
-          f"-> {out / 'results.json'}")
+    miou_all, miou_defect = (pct_stat(agg[k], missing="undefined") for k in ("miou_all", "miou_defect"))
+    print(f"mIoU all {miou_all}, defect {miou_defect} (%, over {len(cfg.seeds)} seeds) -> {out / 'results.json'}")
     if results["paired_gain"]:
         g = results["paired_gain"]["miou_defect"]
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
@@ -194,7 +189,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     with timer.phase("ablate") as phase:
         cells = run_ablation(cfg, args.out, device=device(args), overwrite=args.overwrite)
         phase["cells"] = len(cells)
-    print(markdown_table(summarize(cfg, cells)))
+    print(summary_markdown(summarize(cfg, cells)))
     print(f"tables: {args.out / 'report.md'}")
     finish(args.out, timer, f"defectgen ablate: {args.out.name}", args)
     return 0

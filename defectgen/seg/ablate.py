@@ -10,9 +10,7 @@ model/source/usage/ratio), ``miou_vs_ratio.png`` and ``report.md``.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from defectgen.seg.models import MODELS
 from defectgen.seg.stats import mean_std, paired_gain
 from defectgen.seg.train import SegConfig
 from defectgen.seg.usage import UsageConfig
+from defectgen.tables import MISSING, csv_text, markdown_table, pct, png_bytes, pyplot
 
 REAL = "real"  # the source name of ratio-0 cells
 
@@ -231,16 +230,6 @@ def summarize(cfg: AblateConfig, cells: list[dict[str, Any]]) -> list[dict[str, 
                                        use_order.get(r["usage"], 99), r["ratio"]))
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for c in cells:
@@ -255,40 +244,31 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pct(mean: float | None, std: float | None = None) -> str:
-    if mean is None:
-        return "–"
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
 def _gain(row: dict[str, Any], k: str) -> str:
     if row[f"gain_{k}"] is None:
-        return "–"
+        return MISSING
     lo, hi = row[f"gain_{k}_ci_low"], row[f"gain_{k}_ci_high"]
     ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
     return f"{100 * row[f'gain_{k}']:+.1f}{ci}"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | source | usage | ratio | seeds | mIoU defect | mIoU all | gain defect [95% CI] | gain all [95% CI] "
-            "| pixel FP | pixel FN | image recall |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = [
-        f"| {r['model']} | {r['source']} | {r.get('usage') or '–'} | {r['ratio']:g} | {r['seeds']} "
-        f"| {_pct(r['miou_defect_mean'], r['miou_defect_std'])} "
-        f"| {_pct(r['miou_all_mean'], r['miou_all_std'])} | {_gain(r, 'miou_defect')} | {_gain(r, 'miou_all')} "
-        f"| {_pct(r['pixel_fp_rate_mean'])} | {_pct(r['pixel_fn_rate_mean'])} | {_pct(r['image_recall_mean'])} |"
-        for r in rows
-    ]
-    return head + "\n".join(lines) + "\n"
+SUMMARY_HEAD = ("model", "source", "usage", "ratio", "seeds", "mIoU defect", "mIoU all", "gain defect [95% CI]",
+                "gain all [95% CI]", "pixel FP", "pixel FN", "image recall")
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    """The summary rows as the report's Markdown table (per cent, mean ± std over seeds, gains in points)."""
+    return markdown_table(SUMMARY_HEAD, [
+        [r["model"], r["source"], r.get("usage") or MISSING, f"{r['ratio']:g}", r["seeds"],
+         pct(r["miou_defect_mean"], r["miou_defect_std"]), pct(r["miou_all_mean"], r["miou_all_std"]),
+         _gain(r, "miou_defect"), _gain(r, "miou_all"), pct(r["pixel_fp_rate_mean"]), pct(r["pixel_fn_rate_mean"]),
+         pct(r["image_recall_mean"])]
+        for r in rows])
 
 
 def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
     """mIoU (defect-only and all classes) against ratio, one panel per model, one line per source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = [m for m in cfg.models if any(r["model"] == m for r in rows)]
     fig, axes = plt.subplots(2, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 6.4), squeeze=False, sharex=True)
     for col, model in enumerate(models):
@@ -314,10 +294,7 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
     if axes[0][0].get_legend_handles_labels()[0]:  # a partial grid may have no synthetic cell yet
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_train: int, test: str,
@@ -326,8 +303,8 @@ def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_t
     ``total`` cells is unfinished."""
     rows = summarize(cfg, cells)
     unfinished = total is not None and len(cells) < total
-    atomic_write_text(out / "results.csv", _csv(cell_rows(cells)))
-    atomic_write_text(out / "summary.csv", _csv(rows))
+    atomic_write_text(out / "results.csv", csv_text(cell_rows(cells)))
+    atomic_write_text(out / "summary.csv", csv_text(rows))
     atomic_write_bytes(out / "miou_vs_ratio.png", plot(cfg, rows))
     seg = cfg.seg
     seconds = [c["train_seconds"] for c in cells]
@@ -350,7 +327,7 @@ def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_t
         "gain = paired difference to ratio 0 of the same model and seed, mean [95% t-interval] in points.\n"
         "- mIoU all = mmseg-style mean over all classes incl. background (the paper's number); mIoU defect = defect classes only.\n"
         f"- {len(cells)} cells, {sum(seconds) / max(1, len(seconds)):.0f} s training per cell on average.\n\n"
-        + markdown_table(rows)
+        + summary_markdown(rows)
         + "\n![mIoU against ratio](miou_vs_ratio.png)\n"
     )
     atomic_write_text(out / "report.md", report)

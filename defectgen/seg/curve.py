@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -21,10 +20,11 @@ from typing import Any, Callable
 from defectgen.config import ConfigError, to_dict
 from defectgen.data import DefectDataset, PairRecord
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from defectgen.seg.ablate import _csv, load_cell, prepare_out
+from defectgen.seg.ablate import load_cell, prepare_out
 from defectgen.seg.evaluate import EvalConfig, environment, load_real, test_records, train_and_score
 from defectgen.seg.protocol import TEST_SPLITS, log_decision
 from defectgen.seg.stats import mean_std
+from defectgen.tables import csv_text, markdown_table, pct_stat, png_bytes, pyplot
 
 METRICS = ("miou_defect", "miou_all")
 
@@ -120,21 +120,15 @@ def run_steps_curve(
     return curve
 
 
-def _pct(stat: dict[str, Any]) -> str:
-    if stat["mean"] is None:
-        return "–"
-    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
-
-
 def write_outputs(out: Path, curve: dict[str, Any]) -> None:
     """curve.json, curve.csv, curve.md and curve.png."""
     atomic_write_json(out / "curve.json", curve)
     rows = [{"steps": p["steps"], "seeds": len(p["seeds"]), **{f"{m}_{k}": p[m][k] for m in METRICS for k in ("mean", "std")},
              "train_seconds": p["train_seconds"]} for p in curve["points"]]
-    atomic_write_text(out / "curve.csv", _csv(rows))
-    table = "| steps | seeds | mIoU defect | mIoU all | train s/run |\n|---|---|---|---|---|\n" + "".join(
-        f"| {p['steps']}{' (chosen)' if p['steps'] == curve['chosen_steps'] else ''} | {len(p['seeds'])} "
-        f"| {_pct(p['miou_defect'])} | {_pct(p['miou_all'])} | {p['train_seconds']:.0f} |\n" for p in curve["points"])
+    atomic_write_text(out / "curve.csv", csv_text(rows))
+    table = markdown_table(["steps", "seeds", "mIoU defect", "mIoU all", "train s/run"], [
+        [f"{p['steps']}{' (chosen)' if p['steps'] == curve['chosen_steps'] else ''}", len(p["seeds"]),
+         pct_stat(p["miou_defect"]), pct_stat(p["miou_all"]), f"{p['train_seconds']:.0f}"] for p in curve["points"]])
     seg = curve["config"]["seg"]
     atomic_write_text(out / "curve.md", (
         f"# Real-only segmentation: {curve['scored_on']} mIoU against training steps\n\n"
@@ -147,12 +141,8 @@ def write_outputs(out: Path, curve: dict[str, Any]) -> None:
 
 
 def _plot(curve: dict[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    """Both mIoUs against the step count (log axis), the chosen count marked."""
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     for m, label in (("miou_defect", "mIoU defect classes"), ("miou_all", "mIoU all classes")):
         pts = [p for p in curve["points"] if p[m]["mean"] is not None]
         ax.errorbar([p["steps"] for p in pts], [100 * p[m]["mean"] for p in pts],
@@ -168,7 +158,4 @@ def _plot(curve: dict[str, Any]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
