@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from defectgen.config import MAX_PAIRS, ConfigError, load_config, need, save_config, to_dict
 from defectgen.data import DefectDataset, PairRecord, load_pairs
 from defectgen.data.selection import SelectionConfig, SelectionKeys
@@ -33,6 +31,7 @@ from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from defectgen.quality.compute import MetricsConfig
 from defectgen.schedule import Sampler
 from defectgen.seg.evaluate import EvalConfig
+from defectgen.seg.store import ResultStore, protocol
 from defectgen.tables import MISSING, csv_text, fmt, markdown_table, pct, png_bytes, pyplot
 
 Log = Callable[[str], None]
@@ -180,16 +179,13 @@ def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[P
 
 def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], device: str | None,
                log: Log) -> None:
+    """Quality metrics and the segmentation gain of every row with samples; finished ones are read back."""
     from defectgen.quality.compute import compute_metrics
     from defectgen.quality.features import FeatureEncoder
-    from defectgen.seg.evaluate import run_evaluation
 
-    base_path = out / "rows" / "real-only" / "eval.json"
-    if not base_path.is_file():
-        log("segmentation baseline: real pairs only")
-        base_cfg = dataclasses.replace(cfg.eval, ratio=0.0)
-        atomic_write_json(base_path, run_evaluation(ds, recs, base_cfg, device=device, log=None))
-    baseline = json.loads(base_path.read_text())
+    store = ResultStore(out / "rows", "row")
+    baseline = _evaluation(store, "real-only", dataclasses.replace(cfg.eval, ratio=0.0), ds, recs, None, None, device,
+                           log, "segmentation baseline: real pairs only")
     encoder, predictor = None, None
     for row in rows(cfg):
         rdir = out / "rows" / row.name
@@ -204,10 +200,23 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
                                    list_file=str(_stem_file(out, recs)))  # exactly the generator's images
             compute_metrics(rdir / "samples", real, cfg.metrics, out=rdir / "metrics", encoder=encoder, overwrite=True,
                             predictor=predictor)
-        if not (rdir / "eval.json").is_file():
-            log(f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
-            atomic_write_json(rdir / "eval.json", run_evaluation(ds, recs, cfg.eval, synthetic=rdir / "samples",
-                                                                  baseline=baseline, device=device, log=None))
+        _evaluation(store, row.name, cfg.eval, ds, recs, rdir / "samples", baseline, device,
+                    log, f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
+
+
+def _evaluation(store: ResultStore, row: str, cfg: EvalConfig, ds: DefectDataset, recs: list[PairRecord],
+                synthetic: Path | None, baseline: dict[str, Any] | None, device: str | None,
+                log: Log, announce: str) -> dict[str, Any]:
+    """The row's ``rows/<row>/eval.json``: read back when it exists (the folder's config is its key), else
+    ``run_evaluation`` with each seed kept in ``rows/<row>/seeds/`` as it ends."""
+    from defectgen.seg.evaluate import run_evaluation
+
+    done = store.finished(f"{row}/eval")
+    if done is None:
+        log(announce)
+        done = store.keep(f"{row}/eval", run_evaluation(ds, recs, cfg, synthetic=synthetic, baseline=baseline,
+                                                         device=device, log=None, progress_dir=store.folder / row / "seeds"))
+    return done
 
 
 def _real_segmenter(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord], device: str | None):
@@ -325,8 +334,8 @@ def write_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
 
 
 def _identity(cfg: CompareConfig) -> dict[str, Any]:
-    """What must match for two invocations to share an output folder."""
-    return {k: v for k, v in to_dict(cfg).items() if k != "only_rows"}
+    """What must match for two invocations to share an output folder (``only_rows`` shares one out)."""
+    return protocol(to_dict(cfg), drop=("only_rows",))
 
 
 def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | None = None,

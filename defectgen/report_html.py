@@ -37,7 +37,7 @@ SECTIONS = (
     ("evaluation", "Segmentation evaluation"),
     ("commands", "Commands and configs"),
 )
-SKIP_DIRS = {"images", "masks", "checkpoints", "cells", "final", "pipeline", "data", "good"}
+SKIP_DIRS = {"images", "masks", "checkpoints", "cells", "seeds", "final", "pipeline", "data", "good"}
 MAX_DEPTH = 4
 
 

@@ -10,22 +10,22 @@ model/source/usage/ratio), ``miou_vs_ratio.png`` and ``report.md``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from defectgen.config import ConfigError, save_config, to_dict
 from defectgen.data.selection import SelectionKeys
-from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
-from defectgen.seg.evaluate import RealData, environment, load_real, test_records, train_and_score
+from defectgen.data import DefectDataset, PairRecord
+from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
+from defectgen.seg.evaluate import Log, RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.metrics import SCALAR_METRICS
 from defectgen.data.samples import MANIFEST, SyntheticSet, open_synthetic
 from defectgen.seg.mixing import check_no_leak
 from defectgen.seg.models import MODELS
 from defectgen.seg.stats import mean_std, paired_gain
+from defectgen.seg.store import open_store, protocol, result_key
 from defectgen.seg.train import SegConfig
 from defectgen.seg.usage import UsageConfig
 from defectgen.tables import MISSING, csv_text, markdown_table, pct, png_bytes, pyplot
@@ -111,18 +111,13 @@ def grid(cfg: AblateConfig) -> list[Cell]:
 
 
 def cell_key(cell: Cell, cfg: AblateConfig, real: RealData, syn: SyntheticSet | None) -> str:
-    """Hash of everything that determines a cell's result (except the code)."""
-    seg = {**to_dict(cfg.seg), "model": cell.model}
-    seg.pop("threads", None)
-    seg.pop("eval_batch_size", None)
-    blob = {
-        "seg": seg, "ratio": cell.ratio, "seed": cell.seed, "balanced": cfg.balanced, "detect_min_area": cfg.detect_min_area,
-        "synthetic": syn.manifest_sha256 if syn is not None and cell.ratio > 0 else None,
-        "train": real.train_stems, "test": real.test_stems,
-    }
-    if cell.usage not in ("", "mix"):  # mix cells keep the keys of grids made before usage modes existed
-        blob["usage"] = to_dict(usage_of(cfg, cell))
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    """The store key of a cell: its model's training settings, ratio, seed, stems and synthetic manifest."""
+    # mix cells keep the keys of grids made before usage modes existed
+    usage = {} if cell.usage in ("", "mix") else {"usage": to_dict(usage_of(cfg, cell))}
+    return result_key(
+        seg=protocol({**to_dict(cfg.seg), "model": cell.model}), ratio=cell.ratio, seed=cell.seed,
+        balanced=cfg.balanced, detect_min_area=cfg.detect_min_area, train=real.train_stems, test=real.test_stems,
+        synthetic=syn.manifest_sha256 if syn is not None and cell.ratio > 0 else None, **usage)
 
 
 def usage_of(cfg: AblateConfig, cell: Cell) -> UsageConfig:
@@ -130,47 +125,36 @@ def usage_of(cfg: AblateConfig, cell: Cell) -> UsageConfig:
     return next((u for u in cfg.usages if u.label() == cell.usage), UsageConfig())
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """A new folder, or an earlier ablation folder to resume; anything else is refused."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite:
-            import shutil
-
-            shutil.rmtree(out)
-        elif not (out / "cells").is_dir():
-            raise OutputExistsError(f"{out} is not empty and holds no earlier ablation (no cells/); choose another folder")
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-
-
-def load_cell(path: Path, key: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    done = json.loads(path.read_text())
-    if done.get("key") != key:
-        raise OutputExistsError(
-            f"{path}: this cell was computed with a different protocol (config, selection or synthetic set changed); "
-            "use a new --out folder or pass --overwrite"
-        )
-    return done
-
-
-def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, overwrite: bool = False,
-                 log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
-    """Run (or resume) the grid in ``out``; returns the finished cells and writes the tables, plot and report."""
-    check_config(cfg)
-    out = Path(out)
-    ds, train = cfg.selection.select(log=False)
-    test, test_source = test_records(ds, train, cfg.test_split, cfg.test_list)
+def open_sources(cfg: AblateConfig, ds: DefectDataset, train: list[PairRecord],
+                 test: list[PairRecord]) -> dict[str, SyntheticSet]:
+    """Every synthetic source, checked against the real data and for leaks before anything is written."""
     sources: dict[str, SyntheticSet] = {}
     for name, folder in cfg.sources.items():
         syn = open_synthetic(folder)
         syn.class_map.check_compatible(ds.class_map, str(syn.root / MANIFEST))
         check_no_leak([r.stem for r in train], [r.stem for r in test], syn)
         sources[name] = syn
-    prepare_out(out, overwrite)
+    return sources
+
+
+def run_cell(cell: Cell, cfg: AblateConfig, real: RealData, syn: SyntheticSet | None, key: str, device: str | None,
+             log: Log | None) -> dict[str, Any]:
+    """Train and score one cell; the record its file holds."""
+    seg = SegConfig(**{**to_dict(cfg.seg), "model": cell.model})
+    run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log,
+                          usage=usage_of(cfg, cell))
+    return {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
+
+
+def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, overwrite: bool = False,
+                 log: Log | None = print) -> list[dict[str, Any]]:
+    """Run (or resume) the grid in ``out``; returns the finished cells and writes the tables, plot and report."""
+    check_config(cfg)
+    out = Path(out)
+    ds, train = cfg.selection.select(log=False)
+    test, test_source = test_records(ds, train, cfg.test_split, cfg.test_list)
+    sources = open_sources(cfg, ds, train, test)
+    store = open_store(out, "cells", overwrite, "ablation")
     real = load_real(ds, train, test, cfg.seg)
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "selection.json", {
@@ -178,25 +162,18 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
         "train_stems": real.train_stems, "test_stems": real.test_stems,
         "sources": {n: s.identity() for n, s in sources.items()}, "environment": environment(device),
     })
-    cells = grid(cfg)
+    cells, tested = grid(cfg), f"{len(real.test_stems)} test pairs ({test_source})"
     finished: list[dict[str, Any]] = []
     for i, cell in enumerate(cells):
-        syn = sources.get(cell.source)
-        key = cell_key(cell, cfg, real, syn)
-        path = out / "cells" / f"{cell.id}.json"
-        done = load_cell(path, key)
+        key = cell_key(cell, cfg, real, sources.get(cell.source))
+        done = store.finished(cell.id, key)
         if done is None:
             if log:
                 log(f"[{i + 1}/{len(cells)}] {cell.id}")
-            seg = SegConfig(**{**to_dict(cfg.seg), "model": cell.model})
-            run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log,
-                                  usage=usage_of(cfg, cell))
-            done = {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
-            atomic_write_json(path, done)
-            write_summary(out, cfg, finished + [done], len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})",
-                          len(cells))
+            done = store.keep(cell.id, run_cell(cell, cfg, real, sources.get(cell.source), key, device, log))
+            write_summary(out, cfg, finished + [done], len(real.train_stems), tested, len(cells))
         finished.append(done)
-    write_summary(out, cfg, finished, len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})", len(cells))
+    write_summary(out, cfg, finished, len(real.train_stems), tested, len(cells))
     return finished
 
 
