@@ -23,17 +23,17 @@ import numpy as np
 from defectgen.config import ConfigError
 from defectgen.data.samples import copy_samples, read_manifest
 from defectgen.io import refuse_existing
-from defectgen.quality.mask_agreement import Predictor, iou_per_class
+from defectgen.quality.mask_agreement import Predictor
+from defectgen.seg.metrics import class_iou
 
 
 def per_image_agreement(pred: np.ndarray, masks: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
     """One score per image: mean defect-class IoU of prediction vs mask (1.0 when neither has a defect)."""
     scores = np.ones(len(masks))
     for i, (p, m) in enumerate(zip(np.asarray(pred), np.asarray(masks))):
-        inter, union = iou_per_class(p[None], m[None], num_classes, ignore_index)
-        present = [c for c in range(1, num_classes) if union[c] > 0]
-        if present:
-            scores[i] = float(np.mean([inter[c] / union[c] for c in present]))
+        defects = class_iou(p, m, num_classes, ignore_index)[1:]
+        if not np.isnan(defects).all():
+            scores[i] = float(np.mean(defects[~np.isnan(defects)]))
     return scores
 
 

@@ -16,22 +16,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from defectgen.seg.metrics import class_iou
+
 Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-def iou_per_class(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed intersection and union per class over (N,H,W) class-id maps; ``ignore_index`` pixels skipped."""
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {pred.shape} and mask {target.shape} differ in shape")
-    keep = target != ignore_index
-    p, t = pred[keep].astype(np.int64), target[keep].astype(np.int64)
-    inter = np.bincount(t[p == t], minlength=num_classes)[:num_classes]
-    area_p = np.bincount(p[p < num_classes], minlength=num_classes)[:num_classes]
-    area_t = np.bincount(t[t < num_classes], minlength=num_classes)[:num_classes]
-    return inter, area_p + area_t - inter
 
 
 def mask_agreement(
@@ -47,9 +34,8 @@ def mask_agreement(
     the tests check this without training a network. ``mean_iou_defects`` averages the defect classes
     that occur in the prediction or the mask.
     """
-    pred = np.asarray(predict(images))
-    inter, union = iou_per_class(pred, masks, len(class_names), ignore_index)
-    iou = {name: (float(inter[c] / union[c]) if union[c] > 0 else float("nan")) for c, name in enumerate(class_names)}
+    per_class = class_iou(np.asarray(predict(images)), masks, len(class_names), ignore_index)
+    iou = {name: float(per_class[c]) for c, name in enumerate(class_names)}
     defect = [iou[n] for n in class_names[1:] if not np.isnan(iou[n])]
     return {
         "iou": iou,
