@@ -220,11 +220,10 @@ def _evaluation(store: ResultStore, row: str, cfg: EvalConfig, ds: DefectDataset
 
 
 def _real_segmenter(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord], device: str | None):
-    from defectgen.quality.mask_agreement import real_data_segmenter
+    """The real-data segmenter of mask agreement, at the metrics' size, with the evaluation's training settings."""
+    from defectgen.quality.mask_agreement import segmenter_for
 
-    images, masks = load_pairs(recs, ds.class_map, cfg.metrics.size)
-    predict, _ = real_data_segmenter(images, masks, ds.class_map.num_classes, cfg.metrics.seed, cfg.eval.seg, device)
-    return predict
+    return segmenter_for(recs, ds.class_map, cfg.metrics.size, cfg.metrics.seed, cfg.eval.seg, device).predict
 
 
 def _stem_file(out: Path, recs: list[PairRecord]) -> Path:
