@@ -15,6 +15,7 @@ Every step's output is checked before it runs, so an interrupted compare resumes
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import time
@@ -35,6 +36,8 @@ from defectgen.seg.store import ResultStore, protocol
 from defectgen.tables import MISSING, csv_text, fmt, markdown_table, pct, png_bytes, pyplot
 
 Log = Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -199,7 +202,7 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
             real = SelectionConfig(data=cfg.data, format=cfg.format, mask_suffix=cfg.mask_suffix,
                                    list_file=str(_stem_file(out, recs)))  # exactly the generator's images
             compute_metrics(rdir / "samples", real, cfg.metrics, out=rdir / "metrics", encoder=encoder, overwrite=True,
-                            predictor=predictor)
+                            predictor=predictor, log=None)
         _evaluation(store, row.name, cfg.eval, ds, recs, rdir / "samples", baseline, device,
                     log, f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
 
@@ -338,7 +341,7 @@ def _identity(cfg: CompareConfig) -> dict[str, Any]:
 
 
 def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | None = None,
-                log: Log = print) -> list[dict[str, Any]]:
+                log: Log = logger.info) -> list[dict[str, Any]]:
     """Train/sample (``generate``), score (``score``) or both (``all``); always rewrite the tables."""
     if not cfg.data:
         raise ConfigError("compare config needs 'data' (the real data folder)")

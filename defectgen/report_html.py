@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import re
 import sys
 import time
@@ -39,6 +40,8 @@ SECTIONS = (
 )
 SKIP_DIRS = {"images", "masks", "checkpoints", "cells", "seeds", "final", "pipeline", "data", "good"}
 MAX_DEPTH = 4
+
+logger = logging.getLogger(__name__)
 
 
 # ---- finding the files ---------------------------------------------------------------------
@@ -450,5 +453,6 @@ def update_report(folder: Path, title: str, argv: list[str] | None = None) -> Pa
     return write_report_html(Path(folder), title)
 
 
-if __name__ == "__main__":
-    print(write_report_html(Path(sys.argv[1])))
+if __name__ == "__main__":  # python -m defectgen.report_html FOLDER: names the page it wrote
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info("%s", write_report_html(Path(sys.argv[1])))

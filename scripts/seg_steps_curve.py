@@ -12,6 +12,7 @@ val mIoU (defect classes by default) is within --tolerance points of the best me
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(format="%(message)s", stream=sys.stdout)
+    logging.getLogger("defectgen").setLevel(logging.INFO)  # the library's line for each run as it starts
     try:
         cfg = load_config(EvalConfig, args.config, args.overrides)
         cfg.ratio, cfg.test_split, cfg.test_list = 0.0, args.score_split, None

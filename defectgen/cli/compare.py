@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from defectgen.cli.common import command, add_device, add_set, device, finish
+from defectgen.cli.progress import shown
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -14,7 +15,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = load_config(CompareConfig, args.config, args.set)
     timer = Timer()
-    with timer.phase(f"compare {args.only}"):
+    with timer.phase(f"compare {args.only}"), shown():
         table = run_compare(cfg, args.out, args.only, device(args))
     print(markdown(table, cfg.metrics.feature_extractor))
     finish(args.out, timer, f"defectgen compare: {args.out.name}", args)

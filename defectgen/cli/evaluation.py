@@ -8,6 +8,7 @@ from defectgen.cli.common import (command, add_device, add_out, add_set, device,
                                   selection)
 from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config
 from defectgen.data import load_pair, load_pairs
+from defectgen.cli.progress import shown
 from defectgen.io import refuse_existing
 from defectgen.seg.ablate import AblateConfig, run_ablation, summarize, summary_markdown
 from defectgen.seg.copypaste import run_copypaste, run_copypaste_full
@@ -91,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sel = selection(args)
     ds, train = sel.select()
     timer = Timer()
-    with timer.phase("evaluate", seeds=len(cfg.seeds)):
+    with timer.phase("evaluate", seeds=len(cfg.seeds)), shown():
         results = evaluate_into(args.out, ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=dev,
                                 overwrite=args.overwrite, selection=sel.options())
     out = Path(args.out)
@@ -160,7 +161,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                               f"{len(cfg.usages)} (key 'usages'): change that key instead")
         cfg.usages = [usage_from_args(args, cfg.usages[0])]
     timer = Timer()
-    with timer.phase("ablate") as phase:
+    with timer.phase("ablate") as phase, shown():
         cells = run_ablation(cfg, args.out, device=device(args), overwrite=args.overwrite)
         phase["cells"] = len(cells)
     print(summary_markdown(summarize(cfg, cells)))

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
-from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, finite, log, seed, selection
+from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, finite, seed, selection
+from defectgen.cli.progress import shown
 from defectgen.quality.features import FEATURE_EXTRACTORS
 
 
@@ -80,9 +82,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
     timer = Timer()
     try:
-        with timer.phase("metrics"):
+        with timer.phase("metrics"), shown(sys.stderr):
             m = compute_metrics(args.synthetic, selection(args), cfg, out=args.out, overwrite=args.overwrite,
-                                seg_config=seg_cfg, log=log)
+                                seg_config=seg_cfg)
     except FeatureExtractorError as err:  # missing or wrong weights: a user error like any other (exit 2)
         raise ConfigError(str(err)) from err
     fk = m["fid_kid"]
@@ -121,8 +123,9 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
     timer = Timer()
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
-    summary = filter_by_real_segmenter(args.synthetic, args.out, selection(args), seg_cfg, args.seg_seed,
-                                       args.min_agreement, args.per_class, device(args), args.overwrite, log=log)
+    with shown(sys.stderr):
+        summary = filter_by_real_segmenter(args.synthetic, args.out, selection(args), seg_cfg, args.seg_seed,
+                                           args.min_agreement, args.per_class, device(args), args.overwrite)
     print(f"kept {summary['n_kept']}/{summary['n_in']} pairs with agreement >= {args.min_agreement} "
           f"(median score {summary['score_quantiles']['0.5']:.2f}) -> {args.out}")
     print("masks with each class, in -> kept: " + ", ".join(

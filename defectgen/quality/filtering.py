@@ -15,6 +15,7 @@ The threshold and N are settings chosen on a validation split, never tuned on th
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ from defectgen.data.selection import SelectionConfig
 from defectgen.io import refuse_existing
 from defectgen.quality.mask_agreement import Predictor
 from defectgen.seg.metrics import class_iou
+
+logger = logging.getLogger(__name__)
 
 
 def per_image_agreement(pred: np.ndarray, masks: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
@@ -117,7 +120,8 @@ def filter_samples(
 
 def filter_by_real_segmenter(synthetic: Path, out: Path, real: SelectionConfig, seg_config: Any, seg_seed: int,
                              min_agreement: float, per_class: int | None = None, device: str | None = None,
-                             overwrite: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                             overwrite: bool = False,
+                             log: Callable[[str], None] | None = logger.info) -> dict[str, Any]:
     """``defectgen filter``: train the real-data segmenter on the real training subset (``real``'s explicit
     selection, else the synthetic manifest's ``train_stems``), then :func:`filter_samples` with it.
 

@@ -10,6 +10,7 @@ model/source/usage/ratio), ``miou_vs_ratio.png`` and ``report.md``.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from defectgen.seg.usage import UsageConfig
 from defectgen.tables import MISSING, csv_text, markdown_table, pct, png_bytes, pyplot
 
 REAL = "real"  # the source name of ratio-0 cells
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,7 +150,7 @@ def run_cell(cell: Cell, cfg: AblateConfig, real: RealData, syn: SyntheticSet | 
 
 
 def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, overwrite: bool = False,
-                 log: Log | None = print) -> list[dict[str, Any]]:
+                 log: Log | None = logger.info) -> list[dict[str, Any]]:
     """Run (or resume) the grid in ``out``; returns the finished cells and writes the tables, plot and report."""
     check_config(cfg)
     out = Path(out)

@@ -11,6 +11,7 @@ paying. The choice and its numbers go to the protocol log.
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from defectgen.seg.store import ResultStore, open_store, protocol, result_key
 from defectgen.tables import csv_text, markdown_table, pct_stat, png_bytes, pyplot
 
 METRICS = ("miou_defect", "miou_all")
+
+logger = logging.getLogger(__name__)
 
 
 def choose_converged(points: list[dict[str, Any]], metric: str, tolerance: float) -> int:
@@ -94,7 +97,7 @@ def run_steps_curve(
     tolerance: float = 0.01,
     protocol_log: str | Path | None = None,
     device: str | None = None,
-    log: Log | None = print,
+    log: Log | None = logger.info,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Real-only runs at each step count and seed, scored on ``cfg.test_split`` (a validation split).

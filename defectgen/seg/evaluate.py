@@ -12,6 +12,7 @@ seeds and, when a ratio-0 result of the same protocol is given, the paired gain 
 """
 from __future__ import annotations
 
+import logging
 import json
 import platform
 import random
@@ -37,6 +38,8 @@ from defectgen.seg.train import SegConfig, predict, predict_whole
 from defectgen.seg.usage import UsageConfig, fit_with_usage
 
 Log = Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -305,7 +308,7 @@ def run_evaluation(
     test: list[PairRecord] | None = None,
     baseline: str | Path | dict[str, Any] | None = None,
     device: str | None = None,
-    log: Log | None = print,
+    log: Log | None = logger.info,
     progress_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate one (model, synthetic source, ratio) over ``cfg.seeds``; returns the results dict.
@@ -367,7 +370,7 @@ def run_evaluation(
 def evaluate_into(out: str | Path, dataset: DefectDataset, train: list[PairRecord], cfg: EvalConfig,
                   synthetic: str | Path | SyntheticSet | None = None, baseline: str | Path | dict[str, Any] | None = None,
                   device: str | None = None, overwrite: bool = False, selection: dict[str, Any] | None = None,
-                  log: Log | None = print) -> dict[str, Any]:
+                  log: Log | None = logger.info) -> dict[str, Any]:
     """:func:`run_evaluation` into the folder ``out``: ``seeds/`` keeps every finished seed (a killed run
     continues where it stopped), then ``results.json`` and ``config.yaml``.
 
