@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from defectgen.config import MAX_PAIRS, ConfigError, load_config, need, save_config, to_dict
 from defectgen.data import DefectDataset, PairRecord, load_pairs
@@ -31,11 +31,9 @@ from defectgen.generator_config import GeneratorConfig
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.quality.compute import MetricsConfig
 from defectgen.schedule import Sampler
-from defectgen.seg.evaluate import EvalConfig
+from defectgen.seg.evaluate import EvalConfig, Log
 from defectgen.seg.store import ResultStore, protocol
 from defectgen.tables import MISSING, csv_text, fmt, markdown_table, pct, png_bytes, pyplot
-
-Log = Callable[[str], None]
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ seeds and, when a ratio-0 result of the same protocol is given, the paired gain 
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import platform
 import random
 import shutil
