@@ -6,9 +6,9 @@ from pathlib import Path
 
 from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, finite, positive, seed,
                                   selection)
+from defectgen.cli.progress import shown
 from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config
 from defectgen.data import load_pair, load_pairs
-from defectgen.cli.progress import shown
 from defectgen.io import refuse_existing
 from defectgen.seg.ablate import AblateConfig, run_ablation, summarize, summary_markdown
 from defectgen.seg.copypaste import run_copypaste, run_copypaste_full
