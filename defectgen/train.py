@@ -37,6 +37,7 @@ from defectgen.errors import CheckpointError, ConfigError, DivergedError
 from defectgen.generator_config import GeneratorConfig, TrainConfig
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
 from defectgen.models import build_unet
+from defectgen.pairs import flip_turn
 from defectgen.pipelines.defectgen.pipeline_defectgen import DefectGenPipeline
 from defectgen.schedule import sample_generators, sample_seed, target_for
 from defectgen.viz import pair_grid
@@ -49,14 +50,8 @@ def augment(x: torch.Tensor, draws: torch.Tensor, cfg: TrainConfig) -> torch.Ten
 
     ``draws`` (B, 3) holds each row's horizontal flip, vertical flip (0/1) and quarter turns (0-3).
     """
-    draws = draws.to(x.device)
-    if cfg.flip:
-        x = torch.where(draws[:, 0, None, None, None].bool(), x.flip(-1), x)
-        x = torch.where(draws[:, 1, None, None, None].bool(), x.flip(-2), x)
-    if cfg.rot90:
-        turns = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
-        x = turns[draws[:, 2], torch.arange(len(x), device=x.device)]
-    return x
+    flips = (draws[:, 0], draws[:, 1]) if cfg.flip else (None, None)
+    return flip_turn(x, *flips, turns=draws[:, 2] if cfg.rot90 else None)
 
 
 def draw_batch(

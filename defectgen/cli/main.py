@@ -37,9 +37,7 @@ def is_user_error(err: BaseException) -> bool:
     """Whether ``err`` is the user's to fix (one line, exit 2) rather than a bug (a traceback)."""
     from PIL import Image
 
-    from defectgen.quality.features import FeatureExtractorError
-
-    if isinstance(err, (DefectgenError, FeatureExtractorError, Image.DecompressionBombError)):
+    if isinstance(err, (DefectgenError, Image.DecompressionBombError)):
         return True
     return isinstance(err, OSError) and (isinstance(err, FileNotFoundError) or err.errno in USER_ERRNOS)
 
