@@ -15,16 +15,13 @@ Every step's output is checked before it runs, so an interrupted compare resumes
 """
 from __future__ import annotations
 
-import csv
+import logging
 import dataclasses
-import io
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from defectgen.config import MAX_PAIRS, ConfigError, load_config, need, save_config, to_dict
 from defectgen.data import DefectDataset, PairRecord, load_pairs
@@ -34,9 +31,11 @@ from defectgen.generator_config import GeneratorConfig
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from defectgen.quality.compute import MetricsConfig
 from defectgen.schedule import Sampler
-from defectgen.seg.evaluate import EvalConfig
+from defectgen.seg.evaluate import EvalConfig, Log
+from defectgen.seg.store import ResultStore, protocol
+from defectgen.tables import MISSING, csv_text, fmt, markdown_table, pct, png_bytes, pyplot
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -181,16 +180,13 @@ def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[P
 
 def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], device: str | None,
                log: Log) -> None:
+    """Quality metrics and the segmentation gain of every row with samples; finished ones are read back."""
     from defectgen.quality.compute import compute_metrics
     from defectgen.quality.features import FeatureEncoder
-    from defectgen.seg.evaluate import run_evaluation
 
-    base_path = out / "rows" / "real-only" / "eval.json"
-    if not base_path.is_file():
-        log("segmentation baseline: real pairs only")
-        base_cfg = dataclasses.replace(cfg.eval, ratio=0.0)
-        atomic_write_json(base_path, run_evaluation(ds, recs, base_cfg, device=device, log=None))
-    baseline = json.loads(base_path.read_text())
+    store = ResultStore(out / "rows", "row")
+    baseline = _evaluation(store, "real-only", dataclasses.replace(cfg.eval, ratio=0.0), ds, recs, None, None, device,
+                           log, "segmentation baseline: real pairs only")
     encoder, predictor = None, None
     for row in rows(cfg):
         rdir = out / "rows" / row.name
@@ -204,19 +200,31 @@ def score_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
             real = SelectionConfig(data=cfg.data, format=cfg.format, mask_suffix=cfg.mask_suffix,
                                    list_file=str(_stem_file(out, recs)))  # exactly the generator's images
             compute_metrics(rdir / "samples", real, cfg.metrics, out=rdir / "metrics", encoder=encoder, overwrite=True,
-                            predictor=predictor)
-        if not (rdir / "eval.json").is_file():
-            log(f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
-            atomic_write_json(rdir / "eval.json", run_evaluation(ds, recs, cfg.eval, synthetic=rdir / "samples",
-                                                                  baseline=baseline, device=device, log=None))
+                            predictor=predictor, log=None)
+        _evaluation(store, row.name, cfg.eval, ds, recs, rdir / "samples", baseline, device,
+                    log, f"segmentation with {row.name} at ratio {cfg.eval.ratio}")
+
+
+def _evaluation(store: ResultStore, row: str, cfg: EvalConfig, ds: DefectDataset, recs: list[PairRecord],
+                synthetic: Path | None, baseline: dict[str, Any] | None, device: str | None,
+                log: Log, announce: str) -> dict[str, Any]:
+    """The row's ``rows/<row>/eval.json``: read back when it exists (the folder's config is its key), else
+    ``run_evaluation`` with each seed kept in ``rows/<row>/seeds/`` as it ends."""
+    from defectgen.seg.evaluate import run_evaluation
+
+    done = store.finished(f"{row}/eval")
+    if done is None:
+        log(announce)
+        done = store.keep(f"{row}/eval", run_evaluation(ds, recs, cfg, synthetic=synthetic, baseline=baseline,
+                                                         device=device, log=None, progress_dir=store.folder / row / "seeds"))
+    return done
 
 
 def _real_segmenter(cfg: CompareConfig, ds: DefectDataset, recs: list[PairRecord], device: str | None):
-    from defectgen.quality.mask_agreement import real_data_segmenter
+    """The real-data segmenter of mask agreement, at the metrics' size, with the evaluation's training settings."""
+    from defectgen.quality.mask_agreement import segmenter_for
 
-    images, masks = load_pairs(recs, ds.class_map, cfg.metrics.size)
-    predict, _ = real_data_segmenter(images, masks, ds.class_map.num_classes, cfg.metrics.seed, cfg.eval.seg, device)
-    return predict
+    return segmenter_for(recs, ds.class_map, cfg.metrics.size, cfg.metrics.seed, cfg.eval.seg, device).predict
 
 
 def _stem_file(out: Path, recs: list[PairRecord]) -> Path:
@@ -267,37 +275,29 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{100 * v:.1f}" if pct else f"{v:.3g}"
-    return str(v)
+COMPARE_HEAD = ("row", "FID*", "KID*", "memorised (feat / pix)", "diversity", "IC-div", "mask agr.", "mIoU defect",
+                "gain [95% CI]")
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    gain = MISSING if r.get("gain") is None else (
+        f"{100 * r['gain']:+.1f} [{pct(r.get('gain_ci_low'))}, {pct(r.get('gain_ci_high'))}]")
+    mem = f"{pct(r.get('memorised_feature'))}% / {pct(r.get('memorised_pixel'))}%"
+    return [r["row"], fmt(r.get("fid"), 3), fmt(r.get("kid"), 3), mem if r.get("memorised_feature") is not None else MISSING,
+            fmt(r.get("diversity"), 3), fmt(r.get("ic_diversity"), 3), pct(r.get("mask_agreement")),
+            f"{pct(r.get('miou_defect'))} ± {pct(r.get('miou_defect_std'))}", gain]
 
 
 def markdown(table: list[dict[str, Any]], extractor: str) -> str:
-    head = ("| row | FID* | KID* | memorised (feat / pix) | diversity | IC-div | mask agr. | mIoU defect | gain [95% CI] |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for r in table:
-        gain = "–" if r.get("gain") is None else (
-            f"{100 * r['gain']:+.1f} [{_fmt(r.get('gain_ci_low'), True)}, {_fmt(r.get('gain_ci_high'), True)}]")
-        mem = f"{_fmt(r.get('memorised_feature'), True)}% / {_fmt(r.get('memorised_pixel'), True)}%"
-        lines.append(f"| {r['row']} | {_fmt(r.get('fid'))} | {_fmt(r.get('kid'))} | "
-                     f"{mem if r.get('memorised_feature') is not None else '–'} | {_fmt(r.get('diversity'))} | "
-                     f"{_fmt(r.get('ic_diversity'))} | {_fmt(r.get('mask_agreement'), True)} | "
-                     f"{_fmt(r.get('miou_defect'), True)} ± {_fmt(r.get('miou_defect_std'), True)} | {gain} |")
-    note = (f"\n\n*FID/KID computed with {extractor} features: not comparable to published Inception FID. "
+    """The comparison as the report's Markdown table, with the note on what its numbers are."""
+    note = (f"\n*FID/KID computed with {extractor} features: not comparable to published Inception FID. "
             "mIoU and gains in points (defect classes, mean over seeds); gain is paired per seed over real-only.\n")
-    return head + "\n".join(lines) + note
+    return markdown_table(COMPARE_HEAD, [_cells(r) for r in table]) + note
 
 
 def plots(table: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The gain and the memorised share against the switch point, copy-paste as a line."""
+    plt = pyplot()
     curve = sorted((r for r in table if r["kind"] in ("vanilla", "small-only", "two-stage")), key=lambda r: r["switch"])
     cp = next((r for r in table if r["kind"] == "copy-paste"), None)
     for key, ylabel, fname in (("gain", "mIoU gain over real only (points)", "gain_vs_switch.png"),
@@ -320,20 +320,13 @@ def plots(table: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120)
-        plt.close(fig)
-        atomic_write_bytes(out / fname, buf.getvalue())
+        atomic_write_bytes(out / fname, png_bytes(fig))
 
 
 def write_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
     table = summarise(cfg, out)
-    buf = io.StringIO()
     cols = sorted({k for r in table for k in r}, key=lambda k: list(table[-1]).index(k) if k in table[-1] else 99)
-    writer = csv.DictWriter(buf, fieldnames=cols)
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.csv", csv_text(table, cols))
     atomic_write_json(out / "results.json", table)
     atomic_write_text(out / "report.md", "# defectgen compare\n\n" + markdown(table, cfg.metrics.feature_extractor))
     plots(table, out)
@@ -341,12 +334,12 @@ def write_results(cfg: CompareConfig, out: Path) -> list[dict[str, Any]]:
 
 
 def _identity(cfg: CompareConfig) -> dict[str, Any]:
-    """What must match for two invocations to share an output folder."""
-    return {k: v for k, v in to_dict(cfg).items() if k != "only_rows"}
+    """What must match for two invocations to share an output folder (``only_rows`` shares one out)."""
+    return protocol(to_dict(cfg), drop=("only_rows",))
 
 
 def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | None = None,
-                log: Log = print) -> list[dict[str, Any]]:
+                log: Log = logger.info) -> list[dict[str, Any]]:
     """Train/sample (``generate``), score (``score``) or both (``all``); always rewrite the tables."""
     if not cfg.data:
         raise ConfigError("compare config needs 'data' (the real data folder)")

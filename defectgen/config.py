@@ -18,6 +18,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from defectgen.errors import ConfigError
+from defectgen.io import atomic_write_text
+
 T = TypeVar("T")
 
 # The largest image side a config or flag may name: its square is about PIL's decompression-bomb limit
@@ -25,10 +28,6 @@ T = TypeVar("T")
 MAX_SIDE = 13377
 MAX_TIMESTEPS = 100_000  # a diffusion schedule longer than this is a typo (DDPM uses 1000)
 MAX_PAIRS = 10_000_000  # pairs one sample folder may hold (two files each); more is a typo
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
 
 
 def need(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -219,6 +218,4 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    from defectgen.io import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -155,7 +155,8 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
     from defectgen.data import SelectionConfig
     from defectgen.export import export_samples
     from defectgen.io import atomic_write_json
-    from defectgen.run import load_generator, selection_info, train_generator
+    from defectgen.run import RunFolder, load_generator, selection_info, train_generator
+    from defectgen.schedule import sampler_scheduler
 
     out = Path(out)
     timer = Timer()
@@ -172,10 +173,10 @@ def run_demo(out: Path, gen_cfg: "GeneratorConfig", cfg: DemoConfig, progress: b
         timer.add(stage, json.loads((out / "run" / stage / "timing.json").read_text())["seconds"], steps=steps)
     with timer.phase("sample", pairs=cfg.num_samples):
         pipe = load_generator(out / "run")
-        identity = {"pipeline": str((out / "run" / "pipeline").resolve()), "train_stems": [r.stem for r in records]}
-        export_samples(pipe, out / "samples", cfg.num_samples, seed=0, sampler=gen_cfg.sample.sampler,
-                       steps=gen_cfg.sample.steps, batch_size=gen_cfg.sample.batch_size, identity=identity,
-                       progress=progress)
+        pipe.scheduler = sampler_scheduler(pipe.scheduler, gen_cfg.sample.sampler)
+        identity = RunFolder.find(out / "run").identity()
+        export_samples(pipe, out / "samples", cfg.num_samples, seed=0, steps=gen_cfg.sample.steps,
+                       batch_size=gen_cfg.sample.batch_size, identity=identity, progress=progress)
     if cfg.onto_good:
         with timer.phase("sample onto good", pairs=cfg.onto_good):
             _sample_onto_good(out, pipe, data, gen_cfg, cfg.onto_good, identity, progress)
@@ -193,14 +194,15 @@ def _sample_onto_good(out: Path, pipe, data: Path, gen_cfg: "GeneratorConfig", n
                       progress: bool) -> None:
     """Defects painted onto the demo's good images, with masks drawn from the training pairs."""
     from defectgen.export import export_samples
-    from defectgen.guided import GuidedRequest, build_conditions
+    from defectgen.pipelines.defectgen.conditions import build_conditions
+    from defectgen.pipelines.defectgen.request import GuidedRequest
 
     request = GuidedRequest("onto", "train", good=data / "good")
     condition, num = build_conditions(request, out / "run", pipe.class_map, gen_cfg.size, gen_cfg.image_channels,
                                       num, 0)
-    export_samples(pipe, out / "samples_onto_good", num, seed=0, sampler=gen_cfg.sample.sampler,
-                   steps=gen_cfg.sample.steps, batch_size=gen_cfg.sample.batch_size, identity=identity,
-                   progress=progress, condition=condition, request=request)
+    export_samples(pipe, out / "samples_onto_good", num, seed=0, steps=gen_cfg.sample.steps,
+                   batch_size=gen_cfg.sample.batch_size, identity=identity, progress=progress, condition=condition,
+                   request=request)
 
 
 def _metrics(out: Path, data: Path, size: int, cfg: DemoConfig) -> None:

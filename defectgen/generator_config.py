@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from diffusers import DDPMScheduler
+
 from defectgen.config import MAX_SIDE, MAX_TIMESTEPS, need, need_side
 from defectgen.models import UNetConfig
 from defectgen.schedule import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, BetaSchedule, PredictionType, Sampler
@@ -58,6 +60,17 @@ class DiffusionConfig:
              self.num_train_timesteps)
         _choice(self.beta_schedule, f"{key}.beta_schedule", BETA_SCHEDULES)
         _choice(self.prediction_type, f"{key}.prediction_type", PREDICTION_TYPES)
+
+    def make_scheduler(self) -> DDPMScheduler:
+        """The training schedule; sampling turns it into its sampler (``schedule.sampler_scheduler``)."""
+        return DDPMScheduler(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_schedule=self.beta_schedule,
+            prediction_type=self.prediction_type,
+            clip_sample=self.clip_sample,
+            rescale_betas_zero_snr=self.rescale_betas_zero_snr,
+            timestep_spacing="trailing",  # sampling starts from the top timestep, pure noise
+        )
 
 
 @dataclass

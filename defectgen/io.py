@@ -20,22 +20,15 @@ from typing import Any, Iterator
 
 from PIL import Image
 
-
-class OutputExistsError(FileExistsError):
-    """Refusing to overwrite an existing, non-empty output."""
-
-
-class OutputWriteError(OSError):
-    """Writing an output failed for a reason outside the program: full disk, no permission."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
+from defectgen.errors import ConfigError, OutputExistsError, OutputWriteError
 
 
 _CAUSES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
            errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
            errno.EEXIST: "a file of that name is in the way, not a folder",
            errno.ENOTDIR: "a part of this path is a file, not a folder"}
+# What a user's paths and disks cause, as opposed to a bug: the command line says these in one line.
+USER_ERRNOS = frozenset({*_CAUSES, errno.ENOENT, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG})
 
 
 def write_error(err: OSError, path: Path) -> OutputWriteError:
@@ -211,8 +204,6 @@ def safe_name(name: str, what: str) -> str:
     Refuses empty names, ``.``/``..``, separators, hidden names and control characters, so that a
     name from a config or manifest never writes outside its folder.
     """
-    from defectgen.config import ConfigError
-
     if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") or "/" in name
             or "\\" in name or any(ord(c) < 32 for c in name)):
         raise ConfigError(f"{what} {name!r}: not allowed as a file or folder name (no '/', '\\', '..', leading '.')")

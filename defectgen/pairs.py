@@ -35,7 +35,33 @@ def decode_pairs(x: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.n
     return img.permute(0, 2, 3, 1).numpy().copy(), masks.numpy()
 
 
+def flip_turn(x: torch.Tensor, hflip: torch.Tensor | None = None, vflip: torch.Tensor | None = None,
+              turns: torch.Tensor | None = None) -> torch.Tensor:
+    """The symmetries of the square on a batch ``(B, ..., H, W)``, one per sample, in one batched call.
+
+    Per sample: mirror left-right where ``hflip``, top-bottom where ``vflip`` (``(B,)`` bool), then
+    ``turns`` (``(B,)`` in 0..3) quarter turns (square samples, or a batch of one); ``None`` leaves that
+    step out. Every flip and turn of pairs (generator and segmenter training, copy-paste, windows)
+    goes through here, so image and mask channels always move together.
+    """
+    def per_sample(flag: torch.Tensor) -> torch.Tensor:
+        return flag.to(x.device).bool().view(-1, *[1] * (x.dim() - 1))
+
+    if hflip is not None:
+        x = torch.where(per_sample(hflip), x.flip(-1), x)
+    if vflip is not None:
+        x = torch.where(per_sample(vflip), x.flip(-2), x)
+    if turns is not None and len(x) == 1:  # one sample may be any rectangle
+        x = torch.rot90(x, int(turns[0]), dims=(-2, -1))
+    elif turns is not None:  # square samples: every turn of the batch at once, then each sample's own
+        x = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])[turns.to(x.device),
+                                                                              torch.arange(len(x), device=x.device)]
+    return x
+
+
 def dihedral(array: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 symmetries of the square (k in 0..7) applied to the first two axes of an image or mask."""
-    out = np.rot90(array, k % 4, axes=(0, 1))
-    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
+    """One of the 8 symmetries of the square (k in 0..7) applied to the first two axes of an image or mask:
+    ``k % 4`` quarter turns, then a left-right mirror when ``k >= 4`` (a mirror, then ``-k`` turns)."""
+    x = torch.from_numpy(np.array(array)).movedim((0, 1), (-2, -1))[None]
+    x = flip_turn(x, hflip=torch.tensor([k >= 4]), turns=torch.tensor([(-k if k >= 4 else k) % 4]))
+    return np.ascontiguousarray(x[0].movedim((-2, -1), (0, 1)).numpy())

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
+import logging
 import re
 import sys
 import time
@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from defectgen.data.samples import GRID, MASKS
 from defectgen.io import atomic_write_text
+from defectgen.tables import pct_stat, png_bytes, pyplot
 from defectgen.timing import summary_line
 
 SECTIONS = (
@@ -37,8 +38,10 @@ SECTIONS = (
     ("evaluation", "Segmentation evaluation"),
     ("commands", "Commands and configs"),
 )
-SKIP_DIRS = {"images", "masks", "checkpoints", "cells", "final", "pipeline", "data", "good"}
+SKIP_DIRS = {"images", "masks", "checkpoints", "cells", "seeds", "final", "pipeline", "data", "good"}
 MAX_DEPTH = 4
+
+logger = logging.getLogger(__name__)
 
 
 # ---- finding the files ---------------------------------------------------------------------
@@ -147,15 +150,6 @@ def _missing(what: str) -> str:
     return f'<p class="missing">Not in this folder: {html.escape(what)}.</p>'
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 # ---- sections --------------------------------------------------------------------------------
 
 def _stage_logs(root: Path) -> list[Path]:
@@ -210,12 +204,7 @@ def section_training(root: Path) -> str:
     logs = _stage_logs(root)
     if not logs:
         return _missing("a generator's training logs (large/log.jsonl, small/log.jsonl)")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (ax_loss, ax_lr) = pyplot().subplots(1, 2, figsize=(10, 3.4))
     rows = []
     for path in logs:
         recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
@@ -234,7 +223,7 @@ def section_training(root: Path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return (_img(_png(fig), "training curves") +
+    return (_img(png_bytes(fig, dpi=90), "training curves") +
             _table(["stage", "steps", "last loss", "seconds", "s/step"], rows))
 
 
@@ -322,21 +311,17 @@ def _real_shares(m: dict, names: list[str], folder: Path) -> dict[str, float] | 
 
 
 def _shares_chart(rows: list[tuple[str, float | None, float | None]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.0))
     ax.bar(x - 0.2, [100 * (r[1] or 0) for r in rows], 0.4, label="real (generator's training masks)")
     ax.bar(x + 0.2, [100 * (r[2] or 0) for r in rows], 0.4, label="synthetic")
     ax.set_xticks(x, [r[0] for r in rows])
     ax.set_ylabel("share of all pixels (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig, dpi=90)
 
 
 def section_shares(root: Path) -> str:
@@ -376,16 +361,10 @@ def section_metrics(root: Path) -> str:
 
 def _evaluate_table(res: dict) -> str:
     agg = res["aggregate"]
-
-    def pct(s: dict) -> str:
-        if s.get("mean") is None:
-            return "–"
-        return f"{100 * s['mean']:.1f}" + (f" ± {100 * s['std']:.1f}" if s.get("std") is not None else "")
-
     cfg = res["config"]
-    rows = [[k, pct(agg[k])] for k in ("miou_all", "miou_defect", "mdice_defect", "pixel_fp_rate", "pixel_fn_rate",
+    rows = [[k, pct_stat(agg[k])] for k in ("miou_all", "miou_defect", "mdice_defect", "pixel_fp_rate", "pixel_fn_rate",
                                         "image_recall") if k in agg]
-    rows += [[f"IoU {n}", pct(s)] for n, s in agg.get("per_class_iou", {}).items()]
+    rows += [[f"IoU {n}", pct_stat(s)] for n, s in agg.get("per_class_iou", {}).items()]
     gain = (res.get("paired_gain") or {}).get("miou_defect")
     if gain:
         rows.append(["paired gain, mIoU defect (points)", f"{100 * gain['mean']:+.1f}"])
@@ -474,5 +453,6 @@ def update_report(folder: Path, title: str, argv: list[str] | None = None) -> Pa
     return write_report_html(Path(folder), title)
 
 
-if __name__ == "__main__":
-    print(write_report_html(Path(sys.argv[1])))
+if __name__ == "__main__":  # python -m defectgen.report_html FOLDER: names the page it wrote
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info("%s", write_report_html(Path(sys.argv[1])))

@@ -7,32 +7,145 @@ Layout::
     RUN/class_map.json
     RUN/large/  RUN/small/  log.jsonl, samples/step_*.png, checkpoints/step_*/, final/ (EMA UNet)
     RUN/pipeline/           DefectGenPipeline.save_pretrained: both UNets, scheduler, switch, class names
+
+``RunFolder`` is the one reader of a run (for sampling, guided requests, the scripts);
+``train_generator`` writes one, ``load_generator`` loads its pipeline after checking it file by file.
 """
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import yaml
 from diffusers import UNet2DModel
 
+from defectgen import logs
 from defectgen.config import MAX_SIDE, MAX_TIMESTEPS, from_dict, save_config, to_dict
-from defectgen.data import ClassMap, DefectDataset, PairRecord, SelectionConfig, load_pairs
+from defectgen.data import ClassMap, DefectDataset, PairRecord, SelectionConfig, load_pairs, open_dataset
 from defectgen.data.geometry import CropSet, load_scaled
 from defectgen.distributed import process_state
+from defectgen.errors import DataError, RunError
 from defectgen.generator_config import STAGES, GeneratorConfig, SampleConfig
 from defectgen.io import atomic_dir, atomic_write_json, clean_stale_tmp
 from defectgen.pairs import encode_pairs
-from defectgen.pipeline import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
-from defectgen.schedule import make_scheduler
-from defectgen.train import check_batch_memory, latest_checkpoint, train_stage
+from defectgen.pipelines.defectgen.pipeline_defectgen import LEGACY_CLASS_MAP, DefectGenPipeline, load_pipeline
+from defectgen.train import check_batch_memory, ema_unet_from_checkpoint, latest_checkpoint, train_stage
+
+logger = logging.getLogger(__name__)
+FROM_CHECKPOINT = "from_checkpoint.json"  # in a final/ that finalize_run made of a checkpoint: the step it is from
 
 
-class RunError(RuntimeError):
-    """The run folder does not fit the request (different config or data, or would be overwritten)."""
+@dataclass
+class RunFolder:
+    """A generator run as every reader sees it: config, selection, class map, pipeline.
+
+    ``RunFolder.find`` takes the run folder or its pipeline folder. A pipeline folder standing alone
+    reads as a run without config, selection or class map (None, or the defaults where there are some).
+    """
+
+    root: Path
+    pipeline: Path  # where model_index.json is, once the run has a pipeline
+
+    @classmethod
+    def find(cls, path: str | Path | RunFolder) -> RunFolder:
+        if isinstance(path, RunFolder):
+            return path
+        path = Path(path)
+        if (path / "model_index.json").is_file():
+            return cls(path.parent, path)
+        return cls(path, path / "pipeline")
+
+    def trained(self) -> RunFolder:
+        """This run, refused (``RunError``) unless it holds a trained pipeline."""
+        if not (self.pipeline / "model_index.json").is_file():
+            raise RunError(f"{self.root}: no trained generator here (expected {self.pipeline}/model_index.json); "
+                           "train first")
+        return self
+
+    @property
+    def pipeline_path(self) -> Path:
+        """The trained pipeline's folder; a run without one is a ``RunError``."""
+        return self.trained().pipeline
+
+    def _read(self, name: str, what: str, parse: Callable[[str], Any]) -> Any:
+        """The run's file ``name`` parsed; None when there is none; an unreadable one is a ``RunError``."""
+        path = self.root / name
+        if not path.is_file():
+            return None
+        try:
+            return parse(path.read_text())
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            raise RunError(f"{path}: the run's {what} cannot be read ({err})") from err
+
+    @cached_property
+    def config(self) -> GeneratorConfig | None:
+        """``config.yaml`` read through the dataclass (a key added since the run was made keeps its default)."""
+        if not (self.root / "config.yaml").is_file():
+            return None
+        return from_dict(GeneratorConfig, self._read("config.yaml", "config", yaml.safe_load) or {})
+
+    def config_dict(self) -> dict | None:
+        """The config as a plain mapping; None when there is none or it cannot be read (for comparing)."""
+        try:
+            return None if self.config is None else to_dict(self.config)
+        except (RunError, ValueError):
+            return None
+
+    @property
+    def sample_config(self) -> SampleConfig:
+        """The ``sample:`` section: the defaults of the ``sample`` command's flags."""
+        return SampleConfig() if self.config is None else self.config.sample
+
+    @property
+    def resize_mode(self) -> str:
+        return "resize" if self.config is None else self.config.resize_mode
+
+    @property
+    def crop_mode(self) -> bool:
+        """Trained on crops of images at their own aspect (``resize_mode: crop``): guided pairs are full-size."""
+        return self.resize_mode == "crop"
+
+    @cached_property
+    def selection(self) -> dict | None:
+        """``selection.json``: the data folder, how it was read and the stems trained on (None: none saved)."""
+        return self._read("selection.json", "selection", json.loads)
+
+    @property
+    def train_stems(self) -> list[str]:
+        """Stems the generator was trained on (empty when the pipeline folder stands alone)."""
+        return [] if self.selection is None else list(self.selection["stems"])
+
+    @property
+    def class_map(self) -> ClassMap | None:
+        path = self.root / "class_map.json"
+        return ClassMap.load(path) if path.is_file() else None
+
+    def identity(self) -> dict[str, object]:
+        """What a sample folder's manifest records of its generator (``model``): the pipeline and its training stems."""
+        return {"pipeline": str(self.pipeline_path.resolve()), "train_stems": self.train_stems}
+
+    def training_records(self, class_map: ClassMap) -> list[PairRecord]:
+        """The records of the generator's own training pairs, from the data folder named in the run."""
+        sel = self.selection
+        if sel is None:
+            raise DataError(f"{self.root}: no selection.json; training masks and images need the run folder, "
+                            "not a bare pipeline")
+        ds = open_dataset(sel["data"], sel.get("format"), sel.get("mask_suffix"), threshold=sel.get("threshold"))
+        ds.class_map.check_compatible(class_map, str(sel["data"]))
+        return [ds.by_stem(s) for s in sel["stems"]]
+
+    def training_pairs(self, class_map: ClassMap, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The generator's own training pairs at ``size``², resized the way the run's training data was."""
+        records = self.training_records(class_map)
+        images, masks = load_pairs(records, class_map, size, self.resize_mode)
+        return images, masks, [r.stem for r in records]
 
 
 def selection_info(ds: DefectDataset, records: list[PairRecord], sel: SelectionConfig) -> dict[str, object]:
@@ -48,10 +161,9 @@ def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], c
         clean_stale_tmp(folder)  # half-written checkpoints, finals and pipelines of a killed run
     cfg_path, sel_path = out / "config.yaml", out / "selection.json"
     if cfg_path.is_file():
-        same_cfg = _saved_config(cfg_path) == to_dict(cfg)
-        same_data = (_read_json(sel_path) or {}).get("stems") == selection["stems"]
+        same_cfg, same_data = _same_run(RunFolder(out, out / "pipeline"), cfg, selection)
         if not (same_cfg and same_data) and not has_trained_stage(out):
-            print(f"[defectgen] {out} holds no trained stage yet; its config and selection are written anew")
+            logger.info(f"{out} holds no trained stage yet; its config and selection are written anew")
             for stale in (cfg_path, sel_path, out / "class_map.json"):
                 stale.unlink(missing_ok=True)
     if cfg_path.is_file():
@@ -68,12 +180,13 @@ def prepare_run(out: Path, cfg: GeneratorConfig, selection: dict[str, object], c
     class_map.save(out / "class_map.json")
 
 
-def _saved_config(path: Path) -> dict | None:
-    """The run's config read through the dataclass (a key added since the run was made keeps its default)."""
+def _same_run(run: RunFolder, cfg: GeneratorConfig, selection: dict[str, object]) -> tuple[bool, bool]:
+    """Whether ``run`` was made with this config, and on these images (an unreadable file: not the same)."""
     try:
-        return to_dict(from_dict(GeneratorConfig, yaml.safe_load(path.read_text()) or {}))
-    except (OSError, yaml.YAMLError, ValueError):
-        return None
+        stems = (run.selection or {}).get("stems")
+    except RunError:
+        stems = None
+    return run.config_dict() == to_dict(cfg), stems == selection["stems"]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -111,9 +224,9 @@ def train_generator(
     state = process_state()
     check_batch_memory(cfg, cfg.image_channels + ds.class_map.num_classes, state.device)
     if cfg.diffusion.prediction_type == "epsilon" and cfg.diffusion.rescale_betas_zero_snr and state.is_main_process:
-        print("[defectgen] warning: epsilon prediction with rescale_betas_zero_snr cannot give an image at t = T "
-              "(alpha_bar = 0, the x0 estimate divides by zero); on NEU its samples were noise "
-              "(results/neu_pay/levers.md). Use diffusion.prediction_type v_prediction or sample.", file=sys.stderr)
+        logger.warning("warning: epsilon prediction with rescale_betas_zero_snr cannot give an image at t = T "
+                       "(alpha_bar = 0, the x0 estimate divides by zero); on NEU its samples were noise "
+                       "(results/neu_pay/levers.md). Use diffusion.prediction_type v_prediction or sample.")
     with state.main_process_first():  # the main process creates the folder, the others then check it
         prepare_run(out, cfg, selection, ds.class_map)
     todo = [s for s in stages if _needs_training(out / s, s, resume, state.is_main_process)]
@@ -123,7 +236,8 @@ def train_generator(
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        background = pool.submit(_train_stage_job, out, cfg, records, ds.class_map, todo.pop(), resume)
+        background = pool.submit(_train_stage_job, out, cfg, records, ds.class_map, todo.pop(), resume,
+                                 logs.configured_level())
     try:
         for stage in todo:
             train_one_stage(out, cfg, data, ds.class_map, stage, resume, progress)
@@ -141,7 +255,7 @@ def train_generator(
 def _needs_training(stage_dir: Path, stage: str, resume: bool, say: bool = True) -> bool:
     if (stage_dir / "final" / "config.json").is_file():
         if say:
-            print(f"[defectgen] {stage} stage already finished in {stage_dir}; skipping")
+            logger.info(f"{stage} stage already finished in {stage_dir}; skipping")
         return False
     if latest_checkpoint(stage_dir) is not None and not resume:
         raise RunError(f"{stage_dir} has checkpoints of an unfinished run; pass --resume latest to continue it")
@@ -163,11 +277,13 @@ def train_one_stage(out: Path, cfg: GeneratorConfig, data: torch.Tensor | CropSe
 
 
 def _train_stage_job(out: Path, cfg: GeneratorConfig, records: list[PairRecord], class_map: ClassMap, stage: str,
-                     resume: bool) -> None:
-    """One stage in a worker process: load the pairs, train, save."""
+                     resume: bool, log_level: int | None = None) -> None:
+    """One stage in a worker process: load the pairs, train, save (logging as the parent process does)."""
     from defectgen.timing import set_cpu_threads
 
     set_cpu_threads()
+    if log_level is not None:
+        logs.configure(log_level)
     data = training_data(records, class_map, cfg)
     train_one_stage(out, cfg, data, class_map, stage, resume, progress=False)
 
@@ -190,12 +306,46 @@ def assemble_pipeline(out: Path, cfg: GeneratorConfig) -> Path:
         models[stage] = load_final(final) if (final / "config.json").is_file() else None
     if not any(models.values()):
         raise RunError(f"{out}: no finished stage to assemble")
-    names = ClassMap.load(out / "class_map.json").names
-    pipe = DefectGenPipeline(models["large"], models["small"], make_scheduler(cfg.diffusion), cfg.sample.switch,
+    names = RunFolder(out, out / "pipeline").class_map.names
+    pipe = DefectGenPipeline(models["large"], models["small"], cfg.diffusion.make_scheduler(), cfg.sample.switch,
                              cfg.image_channels, list(names))
     with atomic_dir(out / "pipeline") as tmp:
         pipe.save_pretrained(tmp)
     return out / "pipeline"
+
+
+def finalize_run(run: Path) -> dict[str, int]:
+    """Finish a run cut short: every unfinished stage gets its newest checkpoint's EMA weights as ``final/``
+    (marked by ``FROM_CHECKPOINT``, holding the step), then the pipeline is assembled.
+
+    Returns the step each stage's final weights are from (a stage finished earlier: its last logged step,
+    -1 without a log; a stage without checkpoint: 0). A run whose config cannot be read returns {}.
+    """
+    run = Path(run)
+    folder = RunFolder(run, run / "pipeline")
+    cfg = folder.config if folder.config_dict() is not None else None
+    if cfg is None:
+        return {}  # the run never started (its error is in the training log)
+    channels = cfg.image_channels + folder.class_map.num_classes
+    reached = {stage: _finalize_stage(run / stage, cfg, stage, channels) for stage in STAGES}
+    if any(reached.values()):
+        assemble_pipeline(run, cfg)
+    return reached
+
+
+def _finalize_stage(stage_dir: Path, cfg: GeneratorConfig, stage: str, channels: int) -> int:
+    if (stage_dir / "final" / "config.json").is_file():
+        log = stage_dir / "log.jsonl"
+        lines = log.read_text().splitlines() if log.is_file() else []
+        return json.loads(lines[-1])["step"] if lines else -1
+    ckpt = latest_checkpoint(stage_dir)
+    if ckpt is None:
+        return 0
+    unet, step = ema_unet_from_checkpoint(cfg, stage, channels, ckpt)
+    with atomic_dir(stage_dir / "final") as tmp:
+        unet.save_pretrained(tmp)
+        (tmp / FROM_CHECKPOINT).write_text(json.dumps({"step": step}))
+    return step
 
 
 def load_final(final: Path) -> UNet2DModel:
@@ -209,46 +359,6 @@ def load_final(final: Path) -> UNet2DModel:
         return UNet2DModel.from_pretrained(final, use_safetensors=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         raise RunError(f"{final}: the stage's model cannot be loaded ({str(err).splitlines()[0]})") from err
-
-
-def pipeline_path(run: Path) -> Path:
-    """Accept a run folder or a pipeline folder."""
-    run = Path(run)
-    for candidate in (run, run / "pipeline"):
-        if (candidate / "model_index.json").is_file():
-            return candidate
-    raise RunError(f"{run}: no trained generator here (expected {run}/pipeline/model_index.json); train first")
-
-
-def train_stems(run: Path) -> list[str]:
-    """Stems the generator was trained on (empty when the pipeline folder stands alone)."""
-    for sel in (Path(run) / "selection.json", Path(run).parent / "selection.json"):
-        if sel.is_file():
-            return list(json.loads(sel.read_text())["stems"])
-    return []
-
-
-def run_config(run: Path) -> GeneratorConfig | None:
-    """The generator config saved in a run folder (given the run or its pipeline folder); None for a
-    pipeline folder standing alone."""
-    run = Path(run)
-    for path in (run / "config.yaml", *((run.parent / "config.yaml",) if (run / "model_index.json").is_file() else ())):
-        if path.is_file():
-            try:
-                return from_dict(GeneratorConfig, yaml.safe_load(path.read_text()) or {})
-            except (OSError, yaml.YAMLError) as err:
-                raise RunError(f"{path}: the run's config cannot be read ({err})") from err
-    return None
-
-
-def run_sample_config(run: Path) -> SampleConfig:
-    """The ``sample:`` section of the run's config.yaml (defaults when the pipeline stands alone)."""
-    from defectgen.config import from_dict
-
-    for cfg_path in (Path(run) / "config.yaml", pipeline_path(run).parent / "config.yaml"):
-        if cfg_path.is_file():
-            return from_dict(SampleConfig, (yaml.safe_load(cfg_path.read_text()) or {}).get("sample", {}))
-    return SampleConfig()
 
 
 def check_pipeline_folder(path: Path) -> None:
@@ -322,7 +432,7 @@ def _check_sizes(path: Path, parts: list[str]) -> None:
         if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= MAX_SIDE):
             raise RunError(f"{cfg_path}: sample_size must be a side of 8 to {MAX_SIDE} pixels, got {size!r}")
         sizes[name] = size
-    trained = (_saved_config(path.parent / "config.yaml") or {}).get("size")
+    trained = (RunFolder.find(path).config_dict() or {}).get("size")
     for name, size in sizes.items():
         if trained is not None and size != trained:
             raise RunError(f"{path / name / 'config.json'}: sample_size {size} differs from the run's config.yaml size "
@@ -337,9 +447,10 @@ def _check_sizes(path: Path, parts: list[str]) -> None:
                        f"got {steps!r}")
 
 
-def load_generator(run: Path, device: str | torch.device = "cpu") -> DefectGenPipeline:
-    """The trained pipeline of ``run``, checked file by file so that a damaged folder is one clear error."""
-    path = pipeline_path(run)
+def load_generator(run: Path | RunFolder, device: str | torch.device = "cpu") -> DefectGenPipeline:
+    """The trained pipeline of ``run`` (a run or pipeline folder), checked file by file so that a damaged
+    folder is one clear error."""
+    path = RunFolder.find(run).pipeline_path
     check_pipeline_folder(path)
     try:
         pipe = load_pipeline(path)  # also checks the UNets' channels against image channels + classes

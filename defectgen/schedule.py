@@ -1,22 +1,20 @@
 """The noise schedule and the samplers: one home for everything about timesteps and noise.
 
-Training builds the schedule with ``make_scheduler`` and regresses ``target_for`` (the config's
-prediction target); sampling turns the same schedule into a ``ddpm``, ``ddim`` or ``dpmsolver++``
-scheduler (``sampler_scheduler``), sets its timesteps and splits them at the switch between the
-large and the small UNet (``plan``). Every sample draws its noise from its own generator seeded by
+The generator config builds the training schedule (``DiffusionConfig.make_scheduler``); training
+regresses ``target_for`` (the config's prediction target). Sampling runs the pipeline's scheduler: the
+same schedule as a ``ddpm``, ``ddim`` or ``dpmsolver++`` scheduler (``sampler_scheduler``, what
+``--sampler`` sets) or any diffusers scheduler a user swaps in; ``plan`` sets its timesteps and splits
+them at the switch between the large and the small UNet. Every sample draws its noise from its own generator seeded by
 ``(seed, index)`` (``sample_seed``, ``sample_generators``), EDM-style, so output never depends on
 the batch size or the number of processes.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-
-if TYPE_CHECKING:
-    from defectgen.generator_config import DiffusionConfig
 
 Sampler = Literal["ddpm", "ddim", "dpmsolver++"]
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
@@ -24,21 +22,8 @@ BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
-MULTISTEP = ("dpmsolver++",)  # samplers that keep a history of model outputs between steps
 
 AnyScheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
-
-
-def make_scheduler(d: DiffusionConfig) -> DDPMScheduler:
-    """The training schedule of a generator config's ``diffusion`` section."""
-    return DDPMScheduler(
-        num_train_timesteps=d.num_train_timesteps,
-        beta_schedule=d.beta_schedule,
-        prediction_type=d.prediction_type,
-        clip_sample=d.clip_sample,
-        rescale_betas_zero_snr=d.rescale_betas_zero_snr,
-        timestep_spacing="trailing",  # sampling starts from the top timestep, pure noise
-    )
 
 
 def target_for(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -71,6 +56,19 @@ def sampler_scheduler(scheduler: DDPMScheduler, sampler: str) -> AnyScheduler:
     raise ValueError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
 
 
+def sampler_name(scheduler: AnyScheduler) -> str:
+    """The name a sample folder's manifest records for ``scheduler`` (a ``SAMPLERS`` name where it is one)."""
+    if isinstance(scheduler, DPMSolverMultistepScheduler):
+        return str(scheduler.config.algorithm_type)
+    names = {DDPMScheduler: "ddpm", DDIMScheduler: "ddim"}
+    return names.get(type(scheduler), type(scheduler).__name__)
+
+
+def is_multistep(scheduler: AnyScheduler) -> bool:
+    """Whether ``scheduler`` keeps a history of model outputs between steps (so a step cannot be repeated)."""
+    return hasattr(scheduler, "model_outputs")
+
+
 def split_timesteps(timesteps: list[int], switch: float, num_train_timesteps: int) -> tuple[list[int], list[int]]:
     """Timesteps run by the large model (``t >= switch * T``) and by the small one (the rest)."""
     if not 0.0 <= switch <= 1.0:
@@ -79,15 +77,13 @@ def split_timesteps(timesteps: list[int], switch: float, num_train_timesteps: in
     return [t for t in timesteps if t >= boundary], [t for t in timesteps if t < boundary]
 
 
-def plan(scheduler: DDPMScheduler, sampler: str, num_inference_steps: int | None,
-         switch: float) -> tuple[AnyScheduler, list[int], list[int], list[int]]:
-    """The sampler set up for ``num_inference_steps`` (None: every training timestep), its timesteps
-    and their split at ``switch``: (scheduler, timesteps, large, small)."""
-    sched = sampler_scheduler(scheduler, sampler)
-    total = sched.config.num_train_timesteps
-    sched.set_timesteps(num_inference_steps or total)
-    timesteps = [int(t) for t in sched.timesteps]
-    return sched, timesteps, *split_timesteps(timesteps, switch, total)
+def plan(scheduler: AnyScheduler, num_inference_steps: int | None, switch: float) -> tuple[list[int], list[int], list[int]]:
+    """Set ``scheduler`` up for ``num_inference_steps`` (None: every training timestep); its timesteps and their
+    split at ``switch``: (timesteps, large, small)."""
+    total = scheduler.config.num_train_timesteps
+    scheduler.set_timesteps(num_inference_steps or total)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    return timesteps, *split_timesteps(timesteps, switch, total)
 
 
 def from_strength(timesteps: list[int], large: list[int], small: list[int],

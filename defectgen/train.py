@@ -14,9 +14,9 @@ split each step's global batch (``train.batch_size``) between them: the result e
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,14 +32,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from tqdm.auto import tqdm
 
-from defectgen.config import ConfigError
 from defectgen.data.geometry import CropSet
+from defectgen.errors import CheckpointError, ConfigError, DivergedError
 from defectgen.generator_config import GeneratorConfig, TrainConfig
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_text
 from defectgen.models import build_unet
-from defectgen.pipeline import DefectGenPipeline
-from defectgen.schedule import make_scheduler, sample_generators, sample_seed, target_for
+from defectgen.pairs import flip_turn
+from defectgen.pipelines.defectgen.pipeline_defectgen import DefectGenPipeline
+from defectgen.schedule import sample_generators, sample_seed, target_for
 from defectgen.viz import pair_grid
+
+logger = logging.getLogger(__name__)
 
 
 def augment(x: torch.Tensor, draws: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -47,14 +50,8 @@ def augment(x: torch.Tensor, draws: torch.Tensor, cfg: TrainConfig) -> torch.Ten
 
     ``draws`` (B, 3) holds each row's horizontal flip, vertical flip (0/1) and quarter turns (0-3).
     """
-    draws = draws.to(x.device)
-    if cfg.flip:
-        x = torch.where(draws[:, 0, None, None, None].bool(), x.flip(-1), x)
-        x = torch.where(draws[:, 1, None, None, None].bool(), x.flip(-2), x)
-    if cfg.rot90:
-        turns = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
-        x = turns[draws[:, 2], torch.arange(len(x), device=x.device)]
-    return x
+    flips = (draws[:, 0], draws[:, 1]) if cfg.flip else (None, None)
+    return flip_turn(x, *flips, turns=draws[:, 2] if cfg.rot90 else None)
 
 
 def draw_batch(
@@ -90,14 +87,6 @@ def _checkpoints(stage_dir: Path) -> list[Path]:
 def latest_checkpoint(stage_dir: Path) -> Path | None:
     found = [p for p in _checkpoints(stage_dir) if (p / "trainer_state.json").is_file()]
     return found[-1] if found else None
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder holds something a checkpoint must not (a pickle, a stray file), or none can be read."""
-
-
-class DivergedError(ValueError):
-    """The training loss became NaN or infinite: nothing learnt from that step on is worth saving."""
 
 
 # What a checkpoint holds: tensors in safetensors / weights-only form and plain JSON, nothing that
@@ -152,6 +141,17 @@ def _read_checkpoint(ckpt: Path) -> dict:
             "optimizer": _load_tensors(ckpt / "optimizer.pt"), "ema": _load_tensors(ckpt / "ema.pt")}
 
 
+def ema_unet_from_checkpoint(cfg: GeneratorConfig, stage: str, channels: int, ckpt: Path) -> tuple[UNet2DModel, int]:
+    """The ``stage`` UNet carrying checkpoint ``ckpt``'s EMA weights, and the step they are from: what
+    ``final/`` would hold had training stopped there."""
+    unet = build_unet(cfg.large if stage == "large" else cfg.small, channels, cfg.size)
+    saved = _read_checkpoint(ckpt)
+    ema = EMAModel(unet.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=cfg.train.ema_warmup)
+    ema.load_state_dict(saved["ema"])
+    ema.copy_to(unet.parameters())
+    return unet, saved["step"]
+
+
 def _load_tensors(path: Path) -> dict:
     """A torch file of tensors and plain containers; anything else (a damaged file, a pickle) is refused, not run."""
     try:
@@ -176,7 +176,7 @@ def load_checkpoint(parts: TrainParts, stage_dir: Path) -> int:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
             damaged.append(f"{ckpt.name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-            print(f"[defectgen] skipping damaged checkpoint {ckpt}: {damaged[-1].split(': ', 1)[1]}", file=sys.stderr)
+            logger.warning(f"skipping damaged checkpoint {ckpt}: {damaged[-1].split(': ', 1)[1]}")
             continue
         parts.accelerator.unwrap_model(parts.unet, keep_torch_compile=False).load_state_dict(saved["model"])
         parts.optimizer.load_state_dict(saved["optimizer"])
@@ -285,7 +285,7 @@ def train_stage(
     steps = tc.large_steps if stage == "large" else tc.small_steps
     torch.manual_seed(tc.seed)
     unet = build_unet(cfg.large if stage == "large" else cfg.small, data.shape[1], cfg.size)
-    scheduler = make_scheduler(cfg.diffusion)
+    scheduler = cfg.diffusion.make_scheduler()
     # The schedule is stepped by hand once per optimizer step: a prepared scheduler that follows the
     # optimizer would be stepped once per process, running the schedule num_processes times too fast.
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,

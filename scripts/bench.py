@@ -32,7 +32,7 @@ from defectgen.data.samples import read_manifest  # noqa: E402
 from defectgen.generator_config import GeneratorConfig  # noqa: E402
 from defectgen.models import build_unet  # noqa: E402
 from defectgen.pipeline import DefectGenPipeline  # noqa: E402
-from defectgen.schedule import make_scheduler, sample_generators, sampler_scheduler, target_for  # noqa: E402
+from defectgen.schedule import sample_generators, sampler_scheduler, target_for  # noqa: E402
 from defectgen.train import train_stage  # noqa: E402
 
 CHANNELS = 1 + 4  # grey image + 4 classes, as the demo data
@@ -79,7 +79,7 @@ def make_pipeline(cfg: GeneratorConfig, device: str, class_names: list[str] | No
     torch.manual_seed(0)
     large = build_unet(cfg.large, CHANNELS, cfg.size)
     small = build_unet(cfg.small, CHANNELS, cfg.size)
-    return DefectGenPipeline(large, small, make_scheduler(cfg.diffusion), cfg.sample.switch, cfg.image_channels,
+    return DefectGenPipeline(large, small, cfg.diffusion.make_scheduler(), cfg.sample.switch, cfg.image_channels,
                              class_names).to(device)
 
 
@@ -124,7 +124,7 @@ def training_pair(cfg: GeneratorConfig, data: torch.Tensor, steps: int, device: 
         torch.manual_seed(0)
         unet = build_unet(cfg.large, data.shape[1], cfg.size).to(device).train()
         opt = torch.optim.AdamW(unet.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        sched = make_scheduler(cfg.diffusion)
+        sched = cfg.diffusion.make_scheduler()
         g = torch.Generator().manual_seed(0)
         x0 = data[torch.randint(len(data), (cfg.train.batch_size,), generator=g)].to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)

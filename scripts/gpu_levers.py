@@ -43,8 +43,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from gpu_run import MAX_FILES, check_out, ensure_wheels, out_dir  # noqa: E402
-
-PARTIAL = "from_checkpoint.json"  # in a final/ that finish_from_checkpoint wrote: the step its weights are from
 RUN_META = ["config.yaml", "selection.json", "class_map.json", "large/log.jsonl", "small/log.jsonl",
             "large/timing.json", "small/timing.json"]
 
@@ -124,50 +122,17 @@ def finish_from_checkpoint(run: Path) -> dict[str, int]:
     """Give every unfinished stage its newest checkpoint's EMA weights as ``final/``; assemble the pipeline.
 
     Returns the step each stage's final weights come from."""
-    from diffusers.training_utils import EMAModel
+    from defectgen.run import finalize_run
 
-    from defectgen.generator_config import GeneratorConfig
-    from defectgen.io import atomic_dir
-    from defectgen.models import build_unet
-    from defectgen.run import _saved_config, assemble_pipeline
-    from defectgen.config import from_dict
-    from defectgen.data.classmap import ClassMap
-    from defectgen.train import _read_checkpoint, latest_checkpoint
-
-    saved = _saved_config(run / "config.yaml")
-    if saved is None:
-        return {}  # the run never started (its error is in the training log)
-    cfg = from_dict(GeneratorConfig, saved)
-    channels = cfg.image_channels + ClassMap.load(run / "class_map.json").num_classes
-    reached = {}
-    for stage in ("large", "small"):
-        log = run / stage / "log.jsonl"
-        last = [json.loads(line) for line in log.read_text().splitlines()][-1:] if log.is_file() else []
-        if (run / stage / "final" / "config.json").is_file():
-            reached[stage] = last[0]["step"] if last else -1
-            continue
-        ckpt = latest_checkpoint(run / stage)
-        if ckpt is None:
-            reached[stage] = 0
-            continue
-        unet = build_unet(cfg.large if stage == "large" else cfg.small, channels, cfg.size)
-        step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
-        ema = EMAModel(unet.parameters(), decay=cfg.train.ema_decay, use_ema_warmup=cfg.train.ema_warmup)
-        ema.load_state_dict(_read_checkpoint(ckpt)["ema"])
-        ema.copy_to(unet.parameters())
-        with atomic_dir(run / stage / "final") as tmp:
-            unet.save_pretrained(tmp)
-            (tmp / PARTIAL).write_text(json.dumps({"step": step}))
-        reached[stage] = step
-    if any(reached.values()):
-        assemble_pipeline(run, cfg)
-    return reached
+    return finalize_run(run)
 
 
 def reopen_partial(run: Path) -> bool:
     """Undo ``finish_from_checkpoint`` so that training resumes: drop its ``final/`` weights and what was made
     from them (pipeline, sets). Returns whether anything was dropped."""
-    partial = [run / stage / "final" for stage in ("large", "small") if (run / stage / "final" / PARTIAL).is_file()]
+    from defectgen.run import FROM_CHECKPOINT
+
+    partial = [run / stage / "final" for stage in ("large", "small") if (run / stage / "final" / FROM_CHECKPOINT).is_file()]
     for folder in [*partial, *([run / "pipeline", run / "sets"] if partial else [])]:
         shutil.rmtree(folder, ignore_errors=True)
     return bool(partial)

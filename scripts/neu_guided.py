@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectgen import logs
 from defectgen.data import load_pairs, open_dataset
 from defectgen.data.samples import is_complete, read_manifest
 from defectgen.export import export_samples
@@ -31,7 +32,7 @@ from defectgen.guided import GuidedRequest, build_conditions, known_batch, train
 from defectgen.io import atomic_write_json, atomic_write_text
 from defectgen.pipeline import soft_region
 from defectgen.quality.compute import MetricsConfig, evaluate
-from defectgen.run import load_generator, pipeline_path, train_stems
+from defectgen.run import RunFolder, load_generator
 from defectgen.viz import pair_grid
 
 SETS = {  # name: guided request (None = unconditional)
@@ -77,7 +78,7 @@ def sample_set(pipe, run: Path, name: str, req: GuidedRequest | None, args, out:
     cond = None
     if req is not None:
         cond, _ = build_conditions(req, run, pipe.class_map, size, pipe.config.image_channels, args.num, args.seed)
-    identity = {"pipeline": str(pipeline_path(run).resolve()), "train_stems": train_stems(run)}
+    identity = RunFolder.find(run).identity()
     return export_samples(pipe, folder, args.num, seed=args.seed, switch=args.switch, sampler="ddpm",
                           steps=args.steps, batch_size=args.batch_size, identity=identity, progress=False,
                           condition=cond, request=req)
@@ -277,4 +278,5 @@ def markdown(rows: dict[str, dict], args) -> str:
 
 
 if __name__ == "__main__":
+    logs.configure()  # the library's [data]/[defectgen] lines, as the command line shows them
     main()

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from defectgen import logs
 from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
 from defectgen.seg.protocol import log_decision, log_final, read_protocol
@@ -482,4 +483,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logs.configure()  # the library's [data]/[defectgen] lines, as the command line shows them
     sys.exit(main())

@@ -27,7 +27,7 @@ from defectgen.data import load_pairs, open_dataset
 from defectgen.generator_config import GeneratorConfig
 from defectgen.models import build_unet, count_parameters
 from defectgen.pairs import encode_pairs
-from defectgen.schedule import make_scheduler, sample_seed
+from defectgen.schedule import sample_seed
 from defectgen.train import draw_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def main() -> None:
     ds = open_dataset(data_dir)
     images, masks = load_pairs(ds.records, ds.class_map, cfg.size)
     data = encode_pairs(images, masks, ds.class_map.num_classes, cfg.image_channels)
-    sched = make_scheduler(cfg.diffusion)
+    sched = cfg.diffusion.make_scheduler()
     names = [n for n in VARIANTS if args.only is None or n in args.only]
     states = {n: setup(cfg, data, VARIANTS[n]) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}

@@ -21,7 +21,7 @@ from defectgen.compare import CompareConfig, _generator_config
 from defectgen.config import load_config
 from defectgen.data import load_pairs
 from defectgen.pairs import encode_pairs
-from defectgen.schedule import make_scheduler, sampler_scheduler
+from defectgen.schedule import sampler_scheduler
 
 
 def x0_estimate(sched, model_out, xt, t):
@@ -45,7 +45,7 @@ def main() -> None:
     images, masks = load_pairs(recs[:4], ds.class_map, gen.size)
     x0 = encode_pairs(images, masks, ds.class_map.num_classes, gen.image_channels)
     model = UNet2DModel.from_pretrained(args.model).eval()
-    sched = make_scheduler(gen.diffusion)
+    sched = gen.diffusion.make_scheduler()
     print(f"prediction {sched.config.prediction_type}; alpha_bar(t=999) {float(sched.alphas_cumprod[-1]):.2e}; "
           f"real pair std {float(x0.std()):.3f}")
     g = torch.Generator().manual_seed(0)

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from defectgen import logs
 from defectgen.config import ConfigError, load_config
 from defectgen.cli.common import add_selection_args, selection
 from defectgen.data import DataError
@@ -71,4 +72,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logs.configure()  # the library's [data] lines, as the command line shows them
     sys.exit(main())

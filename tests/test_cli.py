@@ -3,6 +3,7 @@ script, one-line errors with exit code 2 (argparse's too), and ``sample`` defaul
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -75,6 +76,50 @@ def test_every_handler_returns_an_int(demo_data: Path, capsys: pytest.CaptureFix
     assert "3 images selected" in capsys.readouterr().out
     assert main(["data", "--shots", "1"]) == 2  # no data: named by its flag
     assert "pass --data DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("err, user", [
+    (ValueError("a bug"), False), (KeyError("k"), False), (OSError(errno.EBADF, "Bad file descriptor"), False),
+    (OSError(errno.ENOSPC, "No space left on device", "out/x.png"), True), (FileNotFoundError("gone"), True),
+    (PermissionError(errno.EACCES, "Permission denied", "out"), True),
+])
+def test_only_a_users_errors_are_one_line(err: Exception, user: bool) -> None:
+    from defectgen.cli.main import is_user_error
+    from defectgen.errors import ConfigError, DataError, DefectgenError, OutputWriteError, RunError, UsageError
+
+    assert is_user_error(err) == user
+    for cls in (ConfigError, DataError, RunError, UsageError, OutputWriteError):
+        assert issubclass(cls, DefectgenError) and is_user_error(cls("x"))
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, demo_data: Path) -> None:
+    """Anything but a user's error leaves ``main`` as it is: ``python -m defectgen.cli`` then prints the
+    traceback and exits with 1."""
+    from defectgen.cli import generator
+
+    def broken(args: argparse.Namespace) -> int:
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(generator, "cmd_data", broken)
+    with pytest.raises(ValueError, match="an internal mistake"):
+        main(["data", "--data", str(demo_data)])
+
+
+def test_the_library_logs_and_the_command_line_shows_it_as_before(capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    from defectgen import logs
+
+    logs.configure()
+    logging.getLogger("defectgen.data.selection").info("3 pairs")
+    logging.getLogger("defectgen.export").warning("bf16 needs CUDA")
+    logging.getLogger("defectgen.export").debug("not shown")
+    assert capsys.readouterr().err == "[data] 3 pairs\n[defectgen] bf16 needs CUDA\n"
+    logs.configure(logging.DEBUG)
+    logging.getLogger("defectgen.run").debug("now shown")
+    assert capsys.readouterr().err == "[defectgen] now shown\n"
+    logs.configure()
+    assert build_parser().parse_args(["sample", "--run", "r", "--out", "o", "-v"]).verbose
 
 
 def test_sample_takes_the_runs_sample_config_as_defaults(tmp_path: Path, demo_data: Path, tiny_config: Path) -> None:

@@ -13,7 +13,6 @@ from defectgen.cli import main
 from defectgen.config import ConfigError, load_config
 from defectgen.data.geometry import CropSet
 from defectgen.generator_config import GeneratorConfig
-from defectgen.schedule import make_scheduler
 from defectgen.train import CHECKPOINT_FILES, _check_world, draw_batch
 
 from conftest import torchrun
@@ -57,7 +56,7 @@ def test_two_process_training_equals_one_process(tmp_path: Path, demo_data: Path
 
 def test_process_shares_make_up_the_global_batch(tiny_config: Path) -> None:
     cfg = load_config(GeneratorConfig, tiny_config, ["train.batch_size=6"])
-    data, sched = torch.randn(5, 3, 8, 8), make_scheduler(cfg.diffusion)
+    data, sched = torch.randn(5, 3, 8, 8), cfg.diffusion.make_scheduler()
     whole = draw_batch(data, cfg.train, sched, key=7)
     shares = [draw_batch(data, cfg.train, sched, key=7, rank=r, world=3) for r in range(3)]
     for part, joined in zip(whole, (torch.cat(s) for s in zip(*shares))):

@@ -16,7 +16,7 @@ from defectgen.cli import main
 from defectgen.data import DataError, open_dataset
 from defectgen.pairs import dihedral
 from defectgen.pipeline import soft_region
-from defectgen.windows import Window, composite, cover_mask, max_windows, place_windows, window_side
+from defectgen.pipelines.defectgen.windows import Window, composite, cover_mask, max_windows, place_windows, window_side
 from test_geometry import make_nonsquare
 
 H, W = 40, 100  # make_nonsquare's images

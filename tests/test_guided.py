@@ -242,3 +242,30 @@ def test_rgb_and_two_classes_keep_the_colour_background() -> None:
     conds = [Condition(g, mask, np.zeros((8, 8), np.uint8), (1,)) for g in good]
     out = pipe(_gens(2), progress=False, known=known_batch(conds, classes, 3, blend=0))
     assert np.array_equal(out.images[:, mask == 0], good[:, mask == 0]) and np.array_equal(out.masks[0], mask)
+
+
+def test_the_run_folder_reads_alike_from_the_run_and_from_its_pipeline(tiny_run, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from defectgen.errors import DataError
+    from defectgen.run import RunFolder
+
+    run, _ = tiny_run
+    a, b = RunFolder.find(run), RunFolder.find(run / "pipeline")
+    assert a == b and a.pipeline_path == run / "pipeline" and a.config.size == 16 and not a.crop_mode
+    assert a.train_stems == json.loads((run / "selection.json").read_text())["stems"]
+    assert a.identity() == {"pipeline": str((run / "pipeline").resolve()), "train_stems": a.train_stems}
+    images, masks, stems = a.training_pairs(a.class_map, 16)
+    assert images.shape == (len(a.train_stems), 16, 16, 3) and stems == a.train_stems
+    alone = tmp_path / "alone" / "pipeline"  # a pipeline folder without its run: defaults, no training pairs
+    shutil.copytree(run / "pipeline", alone)
+    lone = RunFolder.find(alone)
+    assert lone.config is None and lone.sample_config.sampler == "ddpm" and lone.train_stems == []
+    with pytest.raises(DataError, match="no selection.json"):
+        lone.training_records(a.class_map)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    (damaged / "selection.json").write_text("{not json")
+    capsys.readouterr()
+    assert _sample(damaged, tmp_path / "out", "--into-training", "--num", "1") == 2
+    assert "selection.json: the run's selection cannot be read" in capsys.readouterr().err

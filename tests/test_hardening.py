@@ -110,6 +110,20 @@ def test_resume_skips_a_damaged_newest_checkpoint(damage: str, unfinished: Path,
     assert elsewhere.is_dir()
 
 
+def test_a_cut_run_is_finalized_from_its_newest_checkpoint(unfinished: Path, tmp_path: Path) -> None:
+    """``finalize_run`` (for runs cut by a time limit): the newest checkpoint's EMA weights become ``final/``,
+    here bit for bit the weights the uninterrupted run saved at the same step, and the pipeline is assembled."""
+    from defectgen.run import FROM_CHECKPOINT, finalize_run, load_generator
+
+    assert finalize_run(unfinished) == {"large": 6, "small": 0}
+    final = unfinished / "large" / "final"
+    assert json.loads((final / FROM_CHECKPOINT).read_text()) == {"step": 6}
+    got = load_file(str(final / "diffusion_pytorch_model.safetensors"))
+    want = load_file(str(tmp_path / "final_uninterrupted" / "diffusion_pytorch_model.safetensors"))
+    assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in got)
+    assert load_generator(unfinished).unet_2 is None
+
+
 def test_a_pickle_as_inception_weights_is_refused_not_run(tmp_path: Path, demo_data: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     """torch-fidelity unpickles its weights file; defectgen reads it as tensors and hands those on."""

@@ -187,3 +187,34 @@ def test_unet_channels_must_be_image_channels_plus_classes() -> None:
     with pytest.raises(ValueError, match=r"5 channels in .* 1 image channels \+ 3 classes = 4"):
         DefectGenPipeline(pipe.unet, pipe.unet_2, pipe.scheduler, image_channels=1, class_names=["bg", "a", "b"])
     DefectGenPipeline(pipe.unet, pipe.unet_2, pipe.scheduler, image_channels=1, class_names=["bg", "a", "b", "c"])
+
+
+def test_the_sampler_is_the_pipelines_scheduler_and_can_be_swapped() -> None:
+    """diffusers' way: ``pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config)``."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    from defectgen.schedule import sampler_name
+
+    pipe = _pipeline(0.5)
+    by_name = pipe(_gens(2), sampler="ddim", num_inference_steps=5, progress=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    swapped = pipe(_gens(2), num_inference_steps=5, progress=False)
+    assert np.array_equal(by_name.images, swapped.images) and np.array_equal(by_name.masks, swapped.masks)
+    assert sampler_name(pipe.scheduler) == "ddim"
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    dpm = pipe(_gens(2), num_inference_steps=6, progress=False)
+    assert dpm.timesteps == {"large": [19, 16, 12], "small": [9, 6, 2]} and sampler_name(pipe.scheduler) == "dpmsolver++"
+    assert not np.array_equal(dpm.images, swapped.images)
+
+
+def test_batch_size_or_a_generator_list_and_a_tuple_without_return_dict() -> None:
+    pipe = _pipeline(0.4)
+    one_generator = pipe(generator=torch.Generator().manual_seed(0), batch_size=3, num_inference_steps=4, progress=False)
+    assert one_generator.images.shape == (3, 8, 8, 3) and one_generator.masks.shape == (3, 8, 8)
+    images, masks, timesteps = pipe(_gens(2), num_inference_steps=4, progress=False, return_dict=False)
+    as_dict = pipe(generator=_gens(2), num_inference_steps=4, progress=False)
+    assert np.array_equal(images, as_dict.images) and np.array_equal(masks, as_dict.masks)
+    assert timesteps == as_dict.timesteps
+    assert pipe(batch_size=2, num_inference_steps=2, progress=False).images.shape[0] == 2  # the global RNG
+    with pytest.raises(ValueError, match="batch_size 3 differs from the 2 generators"):
+        pipe(_gens(2), batch_size=3, progress=False)

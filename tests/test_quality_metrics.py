@@ -4,7 +4,8 @@ import pytest
 
 from defectgen.quality.class_stats import class_statistics, compare_class_statistics, wasserstein_1d
 from defectgen.quality.diversity import diversity, intra_cluster_diversity, mean_pairwise_distance
-from defectgen.quality.mask_agreement import iou_per_class, mask_agreement
+from defectgen.quality.mask_agreement import mask_agreement
+from defectgen.seg.metrics import iou_per_class
 from defectgen.quality.memorisation import leave_one_out_nn, memorisation, nearest_neighbours, pairwise_distances
 
 NAMES = ("background", "inclusion", "patch", "scratch")

@@ -94,7 +94,7 @@ def test_bf16_request_on_cpu_samples_in_fp32(run: Path, tmp_path: Path, capsys: 
     args = ["sample", "--run", str(run), "--num", "2", "--seed", "1", "--quiet", "--sampler", "dpmsolver++",
             "--steps", "6"]
     assert main([*args, "--out", str(tmp_path / "a"), "--precision", "bf16"]) == 0
-    assert "bf16 sampling needs CUDA" in capsys.readouterr().out
+    assert "bf16 sampling needs CUDA" in capsys.readouterr().err  # a logged warning: stderr
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["precision"] == "fp32" and manifest["sampler"] == "dpmsolver++" and manifest["steps"] == 6

@@ -1,5 +1,6 @@
 """Evaluate, ablate and copypaste end to end on a tiny dataset written by the test (32 px, a few steps)."""
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -119,6 +120,16 @@ def test_evaluate_command_writes_results_and_keeps_them(tiny_data, copypaste_dir
     no_synthetic = [a for a in argv if a not in ("--synthetic", copypaste_dir)]
     assert run_cli(*no_synthetic, "--overwrite") == 2 and "needs a synthetic set" in capsys.readouterr().err
     assert (out / "results.json").is_file()  # a failed rerun leaves the earlier results in place
+
+
+def test_evaluate_command_shows_each_seed(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(logging.root, "handlers", [])  # as in a terminal, where nothing else configured logging
+    assert run_cli("evaluate", "--data", tiny_data, "--split", "train", "--shots", "3", "--model", "unet-tiny",
+                   "--seeds", "0", "--out", tmp_path / "eval", "--set", "seg.size=32", "--set", "seg.steps=2",
+                   "--set", "seg.batch_size=4", "--set", "seg.threads=1") == 0
+    shown = "".join(capsys.readouterr())  # the library logs these lines, the command shows them
+    assert "unet-tiny, ratio 0.0, usage mix: 6 real training pairs" in shown
+    assert "seed 0: 6 real + 0 defect-free + 0 synthetic" in shown and "mIoU all" in shown
 
 
 def test_ablate_grid_resumes_and_refuses_changed_protocol(tiny_data, copypaste_dir, tmp_path, monkeypatch):

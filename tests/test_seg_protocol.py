@@ -61,6 +61,7 @@ def test_steps_curve_script_chooses_on_val_and_resumes(split_data, tmp_path):
             "--set", "seg.warmup_steps=1", "--out", out, "--protocol-log", log]
     done = _script(*argv)
     assert done.returncode == 0, done.stderr
+    assert "[defectgen] unet-tiny, 4 steps, seed 1: real only, scored on split val" in done.stderr  # a library log line
     curve = json.loads((out / "curve.json").read_text())
     assert curve["scored_on"] == "split val" and len(curve["selection"]["scored_stems"]) == 5
     assert [p["steps"] for p in curve["points"]] == [2, 4] and curve["points"][1]["seeds"] == [0, 1]

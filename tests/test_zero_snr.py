@@ -10,18 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from defectgen import pipeline as pipeline_mod
+from defectgen.pipelines.defectgen import pipeline_defectgen as pipeline_mod
 from defectgen.cli import main
 from defectgen.config import load_config
 from defectgen.generator_config import GeneratorConfig
 from defectgen.run import load_generator
-from defectgen.schedule import make_scheduler
 
 
 def test_zero_snr_schedule_ends_at_pure_noise(tiny_config: Path) -> None:
-    plain = make_scheduler(load_config(GeneratorConfig, tiny_config).diffusion)
+    plain = load_config(GeneratorConfig, tiny_config).diffusion.make_scheduler()
     cfg = load_config(GeneratorConfig, tiny_config, ["diffusion.rescale_betas_zero_snr=true"])
-    zero = make_scheduler(cfg.diffusion)
+    zero = cfg.diffusion.make_scheduler()
     assert float(plain.alphas_cumprod[-1]) > 0  # the cosine schedule stops short of pure noise
     assert float(zero.alphas_cumprod[-1]) == pytest.approx(0.0, abs=1e-12)
     assert float(zero.alphas_cumprod[0]) == pytest.approx(float(plain.alphas_cumprod[0]), rel=1e-3)  # same start

@@ -8,15 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from defectgen.config import ConfigError
+from defectgen.errors import ConfigError, OutputExistsError, OutputWriteError, UsageError
 from defectgen.data.formats import FORMATS
 from defectgen.data.selection import SelectionConfig
-from defectgen.io import OutputExistsError, OutputWriteError, atomic_write_json, write_error
+from defectgen.io import atomic_write_json, write_error
 from defectgen.timing import Timer
-
-
-class UsageError(ValueError):
-    """A flag argparse refuses (unknown, missing, not a number): reported like any other user error."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,6 +81,7 @@ def device(args: argparse.Namespace) -> str | None:
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug lines too, and diffusers' own notes")
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:

@@ -2,26 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from defectgen.cli.common import (command, add_device, add_out, add_set, device, finish, finite, positive, seed,
                                   selection)
-from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config, save_config
+from defectgen.config import MAX_PAIRS, MAX_SIDE, ConfigError, load_config
 from defectgen.data import load_pair, load_pairs
-from defectgen.io import atomic_write_json, refuse_existing
-from defectgen.seg.ablate import AblateConfig, markdown_table, run_ablation, summarize
+from defectgen.io import refuse_existing
+from defectgen.seg.ablate import AblateConfig, run_ablation, summarize, summary_markdown
 from defectgen.seg.copypaste import run_copypaste, run_copypaste_full
-from defectgen.seg.evaluate import EvalConfig, run_evaluation
+from defectgen.seg.evaluate import EvalConfig, evaluate_into
 from defectgen.seg.models import MODELS
 from defectgen.seg.usage import USAGE_MODES, UsageConfig
+from defectgen.tables import pct_stat
 from defectgen.timing import Timer
-
-
-def _pct(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "undefined"
-    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
 
 
 def _seeds(text: str) -> list[int]:
@@ -96,45 +90,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dev = device(args)
     sel = selection(args)
     ds, train = sel.select()
-    progress = evaluation_progress(args.out, args.overwrite)
     timer = Timer()
-    try:
-        with timer.phase("evaluate", seeds=len(cfg.seeds)):
-            results = run_evaluation(ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline,
-                                     device=dev, progress_dir=progress)
-    except BaseException:
-        for empty in (progress, progress.parent):  # refused before any seed ran: leave no folder behind
-            if empty.is_dir() and not any(empty.iterdir()):
-                empty.rmdir()
-        raise
-    results["selection"].update(sel.options())
+    with timer.phase("evaluate", seeds=len(cfg.seeds)):
+        results = evaluate_into(args.out, ds, train, cfg, synthetic=args.synthetic, baseline=args.baseline, device=dev,
+                                overwrite=args.overwrite, selection=sel.options())
     out = Path(args.out)
-    for old in (out.iterdir() if args.overwrite else ()):  # earlier results are only replaced once new ones exist
-        if old != progress:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-    save_config(cfg, out / "config.yaml")
-    atomic_write_json(out / "results.json", results)
     agg = results["aggregate"]
-    print(f"mIoU all {_pct(agg['miou_all'])}, defect {_pct(agg['miou_defect'])} (%, over {len(cfg.seeds)} seeds) "
-          f"-> {out / 'results.json'}")
+    miou_all, miou_defect = (pct_stat(agg[k], missing="undefined") for k in ("miou_all", "miou_defect"))
+    print(f"mIoU all {miou_all}, defect {miou_defect} (%, over {len(cfg.seeds)} seeds) -> {out / 'results.json'}")
     if results["paired_gain"]:
         g = results["paired_gain"]["miou_defect"]
         print(f"paired gain (defect mIoU) over the baseline: {100 * g['mean']:+.1f} points"
               + (f" [{100 * g['ci_low']:+.1f}, {100 * g['ci_high']:+.1f}]" if g["ci_low"] is not None else ""))
     finish(out, timer, f"defectgen evaluate: {out.name}", args)
     return 0
-
-
-def evaluation_progress(out: Path, overwrite: bool) -> Path:
-    """``OUT/seeds/``, where each finished seed is kept: a new or empty OUT, or an unfinished evaluation
-    to continue (seeds/ and no results.json); anything else needs --overwrite, which restarts the seeds."""
-    out, progress = Path(out), Path(out) / "seeds"
-    unfinished = progress.is_dir() and not (out / "results.json").exists()
-    refuse_existing(out, overwrite or unfinished)
-    if overwrite:
-        shutil.rmtree(progress, ignore_errors=True)
-    progress.mkdir(parents=True, exist_ok=True)
-    return progress
 
 
 def _add_mix(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +163,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     with timer.phase("ablate") as phase:
         cells = run_ablation(cfg, args.out, device=device(args), overwrite=args.overwrite)
         phase["cells"] = len(cells)
-    print(markdown_table(summarize(cfg, cells)))
+    print(summary_markdown(summarize(cfg, cells)))
     print(f"tables: {args.out / 'report.md'}")
     finish(args.out, timer, f"defectgen ablate: {args.out.name}", args)
     return 0

@@ -58,14 +58,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from defectgen.distributed import process_state
     from defectgen.export import check_output, export_samples
     from defectgen.io import atomic_write_json
-    from defectgen.run import load_generator, pipeline_path, run_sample_config, train_stems
+    from defectgen.run import RunFolder, load_generator
+    from defectgen.schedule import sampler_scheduler
     from defectgen.timing import Timer
 
     apply_threads(args)
+    run = RunFolder.find(args.run).trained()  # a folder without a trained generator is refused first
     flags = {"switch": args.switch, "sampler": args.sampler, "steps": args.steps, "batch_size": args.batch_size,
              "precision": args.precision}
     # the run's own sample: section is the default of every flag not given
-    sc = dataclasses.replace(run_sample_config(args.run), **{k: v for k, v in flags.items() if v is not None})
+    sc = dataclasses.replace(run.sample_config, **{k: v for k, v in flags.items() if v is not None})
     sc.check(flags=True)
     request = _guided_request(args)
     if request is not None and request.resample > 1 and sc.sampler not in ("ddpm", "ddim"):
@@ -76,16 +78,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_output(args.out, args.overwrite)  # before loading; an unfinished run of this command resumes
     timer = Timer()
     with timer.phase("load"):
-        pipe = load_generator(args.run, dev or process_state().device)
+        pipe = load_generator(run, dev or process_state().device)
+    pipe.scheduler = sampler_scheduler(pipe.scheduler, sc.sampler)
     condition, num = None, args.num
-    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
     if request is not None:
-        from defectgen.guided import build_conditions
+        from defectgen.pipelines.defectgen.conditions import build_conditions
 
-        condition, num = build_conditions(request, pipeline_path(args.run).parent, pipe.class_map,
-                                          ref.config.sample_size, pipe.config.image_channels, args.num, args.seed)
-    if (request is None or request.mode == "masks") and _crop_run(args.run):
-        size = ref.config.sample_size
+        condition, num = build_conditions(request, run, pipe.class_map, pipe.sample_size, pipe.config.image_channels,
+                                          args.num, args.seed)
+    if (request is None or request.mode == "masks") and run.crop_mode:
+        size = pipe.sample_size
         print(f"[defectgen] note: this run was trained on {size}x{size} crops (resize_mode: crop), so these pairs are "
               f"{size}x{size} windows at its scale; --onto GOOD_DIR or --into-training give pairs at the images' full size")
     if num is None:
@@ -93,11 +95,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if num < 1:
         raise ConfigError(f"--num must be at least 1, got {num}")
     _check_job(args, sc, pipe, num, request)
-    identity = {"pipeline": str(pipeline_path(args.run).resolve()), "train_stems": train_stems(pipeline_path(args.run).parent)}
     with timer.phase("sample", pairs=num):
         # switch None: the pipeline's own (saved from the run's sample.switch)
-        m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, sampler=sc.sampler,
-                           steps=sc.steps, batch_size=sc.batch_size, overwrite=args.overwrite, identity=identity,
+        m = export_samples(pipe, args.out, num, seed=args.seed, switch=args.switch, steps=sc.steps,
+                           batch_size=sc.batch_size, overwrite=args.overwrite, identity=run.identity(),
                            progress=not args.quiet, condition=condition, request=request, precision=sc.precision)
     if not process_state().is_main_process:
         return 0
@@ -113,13 +114,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _crop_run(run: Path) -> bool:
-    from defectgen.run import pipeline_path, run_config
-
-    cfg = run_config(pipeline_path(run).parent)
-    return cfg is not None and cfg.resize_mode == "crop"
-
-
 def _check_job(args: argparse.Namespace, sc, pipe, num: int, request) -> None:
     """Everything the sampling job would otherwise meet only after its folder exists (``.sample_job.json``,
     ``.done/``), checked against the loaded generator before that folder is made."""
@@ -128,19 +122,18 @@ def _check_job(args: argparse.Namespace, sc, pipe, num: int, request) -> None:
     total = pipe.scheduler.config.num_train_timesteps
     need(sc.steps is None or sc.steps <= total, "--steps", f"must be at most the generator's {total} training timesteps",
          sc.steps)
-    ref = pipe.unet if pipe.unet is not None else pipe.unet_2
-    size, channels = ref.config.sample_size, ref.config.in_channels
+    size, channels = pipe.sample_size, pipe.config.image_channels + pipe.class_map.num_classes
     if request is not None:  # a band wider than the image is all band, and costs a pooling pass per pixel of it
         need(request.blend <= size, "--blend", f"must be at most the generator's image size ({size} px)", request.blend)
     batch = min(sc.batch_size, num)
     need_memory(batch * channels * size**2 * 4 * 16, f"--batch-size {sc.batch_size}: a batch of {batch} pairs of "
                 f"{channels}x{size}x{size}", pipe.device)
-    pipe.plan(sc.sampler, sc.steps, args.switch)  # the schedule and the switch, as the job will run them
+    pipe.plan(sc.steps, args.switch)  # the schedule and the switch (and the UNets they need), as the job runs them
 
 
 def _guided_request(args: argparse.Namespace):
     """The guided mode the flags ask for, or None for unconditional sampling."""
-    from defectgen.guided import GuidedRequest
+    from defectgen.pipelines.defectgen.request import GuidedRequest
 
     if args.onto is not None and args.into_training:
         raise ConfigError("--onto and --into-training exclude each other: one background at a time")

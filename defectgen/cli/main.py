@@ -7,16 +7,22 @@
     defectgen inspect --config configs/neu64.yaml
     defectgen evaluate / mix / ablate / copypaste / metrics / filter / compare   (see --help of each)
 
-Every handler returns an exit code; every user error (a bad flag or config value, bad data, a
-damaged run folder, a full disk) is one line on stderr, ``defectgen: error: ...``, and exit code 2.
+Every handler returns an exit code. A user error (a ``DefectgenError``: a bad flag or config value,
+bad data, a damaged run folder; or what the system refuses: a full disk, a permission, a missing
+file) is one line on stderr, ``defectgen: error: ...``, and exit code 2. Anything else is a bug:
+it keeps its traceback and exits with code 1.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from defectgen import logs
 from defectgen.cli import compare, evaluation, generator, quality
 from defectgen.cli.common import Parser, error_line
+from defectgen.errors import DefectgenError
+from defectgen.io import USER_ERRNOS
 
 
 def build_parser() -> Parser:
@@ -27,25 +33,27 @@ def build_parser() -> Parser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """What a user's flags, files or disk can cause (``ValueError`` covers ``ConfigError``, ``DataError`` and bad values)."""
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is the user's to fix (one line, exit 2) rather than a bug (a traceback)."""
     from PIL import Image
 
-    from defectgen.quality.features import FeatureExtractorError
-    from defectgen.run import RunError
-
-    return ValueError, OSError, RunError, FeatureExtractorError, Image.DecompressionBombError
+    if isinstance(err, (DefectgenError, Image.DecompressionBombError)):
+        return True
+    return isinstance(err, OSError) and (isinstance(err, FileNotFoundError) or err.errno in USER_ERRNOS)
 
 
 def _setup(args: argparse.Namespace) -> None:
     import torch
+    from diffusers.utils import logging as diffusers_logging
 
     from defectgen.timing import set_cpu_threads
 
     set_cpu_threads()
+    verbose = getattr(args, "verbose", False)
+    logs.configure(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        diffusers_logging.set_verbosity_info()
     if getattr(args, "quiet", False):
-        from diffusers.utils import logging as diffusers_logging
-
         diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
     torch.backends.cuda.matmul.allow_tf32 = True  # GPU speed; no effect on CPU
     torch.backends.cudnn.allow_tf32 = True
@@ -53,12 +61,13 @@ def _setup(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (0 done, 2 a user error, reported in one line)."""
-    errors = _user_errors()
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded in each output's report
         _setup(args)
         return int(args.func(args))
-    except errors as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(error_line(err), file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, finite, log, seed, selection
+from defectgen.cli.common import add_device, add_out, add_set, command, device, finish, finite, seed, selection
 from defectgen.quality.features import FEATURE_EXTRACTORS
 
 
@@ -82,7 +82,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     try:
         with timer.phase("metrics"):
             m = compute_metrics(args.synthetic, selection(args), cfg, out=args.out, overwrite=args.overwrite,
-                                seg_config=seg_cfg, log=log)
+                                seg_config=seg_cfg)
     except FeatureExtractorError as err:  # missing or wrong weights: a user error like any other (exit 2)
         raise ConfigError(str(err)) from err
     fk = m["fid_kid"]
@@ -113,34 +113,16 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
+    """Keep the pairs of --synthetic whose mask the real-data segmenter agrees with; writes OUT like `sample`."""
     from defectgen.config import load_config
-    from defectgen.data import load_pairs
-    from defectgen.data.samples import open_synthetic, read_manifest
-    from defectgen.io import refuse_existing
-    from defectgen.quality.compute import real_records
-    from defectgen.quality.filtering import check_per_class, check_threshold, filter_samples
-    from defectgen.quality.mask_agreement import real_data_segmenter
+    from defectgen.quality.filtering import filter_by_real_segmenter
     from defectgen.seg.train import SegConfig
     from defectgen.timing import Timer
 
     timer = Timer()
-    check_threshold(args.min_agreement)
-    check_per_class(args.per_class)
-    dev = device(args)
-    refuse_existing(args.out, args.overwrite)  # before minutes of segmenter training
-    syn = open_synthetic(args.synthetic)  # a damaged manifest is refused before minutes of segmenter training
-    manifest = read_manifest(args.synthetic)
     seg_cfg = load_config(SegConfig, args.seg_config, args.seg_set)
-    sel = selection(args)
-    ds = sel.open()
-    ds.class_map.check_compatible(syn.class_map, f"{args.synthetic} vs {args.data}")
-    recs, chosen_by = real_records(ds, manifest, sel)
-    images, masks = load_pairs(recs, ds.class_map, seg_cfg.size)
-    log(f"training the segmenter on {len(recs)} real pairs ({chosen_by})")
-    predict, info = real_data_segmenter(images, masks, ds.class_map.num_classes, args.seg_seed, seg_cfg, dev)
-    summary = filter_samples(args.synthetic, args.out, predict, args.min_agreement, seg_cfg.size,
-                             {**info, "real_chosen_by": chosen_by, "real_stems": [r.stem for r in recs]},
-                             args.overwrite, args.per_class)
+    summary = filter_by_real_segmenter(args.synthetic, args.out, selection(args), seg_cfg, args.seg_seed,
+                                       args.min_agreement, args.per_class, device(args), args.overwrite)
     print(f"kept {summary['n_kept']}/{summary['n_in']} pairs with agreement >= {args.min_agreement} "
           f"(median score {summary['score_quantiles']['0.5']:.2f}) -> {args.out}")
     print("masks with each class, in -> kept: " + ", ".join(

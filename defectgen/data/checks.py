@@ -20,10 +20,11 @@ import numpy as np
 from PIL import Image
 
 from defectgen.data.classmap import ClassMap
-from defectgen.data.errors import DataError
-from defectgen.data.formats import DefectDataset, PairRecord, index_class_map
+from defectgen.data.formats import index_class_map
 from defectgen.data.loading import binary_threshold, broken_link, read_mask_array
-from defectgen.data.samples import is_complete
+from defectgen.data.manifest import is_complete
+from defectgen.data.records import DefectDataset, PairRecord
+from defectgen.errors import DataError
 
 SQUASH_NOTE = " (non-square: 'resize_mode: resize' squashes them to size x size; 'resize_mode: crop' keeps the aspect)"
 MAX_DERIVED_CLASSES = 20  # ids 1..K without a names file are classes only up to this K

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from defectgen.data.errors import DataError, read_text
+from defectgen.io import atomic_write_json
 
 IGNORE_INDEX = 255
 
@@ -45,8 +46,6 @@ class ClassMap:
         return cls(tuple(d["names"]), int(d.get("ignore_index", IGNORE_INDEX)))
 
     def save(self, path: Path) -> None:
-        from defectgen.io import atomic_write_json
-
         atomic_write_json(Path(path), self.to_dict())
 
     @classmethod

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from defectgen.data.checks import check_dataset
 from defectgen.data.errors import DataError
-from defectgen.data.formats import (FORMATS, DefectDataset, detect_format, good_folder_records, is_good_name,
-                                     read_binary_per_class, read_index, read_mvtec, read_side_by_side)
+from defectgen.data.formats import (FORMATS, detect_format, good_folder_records, is_good_name, read_binary_per_class,
+                                     read_index, read_mvtec, read_side_by_side)
+from defectgen.data.manifest import is_unfinished
+from defectgen.data.records import DefectDataset
 
 
 def open_dataset(
@@ -39,7 +41,7 @@ def open_dataset(
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: data folder not found")
-        if (root / ".sample_job.json").is_file():  # export.JOB_FILE: a sample run that has not finished
+        if is_unfinished(root):
             raise DataError(f"{root}: an unfinished `defectgen sample` folder; run that command again to finish it")
         fmt = format or detect_format(root, mask_suffix)
         if fmt == "index":

@@ -1,8 +1,9 @@
+"""``DataError`` (defined with every user error in ``defectgen.errors``) and reading the data's text files."""
 from pathlib import Path
 
+from defectgen.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data: the message names the file and the problem."""
+__all__ = ["DataError", "read_text"]
 
 
 def read_text(path: Path) -> str:

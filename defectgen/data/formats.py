@@ -26,12 +26,12 @@ import os
 import re
 from collections import Counter
 from typing import Literal, get_args
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.data.classmap import ClassMap, read_labels_file
 from defectgen.data.errors import DataError, read_text
-from defectgen.data.samples import MANIFEST, is_complete, read_manifest
+from defectgen.data.manifest import MANIFEST, is_complete, read_manifest
+from defectgen.data.records import DefectDataset, PairRecord
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Recognised image/mask folder names (case-insensitive). Pairs are tried in this order.
@@ -49,43 +49,10 @@ SPLIT_DIRS = ("train", "val", "valid", "validation", "test")  # folder names tha
 GOOD_WORDS = ("good", "free", "ok", "normal", "defectfree", "nodefect", "clean")
 
 
-@dataclass(frozen=True)
-class PairRecord:
-    """One real image and its mask on disk.
-
-    ``binary_class`` is set when the mask is binary (pixels above ``threshold`` are that class;
-    ``threshold`` None = 127 for 8-bit masks, 0 for 0/1 masks). ``mask`` is None for a
-    defect-free image without a mask file (read as all background).
-    """
-
-    stem: str
-    image: Path
-    mask: Path | None
-    binary_class: int | None = None
-    threshold: int | None = None
-
-
-@dataclass
-class DefectDataset:
-    root: Path
-    format: str
-    class_map: ClassMap
-    records: list[PairRecord]  # images with at least one defect pixel: the class examples
-    splits: dict[str, list[str]] = field(default_factory=dict)
-    good: list[PairRecord] = field(default_factory=list)  # defect-free images (never a class, never a shot)
-    report: list[str] = field(default_factory=list)  # what the reader found, one line each ("warning: ..." first)
-    unreadable: list[Path] = field(default_factory=list)  # images that cannot be opened (an error once selected)
-
-    def by_stem(self, stem: str) -> PairRecord:
-        for rec in self.records + self.good:
-            if rec.stem == stem:
-                return rec
-        raise DataError(f"{self.root}: no image with stem '{stem}'")
-
-
-def _images_in(folder: Path) -> list[Path]:
-    """Image files of ``folder``; a broken symbolic link with an image name counts too, so that it is named as
-    an image that cannot be opened rather than skipped (its mask would then be blamed for lacking an image)."""
+def image_files(folder: Path) -> list[Path]:
+    """Image files of ``folder`` (by ``IMAGE_EXTS``, hidden files left out). A broken symbolic link with an image
+    name counts too, so that it is named as an image that cannot be opened rather than skipped (its mask would
+    then be blamed for lacking an image)."""
     return sorted(p for p in folder.iterdir() if (p.is_file() or (p.is_symlink() and not p.exists()))
                   and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
@@ -143,19 +110,19 @@ def _why_not_mvtec(root: Path) -> str | None:
 
 def _class_folder_files(folder: Path) -> tuple[list[Path], dict[str, Path]] | str:
     """Images and their masks (by stem) of one class folder, or why none could be matched."""
-    files = _images_in(folder)
+    files = image_files(folder)
     subs = _subdirs(folder)
     if not files:
         pair = find_dir_pair(folder)
         if pair is not None:  # Class/images/ + Class/masks/
-            images = _images_in(pair[0])
-            masks = _by_stem(_images_in(pair[1]), pair[1])
+            images = image_files(pair[0])
+            masks = _by_stem(image_files(pair[1]), pair[1])
             if not images:
                 return f"{pair[0]}: no images"
             return images, masks
-        with_images = [s for s in subs if _images_in(s)]
+        with_images = [s for s in subs if image_files(s)]
         if len(with_images) == 1:  # Class/Imgs/X.jpg + X.png
-            files, folder = _images_in(with_images[0]), with_images[0]
+            files, folder = image_files(with_images[0]), with_images[0]
         elif with_images:
             return f"{folder.name}/ has several image subfolders ({', '.join(s.name for s in with_images)}) and no image/mask pair among them"
         else:
@@ -186,8 +153,8 @@ def _why_not_binary(root: Path) -> str | None:
 def _stem_sharing_hint(root: Path) -> str:
     """Two folders whose files share stems look like an image/mask pair under unusual names, when one of
     them holds masks (KolektorSDD's kos01/ and kos02/ share stems, but both hold photos)."""
-    subs = [s for s in _subdirs(root) if _images_in(s)]
-    stems = {s: {p.stem for p in _images_in(s)} for s in subs}
+    subs = [s for s in _subdirs(root) if image_files(s)]
+    stems = {s: {p.stem for p in image_files(s)} for s in subs}
     for i, a in enumerate(subs):
         for b in subs[i + 1:]:
             if len(stems[a] & stems[b]) >= max(1, min(len(stems[a]), len(stems[b])) // 2):
@@ -207,7 +174,7 @@ def _looks_like_masks(folder: Path) -> bool:
     from PIL import Image
 
     try:
-        with Image.open(_images_in(folder)[0]) as im:
+        with Image.open(image_files(folder)[0]) as im:
             return im.mode in ("1", "L", "P", "I", "I;16") and len(np.unique(np.asarray(im))) <= MASK_MAX_VALUES
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
@@ -270,23 +237,23 @@ def read_index(root: Path, images: Path | None = None, masks: Path | None = None
             raise DataError(f"{root}: index layout needs an image/mask folder pair ({_why_not_index(root)}); "
                             "or name them with --images DIR --masks DIR")
         img_root, mask_root = pair
-    if not _images_in(mask_root) and not _subdirs(mask_root) and any(mask_root.glob("*.txt")):
+    if not image_files(mask_root) and not _subdirs(mask_root) and any(mask_root.glob("*.txt")):
         raise DataError(f"{mask_root}: holds text files, not mask images (YOLO-style boxes?); masks must be images")
     splits = _read_splits(root)
     subdirs = [p.name for p in _subdirs(img_root)]
-    if subdirs and _images_in(img_root):
+    if subdirs and image_files(img_root):
         shown = ", ".join(_folder_text(img_root / s) for s in subdirs[:3])
-        raise DataError(f"{img_root}: holds {len(_images_in(img_root))} images and also the folder(s) {shown}; an image "
+        raise DataError(f"{img_root}: holds {len(image_files(img_root))} images and also the folder(s) {shown}; an image "
                         "folder holds either images or split subfolders (img_dir/train/), not both")
     folders = [(img_root / s, mask_root / s) for s in subdirs] if subdirs else [(img_root, mask_root)]
     if subdirs:  # mmseg layout: img_dir/train, img_dir/val ...
-        splits = {s: [p.stem for p in _images_in(img_root / s)] for s in subdirs}
+        splits = {s: [p.stem for p in image_files(img_root / s)] for s in subdirs}
     records: list[PairRecord] = []
     seen: set[str] = set()
     orphans: list[Path] = []
     for img_dir, mask_dir in folders:
-        imgs = _by_stem(_images_in(img_dir), img_dir)
-        masks_by = _by_stem(_images_in(mask_dir), mask_dir) if mask_dir.is_dir() else {}
+        imgs = _by_stem(image_files(img_dir), img_dir)
+        masks_by = _by_stem(image_files(mask_dir), mask_dir) if mask_dir.is_dir() else {}
         orphans += [m for stem, m in sorted(masks_by.items()) if stem not in imgs]
         for stem, img in imgs.items():
             if stem not in masks_by:
@@ -322,7 +289,7 @@ def read_mvtec(root: Path) -> DefectDataset:
     class_map = ClassMap(("background",) + tuple(defects))
     records = []
     for cid, defect in enumerate(defects, start=1):
-        images = _images_in(root / "test" / defect)
+        images = image_files(root / "test" / defect)
         if not images:
             raise DataError(f"{root / 'test' / defect}: empty defect folder")
         for img in images:
@@ -331,7 +298,7 @@ def read_mvtec(root: Path) -> DefectDataset:
                 raise DataError(f"{img}: missing mask (expected {mask})")
             records.append(PairRecord(f"{defect}_{img.stem}", img, mask, binary_class=cid))
     good = [PairRecord(f"{part}_good_{p.stem}", p, None) for part in ("train", "test")
-            if (root / part / "good").is_dir() for p in _images_in(root / part / "good")]
+            if (root / part / "good").is_dir() for p in image_files(root / part / "good")]
     ds = DefectDataset(root, "mvtec", class_map, records, {}, good)
     ds.report.append(f"mvtec layout: {len(defects)} defect folders, {len(records)} pairs")
     return ds
@@ -365,12 +332,12 @@ def _split_images_masks(files: list[Path], suffix: str | None, folder: Path) -> 
 
 
 def _class_pairs(folder: Path, mask_suffix: str | None) -> tuple[list[Path], dict[str, Path]]:
-    if mask_suffix is not None and _images_in(folder):
-        return _split_images_masks(_images_in(folder), mask_suffix, folder)
+    if mask_suffix is not None and image_files(folder):
+        return _split_images_masks(image_files(folder), mask_suffix, folder)
     if mask_suffix is not None:
-        inner = [s for s in _subdirs(folder) if _images_in(s)]
+        inner = [s for s in _subdirs(folder) if image_files(s)]
         if len(inner) == 1:
-            return _split_images_masks(_images_in(inner[0]), mask_suffix, inner[0])
+            return _split_images_masks(image_files(inner[0]), mask_suffix, inner[0])
     got = _class_folder_files(folder)
     if isinstance(got, str):
         raise DataError(f"{folder}: cannot read this class folder: {got}")
@@ -410,7 +377,7 @@ def _tree_images(root: Path) -> dict[Path, list[Path]]:
     tree = {}
     for folder, dirs, _ in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in NOT_CLASS_DIRS)
-        files = _images_in(Path(folder))
+        files = image_files(Path(folder))
         if files:
             tree[Path(folder)] = files
     return tree
@@ -499,12 +466,12 @@ def good_folder_records(folder: Path, prefix: str = "") -> list[PairRecord]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: good-image folder not found")
-    files = _images_in(folder)
+    files = image_files(folder)
     if not files:
-        inner = [s for s in _subdirs(folder) if _images_in(s)]
+        inner = [s for s in _subdirs(folder) if image_files(s)]
         pair = find_dir_pair(folder)
         src = pair[0] if pair else (inner[0] if len(inner) == 1 else None)
-        files = _images_in(src) if src else []
+        files = image_files(src) if src else []
     if not files:
         raise DataError(f"{folder}: no images in this good-image folder")
     images, _ = _split_images_masks(files, None, folder)

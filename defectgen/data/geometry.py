@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from defectgen.data.classmap import ClassMap
-from defectgen.data.formats import PairRecord
+from defectgen.data.records import PairRecord
 from defectgen.data.loading import load_pair
 
 

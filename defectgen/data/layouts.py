@@ -24,7 +24,7 @@ from PIL import Image
 
 from defectgen.data.classmap import ClassMap
 from defectgen.data.errors import DataError
-from defectgen.data.formats import DefectDataset, PairRecord
+from defectgen.data.records import DefectDataset, PairRecord
 from defectgen.data.loading import load_pair
 from defectgen.data.samples import IMAGES, MANIFEST, MASKS, read_manifest, write_manifest
 from defectgen.io import atomic_dir, atomic_write_text, safe_name

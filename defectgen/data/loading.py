@@ -9,13 +9,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from defectgen.data.classmap import ClassMap
-from defectgen.data.errors import DataError
-from defectgen.data.formats import PairRecord
+from defectgen.data.records import PairRecord
+from defectgen.errors import DataError
 
 RESIZE_MODES = ("resize", "center-crop")
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
+    """The image file at ``path``, decoded; any reason it cannot be is a ``DataError`` naming the file."""
     if Path(path).is_symlink() and not Path(path).exists():
         raise DataError(f"{path}: {broken_link(Path(path))}")
     try:
@@ -42,7 +43,8 @@ def broken_link(path: Path) -> str:
     return f"a symbolic link to a missing file ({os.readlink(path)})"
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray:
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """(H,W,3) uint8 of any image mode: 16-bit and float greys scaled to 8 bits, transparency onto black."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
@@ -59,7 +61,8 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def _mask_array(im: Image.Image, path: Path) -> np.ndarray:
+def mask_array(im: Image.Image, path: Path) -> np.ndarray:
+    """(H,W) int64 mask values: palette index, grey level or 16-bit value; a colour mask is a ``DataError``."""
     if im.mode in ("RGB", "RGBA"):
         a = np.asarray(im.convert("RGB"))
         if not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])):
@@ -84,37 +87,38 @@ def binary_threshold(raw: np.ndarray, threshold: int | None = None) -> int:
 
 def read_mask_array(path: Path) -> np.ndarray:
     """The raw values of a mask file as int64 (H,W)."""
-    return _mask_array(_open(path), path)
+    return mask_array(open_image(path), path)
 
 
 def read_mask_ids(path: Path) -> set[int]:
     """Distinct values of a mask file (ignore pixels included)."""
-    return {int(v) for v in np.unique(_mask_array(_open(path), path))}
+    return {int(v) for v in np.unique(mask_array(open_image(path), path))}
 
 
-def _resize_pair(img: Image.Image, mask: Image.Image, size: int, mode: str) -> tuple[Image.Image, Image.Image]:
-    if mode == "center-crop":
-        w, h = img.size
-        s = min(w, h)
-        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-        img, mask = img.crop(box), mask.crop(box)
-    elif mode == "crop":
+def square(im: Image.Image, size: int, mode: str, resample: int = Image.BICUBIC) -> Image.Image:
+    """``im`` at ``size``² the way training pairs are made: squashed (``resize``) or its centre square
+    (``center-crop``) scaled; masks take ``resample=Image.NEAREST``."""
+    if mode == "crop":
         raise DataError("resize_mode 'crop' draws crops of scaled images during training (defectgen.data.geometry); "
                         "loading pairs at one fixed size needs 'resize' or 'center-crop'")
-    elif mode != "resize":
+    if mode not in RESIZE_MODES:
         raise DataError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)}, or crop for training)")
-    return img.resize((size, size), Image.BICUBIC), mask.resize((size, size), Image.NEAREST)
+    if mode == "center-crop":
+        w, h = im.size
+        s = min(w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return im.resize((size, size), resample)
 
 
 def load_pair(
     record: PairRecord, class_map: ClassMap, size: int | None = None, mode: str = "resize"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image as uint8 HxWx3 RGB and mask as uint8 HxW class ids (255 = ignore), both ``size``²."""
-    img = Image.fromarray(_to_rgb(_open(record.image)))
+    img = Image.fromarray(to_rgb(open_image(record.image)))
     if record.mask is None:  # a defect-free image without a mask file
         raw = np.zeros((img.size[1], img.size[0]), np.int64)
     else:
-        raw = _mask_array(_open(record.mask), record.mask)
+        raw = mask_array(open_image(record.mask), record.mask)
     if raw.shape != (img.size[1], img.size[0]):
         raise DataError(
             f"{record.mask}: mask size {raw.shape[1]}x{raw.shape[0]} differs from image "
@@ -132,7 +136,7 @@ def load_pair(
             )
     mask_im = Image.fromarray(mask.astype(np.uint8))
     if size is not None:
-        img, mask_im = _resize_pair(img, mask_im, size, mode)
+        img, mask_im = square(img, size, mode), square(mask_im, size, mode, Image.NEAREST)
     return np.asarray(img, dtype=np.uint8), np.asarray(mask_im, dtype=np.uint8)
 
 

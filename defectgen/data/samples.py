@@ -10,7 +10,8 @@
 A folder without ``manifest.json`` is unfinished. The writers are the generator's sampling job
 (``defectgen.export``, pair by pair, resumable), copy-paste (``write_samples``) and filter
 (``copy_samples``); the readers are evaluation, metrics, mix and compare (``open_synthetic``,
-``read_manifest``). ``relayout`` may rewrite a finished folder into mmseg or VOC layout.
+``read_manifest``). ``relayout`` may rewrite a finished folder into mmseg or VOC layout. The folder's
+names and the manifest reader are in ``manifest.py`` (the data readers need them without this module).
 """
 from __future__ import annotations
 
@@ -19,21 +20,25 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from defectgen.data.classmap import ClassMap
-from defectgen.data.errors import DataError
+from defectgen.data.dataset import open_dataset
+from defectgen.data.loading import present_classes
+from defectgen.data.manifest import (DONE_DIR, IMAGES, JOB_FILE, MANIFEST, MASKS, is_complete, is_unfinished,
+                                     read_manifest)
+from defectgen.data.records import PairRecord
+from defectgen.errors import DataError
 from defectgen.io import atomic_dir, atomic_save_image, atomic_write_json
 
-if TYPE_CHECKING:
-    from defectgen.data.formats import PairRecord
+__all__ = ["DONE_DIR", "IMAGES", "JOB_FILE", "MANIFEST", "MASKS", "is_complete", "is_unfinished", "read_manifest",
+           "GRID", "WINDOWS_GRID", "GRID_PAIRS", "SyntheticSet", "class_pixels", "copy_samples", "make_folders",
+           "open_synthetic", "read_pairs", "save_pair", "write_full_grids", "write_grid", "write_manifest",
+           "write_samples"]
 
-MANIFEST = "manifest.json"
-IMAGES = "images"
-MASKS = "masks"
 GRID = "grid.png"
 WINDOWS_GRID = "windows.png"  # full-size pairs: each painted window at its own pixels
 GRID_PAIRS = 16
@@ -134,25 +139,6 @@ def copy_samples(out: Path, pairs: Sequence[tuple[Path, Path]], manifest: dict[s
 
 # ---- read ----------------------------------------------------------------------------------
 
-def is_complete(folder: Path) -> bool:
-    """Whether ``folder`` is a finished sample folder (its manifest is written last)."""
-    return (Path(folder) / MANIFEST).is_file()
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a finished sample folder; a missing or damaged one is a ``DataError``."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{path}: not found; a sample folder needs {IMAGES}/, {MASKS}/ and {MANIFEST}")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return manifest
-
-
 def read_pairs(folder: Path, files: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(N,H,W,3) images and (N,H,W) masks of the pairs ``files``, at their stored size."""
     folder = Path(folder)
@@ -205,9 +191,6 @@ def _plain_file_name(name: Any, where: str) -> None:
 
 def open_synthetic(root: str | Path) -> SyntheticSet:
     """Read a sample folder and its manifest; refuses a manifest without ``train_stems`` (no leak check possible)."""
-    from defectgen.data.dataset import open_dataset
-    from defectgen.data.loading import present_classes
-
     root = Path(root)
     manifest_path = root / MANIFEST
     manifest = read_manifest(root)

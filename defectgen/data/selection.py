@@ -6,15 +6,24 @@ files (keys ``data``, ``split``, ``shots``, ``selection_seed``, ``list_file``).
 """
 from __future__ import annotations
 
+import logging
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from defectgen.data.errors import DataError, read_text
 from defectgen.data.dataset import open_dataset
-from defectgen.data.formats import DataFormat, DefectDataset, PairRecord
+from defectgen.data.formats import DataFormat
+from defectgen.data.records import DefectDataset, PairRecord
 from defectgen.data.loading import load_pair, present_classes
+
+logger = logging.getLogger(__name__)
+
+
+def log_report(ds: DefectDataset) -> None:
+    """What the reader found (``DefectDataset.report``), one record per line; ``warning: ...`` lines as warnings."""
+    for line in ds.report:
+        (logger.warning if line.startswith("warning:") else logger.info)(line)
 
 
 def read_stem_list(path: Path) -> list[str]:
@@ -109,14 +118,13 @@ class SelectionConfig:
         return {"split": self.split, "shots": self.shots, "seed": self.seed, "list": self.list_file}
 
     def open(self, log: bool = True) -> DefectDataset:
-        """The data named here; what the reader found is printed to stderr unless ``log`` is off."""
+        """The data named here; what the reader found is logged unless ``log`` is off."""
         if self.data is None and self.images is None:
             raise DataError("no data given: a data folder, or an image folder and a mask folder")
         ds = open_dataset(self.data, self.format, self.mask_suffix, images=self.images, masks=self.masks,
                           good=self.good, threshold=self.threshold)
         if log:
-            for line in ds.report:
-                print(f"[data] {line}", file=sys.stderr)
+            log_report(ds)
         return ds
 
     def records(self, ds: DefectDataset) -> list[PairRecord]:
@@ -131,8 +139,7 @@ class SelectionConfig:
         for rec in (r for r in records if r.image in unreadable):
             load_pair(rec, ds.class_map)  # raises, naming the file and why
         if log:
-            for line in ds.report:
-                print(f"[data] {line}", file=sys.stderr)
+            log_report(ds)
         return ds, records
 
 

@@ -4,7 +4,9 @@
 - ``fidelity``: FID and KID through torch-fidelity
 - ``memorisation``: nearest-training-image distances and the memorised share
 - ``diversity``: mean pairwise and intra-cluster (IC-LPIPS-style) feature distances
-- ``mask_agreement``: IoU between a real-data segmenter's prediction and the generated mask
+- ``mask_agreement``: ``RealDataSegmenter``, trained on the real subset, and the IoU between its prediction and the
+  generated mask
+- ``filtering``: ``defectgen filter``, keeping the pairs that segmenter agrees with
 - ``class_stats``: class frequency and defect-area distributions, real vs generated
 - ``compute``: ``MetricsConfig``, ``evaluate`` (arrays) and ``compute_metrics`` (folders) run all of the above
 - ``report``: ``metrics.json``, ``metrics.md`` and the figures; ``cli``: ``defectgen metrics``

@@ -7,6 +7,7 @@ KID, memorisation and diversity (with Inception, FID/KID alone go through torch-
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from defectgen.quality.features import (EFFICIENTNET_NAME, FEATURE_EXTRACTORS, I
 from defectgen.quality.fidelity import fid_kid, fid_kid_from_features, inception_state, resolve_inception_weights
 from defectgen.quality.mask_agreement import Predictor, mask_agreement, real_data_segmenter
 from defectgen.quality.memorisation import memorisation
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +89,7 @@ def evaluate(
     ignore_index: int = 255,
     encoder: FeatureEncoder | None = None,
     seg_config: Any = None,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = logger.info,
 ) -> QualityResult:
     """Every metric for arrays at a common size: images (N,H,W,3) uint8, masks (N,H,W) uint8 class ids.
 
@@ -183,7 +186,7 @@ def compute_metrics(
     predictor: Predictor | None = None,
     seg_config: Any = None,
     encoder: FeatureEncoder | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = logger.info,
 ) -> dict[str, Any]:
     """Metrics of the synthetic folder ``synthetic`` (``images/``, ``masks/``, ``manifest.json``) against
     the real training subset of ``real``; with ``out``, also writes the report there.

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from defectgen.errors import DefectgenError
+
 EFFICIENTNET_NAME = "efficientnet-lite0"
 INCEPTION_NAME = "inception-v3-compat"
 FeatureExtractorName = Literal["efficientnet-lite0", "inception-v3-compat"]
@@ -29,8 +31,8 @@ FEATURE_LAYER = str(FEATURE_DIM)  # torch-fidelity names feature layers by their
 NOT_COMPARABLE = "not comparable to published Inception FID"
 
 
-class FeatureExtractorError(RuntimeError):
-    """The feature extractor's weights are missing or do not fit the network."""
+class FeatureExtractorError(DefectgenError, RuntimeError):
+    """The feature extractor's weights are missing or do not fit the network (the user's to fix)."""
 
 
 def packaged_weights_path() -> Path:

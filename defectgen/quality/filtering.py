@@ -15,25 +15,29 @@ The threshold and N are settings chosen on a validation split, never tuned on th
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from defectgen.config import ConfigError
 from defectgen.data.samples import copy_samples, read_manifest
+from defectgen.data.selection import SelectionConfig
 from defectgen.io import refuse_existing
-from defectgen.quality.mask_agreement import Predictor, iou_per_class
+from defectgen.quality.mask_agreement import Predictor
+from defectgen.seg.metrics import class_iou
+
+logger = logging.getLogger(__name__)
 
 
 def per_image_agreement(pred: np.ndarray, masks: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
     """One score per image: mean defect-class IoU of prediction vs mask (1.0 when neither has a defect)."""
     scores = np.ones(len(masks))
     for i, (p, m) in enumerate(zip(np.asarray(pred), np.asarray(masks))):
-        inter, union = iou_per_class(p[None], m[None], num_classes, ignore_index)
-        present = [c for c in range(1, num_classes) if union[c] > 0]
-        if present:
-            scores[i] = float(np.mean([inter[c] / union[c] for c in present]))
+        defects = class_iou(p, m, num_classes, ignore_index)[1:]
+        if not np.isnan(defects).all():
+            scores[i] = float(np.mean(defects[~np.isnan(defects)]))
     return scores
 
 
@@ -112,3 +116,31 @@ def filter_samples(
         "filter": {**summary, "scores": {r.stem: float(s) for r, s in zip(syn.records, scores)}},
     }, grid=(images[keep], masks[keep]) if keep else None)
     return summary
+
+
+def filter_by_real_segmenter(synthetic: Path, out: Path, real: SelectionConfig, seg_config: Any, seg_seed: int,
+                             min_agreement: float, per_class: int | None = None, device: str | None = None,
+                             overwrite: bool = False,
+                             log: Callable[[str], None] | None = logger.info) -> dict[str, Any]:
+    """``defectgen filter``: train the real-data segmenter on the real training subset (``real``'s explicit
+    selection, else the synthetic manifest's ``train_stems``), then :func:`filter_samples` with it.
+
+    Everything that can be refused (threshold, output folder, manifest, class map) is refused before the
+    minutes of segmenter training."""
+    from defectgen.data.samples import open_synthetic
+    from defectgen.quality.compute import real_records
+    from defectgen.quality.mask_agreement import segmenter_for
+
+    check_threshold(min_agreement)
+    check_per_class(per_class)
+    refuse_existing(out, overwrite)
+    syn = open_synthetic(synthetic)
+    manifest = read_manifest(synthetic)
+    ds = real.open()
+    ds.class_map.check_compatible(syn.class_map, f"{synthetic} vs {real.data or ds.root}")
+    recs, chosen_by = real_records(ds, manifest, real)
+    if log:
+        log(f"training the segmenter on {len(recs)} real pairs ({chosen_by})")
+    judge = segmenter_for(recs, ds.class_map, seg_config.size, seg_seed, seg_config, device)
+    info = {**judge.info, "real_chosen_by": chosen_by, "real_stems": [r.stem for r in recs]}
+    return filter_samples(synthetic, out, judge.predict, min_agreement, seg_config.size, info, overwrite, per_class)

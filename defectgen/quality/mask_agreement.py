@@ -12,26 +12,15 @@ few shots, so read it next to the segmenter's quality on real data.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from defectgen.config import to_dict
+from defectgen.data import ClassMap, PairRecord, load_pairs
+from defectgen.seg.metrics import class_iou
+
 Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-def iou_per_class(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed intersection and union per class over (N,H,W) class-id maps; ``ignore_index`` pixels skipped."""
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {pred.shape} and mask {target.shape} differ in shape")
-    keep = target != ignore_index
-    p, t = pred[keep].astype(np.int64), target[keep].astype(np.int64)
-    inter = np.bincount(t[p == t], minlength=num_classes)[:num_classes]
-    area_p = np.bincount(p[p < num_classes], minlength=num_classes)[:num_classes]
-    area_t = np.bincount(t[t < num_classes], minlength=num_classes)[:num_classes]
-    return inter, area_p + area_t - inter
 
 
 def mask_agreement(
@@ -47,9 +36,8 @@ def mask_agreement(
     the tests check this without training a network. ``mean_iou_defects`` averages the defect classes
     that occur in the prediction or the mask.
     """
-    pred = np.asarray(predict(images))
-    inter, union = iou_per_class(pred, masks, len(class_names), ignore_index)
-    iou = {name: (float(inter[c] / union[c]) if union[c] > 0 else float("nan")) for c, name in enumerate(class_names)}
+    per_class = class_iou(np.asarray(predict(images)), masks, len(class_names), ignore_index)
+    iou = {name: float(per_class[c]) for c, name in enumerate(class_names)}
     defect = [iou[n] for n in class_names[1:] if not np.isnan(iou[n])]
     return {
         "iou": iou,
@@ -58,7 +46,18 @@ def mask_agreement(
     }
 
 
-_SEGMENTER_CACHE: dict[str, tuple[Predictor, dict[str, Any]]] = {}
+class RealDataSegmenter(NamedTuple):
+    """The segmenter trained on the real training subset: the judge of generated pairs in mask agreement
+    (``metrics``, compare) and in ``filter``. A tuple ``(predict, info)``; calling it predicts."""
+
+    predict: Predictor  # (N,H,W,3) uint8 images -> (N,H,W) class ids
+    info: dict[str, Any]  # its settings, seed and training-set size, for the reports
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.predict(images)
+
+
+_SEGMENTER_CACHE: dict[str, RealDataSegmenter] = {}
 
 
 def real_data_segmenter(
@@ -69,14 +68,13 @@ def real_data_segmenter(
     seg_config: Any = None,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
-) -> tuple[Predictor, dict[str, Any]]:
-    """Train the project's segmenter on the real subset; return its predict function and its settings.
+) -> RealDataSegmenter:
+    """Train the project's segmenter (``seg_config``, default ``SegConfig()``) on the real subset.
 
     The last trained segmenter is kept in memory: a comparison scores many synthetic sets against the
     same real subset, and retraining an identical model (same data, settings, seed) for each is waste.
     """
-    from defectgen.config import to_dict
-    from defectgen.seg import train as seg_train
+    from defectgen.seg import train as seg_train  # torch: imported when a segmenter is trained
 
     cfg = seg_config if seg_config is not None else seg_train.SegConfig()
     info = {"config": to_dict(cfg), "seed": seed, "n_train": int(len(images)), "input_size": int(images.shape[1])}
@@ -87,5 +85,12 @@ def real_data_segmenter(
         on_step = (lambda r: log(f"  segmenter step {r['step']}/{cfg.steps} loss {r['loss']:.3f}")) if log else None
         model = seg_train.fit_segmenter(images, masks, cfg, num_classes=num_classes, seed=seed, device=device, log=on_step)
         _SEGMENTER_CACHE.clear()  # one model at a time bounds the memory
-        _SEGMENTER_CACHE[key] = ((lambda x: seg_train.predict(model, x, cfg.eval_batch_size)), info)
+        _SEGMENTER_CACHE[key] = RealDataSegmenter(lambda x: seg_train.predict(model, x, cfg.eval_batch_size), info)
     return _SEGMENTER_CACHE[key]
+
+
+def segmenter_for(records: list[PairRecord], class_map: ClassMap, size: int, seed: int = 0, seg_config: Any = None,
+                  device: str | None = None, log: Callable[[str], None] | None = None) -> RealDataSegmenter:
+    """:func:`real_data_segmenter` of the real pairs ``records``, read at ``size``² (the size it will judge)."""
+    images, masks = load_pairs(records, class_map, size)
+    return real_data_segmenter(images, masks, class_map.num_classes, seed, seg_config, device, log)

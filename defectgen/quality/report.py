@@ -9,7 +9,6 @@ All files are written atomically; NaN (a metric with no defined value) is writte
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from defectgen.tables import fmt, png_bytes, pyplot
 
 
 def json_safe(obj: Any) -> Any:
@@ -36,14 +36,6 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
 def render_markdown(m: dict[str, Any]) -> str:
     """The human summary of a metrics dict produced by :func:`defectgen.quality.compute.evaluate`."""
     fe = m["feature_extractor"]
@@ -59,51 +51,42 @@ def render_markdown(m: dict[str, Any]) -> str:
         "",
         "| metric | value | reading |",
         "|---|---|---|",
-        f"| FID | {_fmt(fk['fid'])} | lower = closer to the real set; biased upwards at small n |",
-        f"| KID (subset {fk['kid_subset_size']}) | {_fmt(fk['kid_mean'])} ± {_fmt(fk['kid_std'], 2)} | lower = closer; ≈0 for same distribution |",
+        f"| FID | {fmt(fk['fid'])} | lower = closer to the real set; biased upwards at small n |",
+        f"| KID (subset {fk['kid_subset_size']}) | {fmt(fk['kid_mean'])} ± {fmt(fk['kid_std'], 2)} | lower = closer; ≈0 for same distribution |",
     ]
     for space, label in (("pixel", "pixel RMSE"), ("feature", "feature cosine")):
         s = mem[space]
         lines.append(
-            f"| memorised share ({label}) | {_fmt(s['share_memorised'], 3)} ({s['n_memorised']}/{n['n_generated']}) "
-            f"| NN distance ≤ {s['threshold_percentile']:g}th pct of train LOO NN ({_fmt(s['threshold'], 3)}); ≈{s['threshold_percentile'] / 100:g} expected without copying |"
+            f"| memorised share ({label}) | {fmt(s['share_memorised'], 3)} ({s['n_memorised']}/{n['n_generated']}) "
+            f"| NN distance ≤ {s['threshold_percentile']:g}th pct of train LOO NN ({fmt(s['threshold'], 3)}); ≈{s['threshold_percentile'] / 100:g} expected without copying |"
         )
         lines.append(
-            f"| NN distance to train, median ({label}) | {_fmt(s['nn_distance_median'], 3)} "
-            f"| train LOO NN median {_fmt(s['train_loo_nn_median'], 3)} |"
+            f"| NN distance to train, median ({label}) | {fmt(s['nn_distance_median'], 3)} "
+            f"| train LOO NN median {fmt(s['train_loo_nn_median'], 3)} |"
         )
     ic = div["intra_cluster"]
     lines += [
-        f"| diversity: mean pairwise distance | {_fmt(div['mean_pairwise'], 3)} | training set: {_fmt(div['train_mean_pairwise'], 3)} |",
-        f"| diversity: intra-cluster (IC-LPIPS-style) | {_fmt(ic['value'], 3)} | {ic['n_groups_used']} of {ic['n_groups']} clusters with ≥2 samples |",
+        f"| diversity: mean pairwise distance | {fmt(div['mean_pairwise'], 3)} | training set: {fmt(div['train_mean_pairwise'], 3)} |",
+        f"| diversity: intra-cluster (IC-LPIPS-style) | {fmt(ic['value'], 3)} | {ic['n_groups_used']} of {ic['n_groups']} clusters with ≥2 samples |",
     ]
     ma = m["mask_agreement"]
     if "skipped" in ma:
         lines.append(f"| mask agreement | – | skipped: {ma['skipped']} |")
     else:
-        lines.append(f"| mask agreement, mean defect IoU | {_fmt(ma['mean_iou_defects'], 3)} | real-data segmenter vs generated mask |")
+        lines.append(f"| mask agreement, mean defect IoU | {fmt(ma['mean_iou_defects'], 3)} | real-data segmenter vs generated mask |")
     cs = m["class_stats"]
-    lines.append(f"| class mix total variation | {_fmt(cs['class_mix_total_variation'], 3)} | 0 = same class proportions as training |")
+    lines.append(f"| class mix total variation | {fmt(cs['class_mix_total_variation'], 3)} | 0 = same class proportions as training |")
     lines += ["", "## Per class", "", "| class | frequency real | frequency generated | mean area real | mean area generated | area W1 | mask IoU |", "|---|---|---|---|---|---|---|"]
     for name, c in cs["classes"].items():
         if not (c["image_frequency_real"] or c["image_frequency_generated"]):
             continue
         iou = ma.get("iou", {}).get(name) if "iou" in ma else None
         lines.append(
-            f"| {name} | {_fmt(c['image_frequency_real'], 3)} | {_fmt(c['image_frequency_generated'], 3)} "
-            f"| {_fmt(c['mean_area_real'], 3)} | {_fmt(c['mean_area_generated'], 3)} | {_fmt(c['area_wasserstein'], 3)} | {_fmt(iou, 3)} |"
+            f"| {name} | {fmt(c['image_frequency_real'], 3)} | {fmt(c['image_frequency_generated'], 3)} "
+            f"| {fmt(c['mean_area_real'], 3)} | {fmt(c['mean_area_generated'], 3)} | {fmt(c['area_wasserstein'], 3)} | {fmt(iou, 3)} |"
         )
     lines += ["", "Figures: `nearest_neighbours.png`, `class_stats.png`. All numbers: `metrics.json`.", ""]
     return "\n".join(lines)
-
-
-def _png_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def nearest_neighbours_png(
@@ -115,11 +98,7 @@ def nearest_neighbours_png(
     train_names: Sequence[str] | None = None,
 ) -> bytes:
     """For each distance space, the ``k`` generated samples closest to a training image, above it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     spaces = list(neighbours)
     k = min(k, len(generated))
     fig, axes = plt.subplots(2 * len(spaces), k, figsize=(1.6 * k, 3.7 * len(spaces)), squeeze=False)
@@ -146,16 +125,12 @@ def nearest_neighbours_png(
             axes[2 * s + 1, col].axis("off")
     fig.suptitle("Closest generated/training pairs (* = counted as memorised)", fontsize=9)
     fig.tight_layout()
-    return _png_bytes(fig)
+    return png_bytes(fig, dpi=100)
 
 
 def class_stats_png(real: dict[str, Any], generated: dict[str, Any]) -> bytes:
     """Bar chart of class frequency and, per class, histograms of defect area (fraction of image)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [n for n in real["classes"] if real["classes"][n]["area_fractions"] or generated["classes"][n]["area_fractions"]]
     names = names or list(real["classes"])
     fig, axes = plt.subplots(1, 1 + len(names), figsize=(3.2 * (1 + len(names)), 3.0), squeeze=False)
@@ -179,7 +154,7 @@ def class_stats_png(real: dict[str, Any], generated: dict[str, Any]) -> bytes:
         ax.set_xlabel("fraction of image", fontsize=7)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png_bytes(fig)
+    return png_bytes(fig, dpi=100)
 
 
 def write_report(

@@ -10,28 +10,30 @@ model/source/usage/ratio), ``miou_vs_ratio.png`` and ``report.md``.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from defectgen.config import ConfigError, save_config, to_dict
 from defectgen.data.selection import SelectionKeys
-from defectgen.io import OutputExistsError, atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
-from defectgen.seg.evaluate import RealData, environment, load_real, test_records, train_and_score
+from defectgen.data import DefectDataset, PairRecord
+from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
+from defectgen.seg.evaluate import Log, RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.metrics import SCALAR_METRICS
 from defectgen.data.samples import MANIFEST, SyntheticSet, open_synthetic
 from defectgen.seg.mixing import check_no_leak
 from defectgen.seg.models import MODELS
 from defectgen.seg.stats import mean_std, paired_gain
+from defectgen.seg.store import open_store, protocol, result_key
 from defectgen.seg.train import SegConfig
 from defectgen.seg.usage import UsageConfig
+from defectgen.tables import MISSING, csv_text, markdown_table, pct, png_bytes, pyplot
 
 REAL = "real"  # the source name of ratio-0 cells
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,18 +114,13 @@ def grid(cfg: AblateConfig) -> list[Cell]:
 
 
 def cell_key(cell: Cell, cfg: AblateConfig, real: RealData, syn: SyntheticSet | None) -> str:
-    """Hash of everything that determines a cell's result (except the code)."""
-    seg = {**to_dict(cfg.seg), "model": cell.model}
-    seg.pop("threads", None)
-    seg.pop("eval_batch_size", None)
-    blob = {
-        "seg": seg, "ratio": cell.ratio, "seed": cell.seed, "balanced": cfg.balanced, "detect_min_area": cfg.detect_min_area,
-        "synthetic": syn.manifest_sha256 if syn is not None and cell.ratio > 0 else None,
-        "train": real.train_stems, "test": real.test_stems,
-    }
-    if cell.usage not in ("", "mix"):  # mix cells keep the keys of grids made before usage modes existed
-        blob["usage"] = to_dict(usage_of(cfg, cell))
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    """The store key of a cell: its model's training settings, ratio, seed, stems and synthetic manifest."""
+    # mix cells keep the keys of grids made before usage modes existed
+    usage = {} if cell.usage in ("", "mix") else {"usage": to_dict(usage_of(cfg, cell))}
+    return result_key(
+        seg=protocol({**to_dict(cfg.seg), "model": cell.model}), ratio=cell.ratio, seed=cell.seed,
+        balanced=cfg.balanced, detect_min_area=cfg.detect_min_area, train=real.train_stems, test=real.test_stems,
+        synthetic=syn.manifest_sha256 if syn is not None and cell.ratio > 0 else None, **usage)
 
 
 def usage_of(cfg: AblateConfig, cell: Cell) -> UsageConfig:
@@ -131,47 +128,36 @@ def usage_of(cfg: AblateConfig, cell: Cell) -> UsageConfig:
     return next((u for u in cfg.usages if u.label() == cell.usage), UsageConfig())
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """A new folder, or an earlier ablation folder to resume; anything else is refused."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite:
-            import shutil
-
-            shutil.rmtree(out)
-        elif not (out / "cells").is_dir():
-            raise OutputExistsError(f"{out} is not empty and holds no earlier ablation (no cells/); choose another folder")
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-
-
-def load_cell(path: Path, key: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    done = json.loads(path.read_text())
-    if done.get("key") != key:
-        raise OutputExistsError(
-            f"{path}: this cell was computed with a different protocol (config, selection or synthetic set changed); "
-            "use a new --out folder or pass --overwrite"
-        )
-    return done
-
-
-def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, overwrite: bool = False,
-                 log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
-    """Run (or resume) the grid in ``out``; returns the finished cells and writes the tables, plot and report."""
-    check_config(cfg)
-    out = Path(out)
-    ds, train = cfg.selection.select(log=False)
-    test, test_source = test_records(ds, train, cfg.test_split, cfg.test_list)
+def open_sources(cfg: AblateConfig, ds: DefectDataset, train: list[PairRecord],
+                 test: list[PairRecord]) -> dict[str, SyntheticSet]:
+    """Every synthetic source, checked against the real data and for leaks before anything is written."""
     sources: dict[str, SyntheticSet] = {}
     for name, folder in cfg.sources.items():
         syn = open_synthetic(folder)
         syn.class_map.check_compatible(ds.class_map, str(syn.root / MANIFEST))
         check_no_leak([r.stem for r in train], [r.stem for r in test], syn)
         sources[name] = syn
-    prepare_out(out, overwrite)
+    return sources
+
+
+def run_cell(cell: Cell, cfg: AblateConfig, real: RealData, syn: SyntheticSet | None, key: str, device: str | None,
+             log: Log | None) -> dict[str, Any]:
+    """Train and score one cell; the record its file holds."""
+    seg = SegConfig(**{**to_dict(cfg.seg), "model": cell.model})
+    run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log,
+                          usage=usage_of(cfg, cell))
+    return {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
+
+
+def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, overwrite: bool = False,
+                 log: Log | None = logger.info) -> list[dict[str, Any]]:
+    """Run (or resume) the grid in ``out``; returns the finished cells and writes the tables, plot and report."""
+    check_config(cfg)
+    out = Path(out)
+    ds, train = cfg.selection.select(log=False)
+    test, test_source = test_records(ds, train, cfg.test_split, cfg.test_list)
+    sources = open_sources(cfg, ds, train, test)
+    store = open_store(out, "cells", overwrite, "ablation")
     real = load_real(ds, train, test, cfg.seg)
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "selection.json", {
@@ -179,25 +165,18 @@ def run_ablation(cfg: AblateConfig, out: str | Path, device: str | None = None, 
         "train_stems": real.train_stems, "test_stems": real.test_stems,
         "sources": {n: s.identity() for n, s in sources.items()}, "environment": environment(device),
     })
-    cells = grid(cfg)
+    cells, tested = grid(cfg), f"{len(real.test_stems)} test pairs ({test_source})"
     finished: list[dict[str, Any]] = []
     for i, cell in enumerate(cells):
-        syn = sources.get(cell.source)
-        key = cell_key(cell, cfg, real, syn)
-        path = out / "cells" / f"{cell.id}.json"
-        done = load_cell(path, key)
+        key = cell_key(cell, cfg, real, sources.get(cell.source))
+        done = store.finished(cell.id, key)
         if done is None:
             if log:
                 log(f"[{i + 1}/{len(cells)}] {cell.id}")
-            seg = SegConfig(**{**to_dict(cfg.seg), "model": cell.model})
-            run = train_and_score(real, syn, cell.ratio, cell.seed, seg, cfg.balanced, cfg.detect_min_area, device, log,
-                                  usage=usage_of(cfg, cell))
-            done = {"cell": vars(cell) | {"id": cell.id}, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}
-            atomic_write_json(path, done)
-            write_summary(out, cfg, finished + [done], len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})",
-                          len(cells))
+            done = store.keep(cell.id, run_cell(cell, cfg, real, sources.get(cell.source), key, device, log))
+            write_summary(out, cfg, finished + [done], len(real.train_stems), tested, len(cells))
         finished.append(done)
-    write_summary(out, cfg, finished, len(real.train_stems), f"{len(real.test_stems)} test pairs ({test_source})", len(cells))
+    write_summary(out, cfg, finished, len(real.train_stems), tested, len(cells))
     return finished
 
 
@@ -231,16 +210,6 @@ def summarize(cfg: AblateConfig, cells: list[dict[str, Any]]) -> list[dict[str, 
                                        use_order.get(r["usage"], 99), r["ratio"]))
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for c in cells:
@@ -255,40 +224,31 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pct(mean: float | None, std: float | None = None) -> str:
-    if mean is None:
-        return "–"
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
 def _gain(row: dict[str, Any], k: str) -> str:
     if row[f"gain_{k}"] is None:
-        return "–"
+        return MISSING
     lo, hi = row[f"gain_{k}_ci_low"], row[f"gain_{k}_ci_high"]
     ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
     return f"{100 * row[f'gain_{k}']:+.1f}{ci}"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | source | usage | ratio | seeds | mIoU defect | mIoU all | gain defect [95% CI] | gain all [95% CI] "
-            "| pixel FP | pixel FN | image recall |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = [
-        f"| {r['model']} | {r['source']} | {r.get('usage') or '–'} | {r['ratio']:g} | {r['seeds']} "
-        f"| {_pct(r['miou_defect_mean'], r['miou_defect_std'])} "
-        f"| {_pct(r['miou_all_mean'], r['miou_all_std'])} | {_gain(r, 'miou_defect')} | {_gain(r, 'miou_all')} "
-        f"| {_pct(r['pixel_fp_rate_mean'])} | {_pct(r['pixel_fn_rate_mean'])} | {_pct(r['image_recall_mean'])} |"
-        for r in rows
-    ]
-    return head + "\n".join(lines) + "\n"
+SUMMARY_HEAD = ("model", "source", "usage", "ratio", "seeds", "mIoU defect", "mIoU all", "gain defect [95% CI]",
+                "gain all [95% CI]", "pixel FP", "pixel FN", "image recall")
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    """The summary rows as the report's Markdown table (per cent, mean ± std over seeds, gains in points)."""
+    return markdown_table(SUMMARY_HEAD, [
+        [r["model"], r["source"], r.get("usage") or MISSING, f"{r['ratio']:g}", r["seeds"],
+         pct(r["miou_defect_mean"], r["miou_defect_std"]), pct(r["miou_all_mean"], r["miou_all_std"]),
+         _gain(r, "miou_defect"), _gain(r, "miou_all"), pct(r["pixel_fp_rate_mean"]), pct(r["pixel_fn_rate_mean"]),
+         pct(r["image_recall_mean"])]
+        for r in rows])
 
 
 def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
     """mIoU (defect-only and all classes) against ratio, one panel per model, one line per source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = [m for m in cfg.models if any(r["model"] == m for r in rows)]
     fig, axes = plt.subplots(2, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 6.4), squeeze=False, sharex=True)
     for col, model in enumerate(models):
@@ -314,10 +274,7 @@ def plot(cfg: AblateConfig, rows: list[dict[str, Any]]) -> bytes:
     if axes[0][0].get_legend_handles_labels()[0]:  # a partial grid may have no synthetic cell yet
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_train: int, test: str,
@@ -326,8 +283,8 @@ def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_t
     ``total`` cells is unfinished."""
     rows = summarize(cfg, cells)
     unfinished = total is not None and len(cells) < total
-    atomic_write_text(out / "results.csv", _csv(cell_rows(cells)))
-    atomic_write_text(out / "summary.csv", _csv(rows))
+    atomic_write_text(out / "results.csv", csv_text(cell_rows(cells)))
+    atomic_write_text(out / "summary.csv", csv_text(rows))
     atomic_write_bytes(out / "miou_vs_ratio.png", plot(cfg, rows))
     seg = cfg.seg
     seconds = [c["train_seconds"] for c in cells]
@@ -350,7 +307,7 @@ def write_summary(out: Path, cfg: AblateConfig, cells: list[dict[str, Any]], n_t
         "gain = paired difference to ratio 0 of the same model and seed, mean [95% t-interval] in points.\n"
         "- mIoU all = mmseg-style mean over all classes incl. background (the paper's number); mIoU defect = defect classes only.\n"
         f"- {len(cells)} cells, {sum(seconds) / max(1, len(seconds)):.0f} s training per cell on average.\n\n"
-        + markdown_table(rows)
+        + summary_markdown(rows)
         + "\n![mIoU against ratio](miou_vs_ratio.png)\n"
     )
     atomic_write_text(out / "report.md", report)

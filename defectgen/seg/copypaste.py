@@ -7,7 +7,7 @@ reads both sources the same way and mixes them at the same ratios.
 
 At full size (``make_copypaste_full``) the images keep their own resolution and each pasted defect is
 a ``window x window`` crop around a real defect, placed by the rules Defect-Gen's full-size pairs
-follow (``defectgen.windows``: inside the image, windows apart, on the target's background): the
+follow (``pipelines/defectgen/windows.py``: inside the image, windows apart, on the target's background): the
 two differ only in who makes the window's pixels, copying or the generator.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from defectgen.data import ClassMap, DataError
 from defectgen.data.samples import write_full_grids, write_samples
 from defectgen.pairs import dihedral
-from defectgen.windows import Window, cut_defect, max_windows, place_windows
+from defectgen.pipelines.defectgen.windows import Window, cut_defect, max_windows, place_windows
 
 
 def paste(

@@ -11,22 +11,23 @@ paying. The choice and its numbers go to the protocol log.
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
-import hashlib
-import io
-import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from defectgen.config import ConfigError, to_dict
 from defectgen.data import DefectDataset, PairRecord
 from defectgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from defectgen.seg.ablate import _csv, load_cell, prepare_out
-from defectgen.seg.evaluate import EvalConfig, environment, load_real, test_records, train_and_score
+from defectgen.seg.evaluate import EvalConfig, Log, RealData, environment, load_real, test_records, train_and_score
 from defectgen.seg.protocol import TEST_SPLITS, log_decision
 from defectgen.seg.stats import mean_std
+from defectgen.seg.store import ResultStore, open_store, protocol, result_key
+from defectgen.tables import csv_text, markdown_table, pct_stat, png_bytes, pyplot
 
 METRICS = ("miou_defect", "miou_all")
+
+logger = logging.getLogger(__name__)
 
 
 def choose_converged(points: list[dict[str, Any]], metric: str, tolerance: float) -> int:
@@ -38,14 +39,52 @@ def choose_converged(points: list[dict[str, Any]], metric: str, tolerance: float
     return min(p["steps"] for p in scored if p[metric]["mean"] >= best - tolerance)
 
 
-def _cell_key(cfg: EvalConfig, steps: int, seed: int, train: list[str], scored: list[str]) -> str:
-    seg = {**to_dict(cfg.seg), "steps": steps}
-    seg.pop("threads", None)
-    seg.pop("eval_batch_size", None)
-    blob = {"seg": seg, "seed": seed, "detect_min_area": cfg.detect_min_area, "train": train, "scored": scored}
-    if cfg.negatives:
-        blob["negatives"] = cfg.negatives
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+def cell_key(cfg: EvalConfig, steps: int, seed: int, train: list[str], scored: list[str]) -> str:
+    """The store key of one point's run: the training settings at ``steps``, the seed and the stems."""
+    negatives = {"negatives": cfg.negatives} if cfg.negatives else {}
+    return result_key(seg=protocol({**to_dict(cfg.seg), "steps": steps}), seed=seed,
+                      detect_min_area=cfg.detect_min_area, train=train, scored=scored, **negatives)
+
+
+def _check(dataset: DefectDataset, cfg: EvalConfig, steps: list[int], metric: str, scored: list[PairRecord]) -> None:
+    """Refuse a curve that would choose on test, or cannot run, before anything is written."""
+    if not steps or any(s < 1 for s in steps):
+        raise ConfigError(f"steps must be positive integers, got {steps}")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {list(METRICS)}, got '{metric}'")
+    if not cfg.seeds:
+        raise ConfigError("no seeds given")
+    on_test = sorted({r.stem for r in scored} & {s for t in TEST_SPLITS for s in dataset.splits.get(t, [])})
+    if on_test:
+        raise ConfigError(f"{len(on_test)} scored image(s) belong to the test split, e.g. {on_test[:3]}; "
+                          "the step count is chosen on validation images only")
+
+
+def _point(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point of the curve: mean ± std over the seeds' runs at ``n`` steps."""
+    return {
+        "steps": n, "seeds": [r["seed"] for r in runs],
+        **{m: mean_std([r["metrics"][m] for r in runs]) for m in METRICS},
+        "per_seed": {str(r["seed"]): {m: r["metrics"][m] for m in METRICS} for r in runs},
+        "train_seconds": mean_std([r["train_seconds"] for r in runs])["mean"],
+    }
+
+
+def _runs_at(n: int, store: ResultStore, cfg: EvalConfig, real: RealData, source: str, device: str | None,
+             log: Log | None) -> list[dict[str, Any]]:
+    """Every seed's real-only run of ``n`` steps, read back from ``store`` when it finished earlier."""
+    runs = []
+    for seed in cfg.seeds:
+        name, key = f"steps{n}__s{seed}", cell_key(cfg, n, seed, real.train_stems, real.test_stems)
+        done = store.finished(name, key)
+        if done is None:
+            if log:
+                log(f"{cfg.seg.model}, {n} steps, seed {seed}: real only, scored on {source}")
+            seg = dataclasses.replace(cfg.seg, steps=n, warmup_steps=min(cfg.seg.warmup_steps, n))
+            run = train_and_score(real, None, 0.0, seed, seg, cfg.balanced, cfg.detect_min_area, device, log, cfg.negatives)
+            done = store.keep(name, {"key": key, **run})
+        runs.append(done)
+    return runs
 
 
 def run_steps_curve(
@@ -58,7 +97,7 @@ def run_steps_curve(
     tolerance: float = 0.01,
     protocol_log: str | Path | None = None,
     device: str | None = None,
-    log: Callable[[str], None] | None = print,
+    log: Log | None = logger.info,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Real-only runs at each step count and seed, scored on ``cfg.test_split`` (a validation split).
@@ -68,41 +107,12 @@ def run_steps_curve(
     """
     if cfg.test_list is None and cfg.test_split in TEST_SPLITS:
         raise ConfigError(f"the step count is chosen on a validation split, not on '{cfg.test_split}' (use --score-split val)")
-    if not steps or any(s < 1 for s in steps):
-        raise ConfigError(f"steps must be positive integers, got {steps}")
-    if metric not in METRICS:
-        raise ConfigError(f"metric must be one of {list(METRICS)}, got '{metric}'")
-    if not cfg.seeds:
-        raise ConfigError("no seeds given")
     out = Path(out)
     scored, source = test_records(dataset, train, cfg.test_split, cfg.test_list)
-    on_test = sorted({r.stem for r in scored} & {s for t in TEST_SPLITS for s in dataset.splits.get(t, [])})
-    if on_test:
-        raise ConfigError(f"{len(on_test)} scored image(s) belong to the test split, e.g. {on_test[:3]}; "
-                          "the step count is chosen on validation images only")
-    prepare_out(out, overwrite)
+    _check(dataset, cfg, steps, metric, scored)
+    store = open_store(out, "cells", overwrite, "steps curve")
     real = load_real(dataset, train, scored, cfg.seg)
-    points = []
-    for n in sorted(set(steps)):
-        runs = []
-        for seed in cfg.seeds:
-            path = out / "cells" / f"steps{n}__s{seed}.json"
-            key = _cell_key(cfg, n, seed, real.train_stems, real.test_stems)
-            done = load_cell(path, key)
-            if done is None:
-                if log:
-                    log(f"{cfg.seg.model}, {n} steps, seed {seed}: real only, scored on {source}")
-                seg = dataclasses.replace(cfg.seg, steps=n, warmup_steps=min(cfg.seg.warmup_steps, n))
-                done = {"key": key, **train_and_score(real, None, 0.0, seed, seg, cfg.balanced, cfg.detect_min_area,
-                                                      device, log, cfg.negatives)}
-                atomic_write_json(path, done)
-            runs.append(done)
-        points.append({
-            "steps": n, "seeds": [r["seed"] for r in runs],
-            **{m: mean_std([r["metrics"][m] for r in runs]) for m in METRICS},
-            "per_seed": {str(r["seed"]): {m: r["metrics"][m] for m in METRICS} for r in runs},
-            "train_seconds": mean_std([r["train_seconds"] for r in runs])["mean"],
-        })
+    points = [_point(n, _runs_at(n, store, cfg, real, source, device, log)) for n in sorted(set(steps))]
     chosen = choose_converged(points, metric, tolerance)
     rule = f"smallest step count whose mean {metric} is within {100 * tolerance:g} mIoU points of the best mean"
     curve = {
@@ -120,21 +130,15 @@ def run_steps_curve(
     return curve
 
 
-def _pct(stat: dict[str, Any]) -> str:
-    if stat["mean"] is None:
-        return "–"
-    return f"{100 * stat['mean']:.1f}" + (f" ± {100 * stat['std']:.1f}" if stat["std"] is not None else "")
-
-
 def write_outputs(out: Path, curve: dict[str, Any]) -> None:
     """curve.json, curve.csv, curve.md and curve.png."""
     atomic_write_json(out / "curve.json", curve)
     rows = [{"steps": p["steps"], "seeds": len(p["seeds"]), **{f"{m}_{k}": p[m][k] for m in METRICS for k in ("mean", "std")},
              "train_seconds": p["train_seconds"]} for p in curve["points"]]
-    atomic_write_text(out / "curve.csv", _csv(rows))
-    table = "| steps | seeds | mIoU defect | mIoU all | train s/run |\n|---|---|---|---|---|\n" + "".join(
-        f"| {p['steps']}{' (chosen)' if p['steps'] == curve['chosen_steps'] else ''} | {len(p['seeds'])} "
-        f"| {_pct(p['miou_defect'])} | {_pct(p['miou_all'])} | {p['train_seconds']:.0f} |\n" for p in curve["points"])
+    atomic_write_text(out / "curve.csv", csv_text(rows))
+    table = markdown_table(["steps", "seeds", "mIoU defect", "mIoU all", "train s/run"], [
+        [f"{p['steps']}{' (chosen)' if p['steps'] == curve['chosen_steps'] else ''}", len(p["seeds"]),
+         pct_stat(p["miou_defect"]), pct_stat(p["miou_all"]), f"{p['train_seconds']:.0f}"] for p in curve["points"]])
     seg = curve["config"]["seg"]
     atomic_write_text(out / "curve.md", (
         f"# Real-only segmentation: {curve['scored_on']} mIoU against training steps\n\n"
@@ -147,12 +151,8 @@ def write_outputs(out: Path, curve: dict[str, Any]) -> None:
 
 
 def _plot(curve: dict[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    """Both mIoUs against the step count (log axis), the chosen count marked."""
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     for m, label in (("miou_defect", "mIoU defect classes"), ("miou_all", "mIoU all classes")):
         pts = [p for p in curve["points"] if p[m]["mean"] is not None]
         ax.errorbar([p["steps"] for p in pts], [100 * p[m]["mean"] for p in pts],
@@ -168,7 +168,4 @@ def _plot(curve: dict[str, Any]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -12,10 +12,11 @@ seeds and, when a ratio-0 result of the same protocol is given, the paired gain 
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import platform
 import random
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defectgen.config import need, to_dict
+from defectgen.config import need, save_config, to_dict
 from defectgen.data import ClassMap, DataError, DefectDataset, PairRecord, load_pairs, read_stem_list
 from defectgen.data.geometry import load_scaled
 from defectgen.io import atomic_write_json
@@ -31,11 +32,14 @@ from defectgen.seg.metrics import SCALAR_METRICS, SegMetrics
 from defectgen.data.samples import MANIFEST, SyntheticSet, open_synthetic
 from defectgen.seg.mixing import check_no_leak, choose_synthetic, num_synthetic
 from defectgen.seg.stats import mean_std, paired_gain
+from defectgen.seg.store import ResultStore, open_store, protocol, result_key
 from defectgen.device import resolve_device
 from defectgen.seg.train import SegConfig, predict, predict_whole
 from defectgen.seg.usage import UsageConfig, fit_with_usage
 
 Log = Callable[[str], None]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -212,9 +216,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def protocol_key(results: dict[str, Any]) -> dict[str, Any]:
     """What must match between a result and its ratio-0 baseline for a paired gain to be honest."""
-    seg = {k: v for k, v in results["config"]["seg"].items() if k not in ("threads", "eval_batch_size")}  # no effect on numbers
     return {
-        "seg": seg, "train_stems": results["selection"]["train_stems"], "test_stems": results["selection"]["test_stems"],
+        "seg": protocol(results["config"]["seg"]), "train_stems": results["selection"]["train_stems"], "test_stems": results["selection"]["test_stems"],
         "detect_min_area": results["config"]["detect_min_area"], "negatives": results["config"].get("negatives", 0),
     }
 
@@ -263,34 +266,26 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
 
 
 def seed_key(cfg: EvalConfig, real: RealData, syn: SyntheticSet | None, seed: int) -> str:
-    """Hash of everything that determines one seed's result (except the code)."""
-    blob = {**to_dict(cfg), "seeds": None, "seed": seed, "train": real.train_stems, "test": real.test_stems,
-            "synthetic": syn.manifest_sha256 if syn is not None and cfg.ratio > 0 else None}
-    for key in ("threads", "eval_batch_size"):
-        blob["seg"].pop(key, None)
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    """The store key of one seed: the whole evaluation config (but its seed list), this seed, the stems and
+    the synthetic manifest."""
+    synthetic = syn.manifest_sha256 if syn is not None and cfg.ratio > 0 else None
+    return result_key(**protocol(to_dict(cfg), drop=("seeds",)), seeds=None, seed=seed, train=real.train_stems,
+                      test=real.test_stems, synthetic=synthetic)
 
 
 def run_seed(real: RealData, syn: SyntheticSet | None, cfg: EvalConfig, seed: int, device: str | None,
              log: Log | None, progress_dir: Path | None) -> dict[str, Any]:
-    """One seed's run; with ``progress_dir`` it is written there as it ends and read back on a rerun."""
-    path = None if progress_dir is None else Path(progress_dir) / f"seed_{seed}.json"
-    key = seed_key(cfg, real, syn, seed)
-    if path is not None and path.is_file():
-        try:
-            done = json.loads(path.read_text())
-        except ValueError:
-            done = {}
-        if done.get("key") == key:
-            if log:
-                log(f"seed {seed}: finished earlier ({path})")
-            return done["run"]
-        raise DataError(f"{path}: this seed was computed with another protocol; use a new --out or pass --overwrite")
+    """One seed's run; with ``progress_dir`` it is kept there (``seed_<s>.json``) as it ends and read back on a rerun."""
+    store = None if progress_dir is None else ResultStore(Path(progress_dir), "seed")
+    name, key = f"seed_{seed}", seed_key(cfg, real, syn, seed)
+    done = store.finished(name, key) if store else None
+    if done is not None:
+        if log:
+            log(f"seed {seed}: finished earlier ({store.path(name)})")
+        return done["run"]
     run = train_and_score(real, syn, cfg.ratio, seed, cfg.seg, cfg.balanced, cfg.detect_min_area, device, log,
                           cfg.negatives, cfg.usage)
-    if path is not None:
-        atomic_write_json(path, {"key": key, "run": run})
-    return run
+    return store.keep(name, {"key": key, "run": run})["run"] if store else run
 
 
 def environment(device: str | None) -> dict[str, Any]:
@@ -313,7 +308,7 @@ def run_evaluation(
     test: list[PairRecord] | None = None,
     baseline: str | Path | dict[str, Any] | None = None,
     device: str | None = None,
-    log: Log | None = print,
+    log: Log | None = logger.info,
     progress_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate one (model, synthetic source, ratio) over ``cfg.seeds``; returns the results dict.
@@ -369,4 +364,31 @@ def run_evaluation(
         results["synthetic"] = ident
     if baseline is not None:
         results["paired_gain"] = gain_over(results, baseline, where)
+    return results
+
+
+def evaluate_into(out: str | Path, dataset: DefectDataset, train: list[PairRecord], cfg: EvalConfig,
+                  synthetic: str | Path | SyntheticSet | None = None, baseline: str | Path | dict[str, Any] | None = None,
+                  device: str | None = None, overwrite: bool = False, selection: dict[str, Any] | None = None,
+                  log: Log | None = logger.info) -> dict[str, Any]:
+    """:func:`run_evaluation` into the folder ``out``: ``seeds/`` keeps every finished seed (a killed run
+    continues where it stopped), then ``results.json`` and ``config.yaml``.
+
+    A finished ``out`` is refused unless ``overwrite``; its earlier results are replaced only once the new
+    ones exist. ``selection``: how the training pairs were chosen, recorded beside their stems.
+    """
+    out = Path(out)
+    store = open_store(out, "seeds", overwrite, "evaluation", done_file="results.json", cell="seed")
+    try:
+        results = run_evaluation(dataset, train, cfg, synthetic=synthetic, baseline=baseline, device=device, log=log,
+                                 progress_dir=store.folder)
+    except BaseException:
+        store.discard_if_empty()
+        raise
+    results["selection"].update(selection or {})
+    for old in (out.iterdir() if overwrite else ()):
+        if old != store.folder:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / "results.json", results)
     return results

@@ -33,17 +33,42 @@ def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ign
     return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
+def intersection_union(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class intersection (true positives) and union (ground truth + prediction - intersection).
+
+    ``cm`` may have one more column than rows: pixels predicted as no class, a miss for every class."""
+    cm = np.asarray(cm)
+    tp = np.diag(cm)
+    return tp, cm.sum(axis=1) + cm.sum(axis=0)[: len(tp)] - tp
+
+
 def iou_dice(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-class IoU and Dice from a confusion matrix; NaN where the class is in neither GT nor prediction."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    gt = cm.sum(axis=1)
-    pr = cm.sum(axis=0)
-    union = gt + pr - tp
+    tp, union = intersection_union(np.asarray(cm, dtype=np.float64))
+    both = union + tp  # ground-truth pixels + predicted pixels
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
-        dice = np.where(gt + pr > 0, 2 * tp / (gt + pr), np.nan)
+        dice = np.where(both > 0, 2 * tp / both, np.nan)
     return iou, dice
+
+
+def _label_confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """``confusion_matrix`` of class-id maps from any predictor, with a last column for the pixels it labels
+    as no class (``ignore_index`` or an unknown id)."""
+    pred = np.asarray(pred).astype(np.int64)
+    pred = np.where((pred >= 0) & (pred < num_classes), pred, num_classes)
+    return confusion_matrix(pred, target, num_classes + 1, ignore_index)[:num_classes]
+
+
+def iou_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int,
+                  ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection and union pixel counts per class, summed over class-id maps (ignore pixels skipped)."""
+    return intersection_union(_label_confusion(pred, target, num_classes, ignore_index))
+
+
+def class_iou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """IoU per class of class-id maps, pixels summed over all maps; NaN for a class in neither."""
+    return iou_dice(_label_confusion(pred, target, num_classes, ignore_index))[0]
 
 
 def nanmean(values: Sequence[float]) -> float | None:

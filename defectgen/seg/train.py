@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from defectgen.config import ConfigError, need, need_side
 from defectgen.data.geometry import seg_crop_set, sliding_logits
 from defectgen.device import resolve_device
+from defectgen.pairs import flip_turn
 from defectgen.seg.models import Segmenter, build_model
 from defectgen.timing import auto_threads
 
@@ -89,16 +90,9 @@ def batch_indices(n: int, batch_size: int, steps: int, gen: torch.Generator) -> 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply one random symmetry of the square (flip and/or 90-degree turn) per sample, same to image and mask.
 
-    One draw for the batch, applied to the whole batch at once (no per-sample Python loop)."""
-    draws = torch.randint(0, 8, (x.shape[0],), generator=gen).to(x.device)
-    rows = torch.arange(x.shape[0], device=x.device)
-    flip = draws >= 4
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    y = torch.where(flip[:, None, None], y.flip(-1), y)
-    turns = draws % 4
-    x = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])[turns, rows]
-    y = torch.stack([torch.rot90(y, k, dims=(-2, -1)) for k in range(4)])[turns, rows]
-    return x, y
+    One draw per sample from ``gen``: 4..7 mirror left-right, then ``draw % 4`` quarter turns."""
+    draws = torch.randint(0, 8, (x.shape[0],), generator=gen)
+    return flip_turn(x, hflip=draws >= 4, turns=draws % 4), flip_turn(y, hflip=draws >= 4, turns=draws % 4)
 
 
 def _check_inputs(images: np.ndarray, masks: np.ndarray) -> None:

@@ -13,7 +13,7 @@ overlap, and every pixel of a given new defect lands on an allowed pixel (the ``
 the background's own labels block the rest), so a defect is never clipped or merged into another.
 The model-chosen mode has no defect to test: there the window's centre must be allowed.
 
-This module is pure array geometry; ``defectgen.guided`` builds the per-sample requests with it.
+This module is pure array geometry; ``full_size.py`` builds the per-sample requests with it.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import torch
 from PIL import Image
 from scipy import ndimage, signal
 
-from defectgen.data.errors import DataError
 from defectgen.data.geometry import scale_mask, scaled_size
+from defectgen.errors import DataError
 from defectgen.pairs import dihedral
-from defectgen.pipeline import soft_region
+from defectgen.pipelines.defectgen.guidance import soft_region
 
 RANDOM_TRIES = 8  # new mask crops tried for one window before the image's placement starts again on a grid
 
