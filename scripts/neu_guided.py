@@ -32,6 +32,7 @@ from defectgen.guided import GuidedRequest, build_conditions, known_batch, train
 from defectgen.io import atomic_write_json, atomic_write_text
 from defectgen.pipeline import soft_region
 from defectgen.quality.compute import MetricsConfig, evaluate
+from defectgen.quality.texture import defect_share, laplacian_magnitude
 from defectgen.run import RunFolder, load_generator
 from defectgen.viz import pair_grid
 
@@ -48,12 +49,9 @@ def slug(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
 
 
-def laplacian(images: np.ndarray) -> np.ndarray:
-    """|discrete Laplacian| of the grey channel, zero on the 1-px border."""
-    g = images[..., 0].astype(np.float32)
-    out = np.zeros_like(g)
-    out[:, 1:-1, 1:-1] = np.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:])
-    return out
+def texture(images: np.ndarray) -> float:
+    """Mean |Laplacian| over the whole image, its zero border included (the numbers of results/neu_guided)."""
+    return float(laplacian_magnitude(images).mean())
 
 
 def seam_ratio(images: np.ndarray, region: np.ndarray, blend: int) -> float:
@@ -64,7 +62,7 @@ def seam_ratio(images: np.ndarray, region: np.ndarray, blend: int) -> float:
     r = torch.from_numpy(region)
     ring = (soft_region(r, blend + 1)[:, 0] > 0).numpy() & ~region
     far = (soft_region(r, blend + 4)[:, 0] == 0).numpy()
-    lap = laplacian(images)
+    lap = laplacian_magnitude(images)
     if not ring.any() or not far.any():
         return float("nan")
     return float(lap[ring].mean() / lap[far].mean())
@@ -135,8 +133,7 @@ def main() -> None:
     size = pipe.unet.config.sample_size
     real_images, real_masks, _ = training_pairs(args.run, pipe.class_map, size)
     rows: dict[str, dict] = {"real (training)": {
-        "n": len(real_images), "texture": float(laplacian(real_images).mean()),
-        "defect_share": float(((real_masks > 0) & (real_masks != 255)).mean()),
+        "n": len(real_images), "texture": texture(real_images), "defect_share": defect_share(real_masks),
         "seam": seam_ratio(real_images, (real_masks > 0) & (real_masks != 255), 2)}}
     cfg = MetricsConfig(size=size)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -145,8 +142,7 @@ def main() -> None:
         manifest = sample_set(pipe, args.run, name, req, args, args.samples)
         images, masks = read_set(args.samples / slug(name), size)
         q = evaluate(real_images, real_masks, images, masks, pipe.class_map.names, cfg).metrics
-        row = {"n": len(images), "texture": float(laplacian(images).mean()),
-               "defect_share": float(((masks > 0) & (masks != 255)).mean()),
+        row = {"n": len(images), "texture": texture(images), "defect_share": defect_share(masks),
                "fid": q["fid_kid"]["fid"], "mask_agreement": q["mask_agreement"]["mean_iou_defects"],
                "memorised_pixel": q["memorisation"]["pixel"]["share_memorised"],
                "seconds_per_pair": manifest["seconds_per_sample"]}

@@ -405,11 +405,10 @@ def cmd_final(args) -> int:
 
 def cmd_quality(args) -> int:
     """Texture, defect area, FID*, mask agreement and memorisation of sample sets, as scripts/neu_guided.py scores them."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from neu_guided import laplacian, read_set
-
+    from defectgen.data import load_pairs, open_dataset
     from defectgen.guided import training_pairs
     from defectgen.quality.compute import MetricsConfig, evaluate
+    from defectgen.quality.texture import defect_share, laplacian_magnitude
     from defectgen.run import load_generator
 
     pipe = load_generator(args.run)
@@ -421,10 +420,11 @@ def cmd_quality(args) -> int:
         name, folder = spec.split("=", 1)
         if name in rows:
             continue
-        images, masks = read_set(Path(folder), size)
+        syn = open_dataset(Path(folder), "index")
+        images, masks = load_pairs(syn.records, syn.class_map, size)
         q = evaluate(real_images, real_masks, images, masks, pipe.class_map.names, MetricsConfig(size=size)).metrics
-        rows[name] = {"folder": folder, "n": len(images), "texture": float(laplacian(images).mean()),
-                      "defect_share": float(((masks > 0) & (masks != 255)).mean()), "fid": q["fid_kid"]["fid"],
+        rows[name] = {"folder": folder, "n": len(images), "texture": float(laplacian_magnitude(images).mean()),
+                      "defect_share": defect_share(masks), "fid": q["fid_kid"]["fid"],
                       "mask_agreement": q["mask_agreement"]["mean_iou_defects"],
                       "memorised_pixel": q["memorisation"]["pixel"]["share_memorised"]}
         atomic_write_text(path, json.dumps(rows, indent=1))

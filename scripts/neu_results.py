@@ -31,6 +31,7 @@ import numpy as np
 from defectgen.data import load_pairs, open_dataset, read_stem_list
 from defectgen.data.samples import is_complete, read_manifest
 from defectgen.io import atomic_write_json, atomic_write_text
+from defectgen.quality.texture import defect_share, fine_texture
 
 
 def stage_timings(run: Path) -> dict[str, dict[str, float]]:
@@ -72,16 +73,8 @@ def class_proportions(compare: Path) -> dict[str, dict[str, float]]:
     return table
 
 
-def high_frequency_energy(images: np.ndarray) -> float:
-    """Mean |discrete Laplacian| of the grey channel: how much fine texture (grain, edges) an image set has."""
-    g = images[..., 0].astype(np.float32)
-    lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
-    return float(np.abs(lap).mean())
-
-
 def set_stats(images: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    defect = (masks > 0) & (masks != 255)
-    return {"n": int(len(images)), "texture": high_frequency_energy(images), "defect_share": float(defect.mean())}
+    return {"n": int(len(images)), "texture": fine_texture(images), "defect_share": defect_share(masks)}
 
 
 def folder_stats(samples: Path) -> dict[str, float]:

@@ -17,7 +17,7 @@ import argparse
 import torch
 from diffusers import UNet2DModel
 
-from defectgen.compare import CompareConfig, _generator_config
+from defectgen.compare import CompareConfig
 from defectgen.config import load_config
 from defectgen.data import load_pairs
 from defectgen.pairs import encode_pairs
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="a stage's final/ folder")
     args = ap.parse_args()
     cfg = load_config(CompareConfig, args.compare_config)
-    gen = _generator_config(cfg)
+    gen = cfg.generator()
     ds, recs = cfg.selection.select(log=False)
     images, masks = load_pairs(recs[:4], ds.class_map, gen.size)
     x0 = encode_pairs(images, masks, ds.class_map.num_classes, gen.image_channels)

@@ -19,20 +19,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
 from defectgen.cli import main as defectgen  # noqa: E402
 from defectgen.data.samples import is_complete, read_manifest  # noqa: E402
 from defectgen.data import load_pairs, open_dataset  # noqa: E402
 from defectgen.io import atomic_write_json, atomic_write_text  # noqa: E402
-from neu_results import set_stats  # noqa: E402
+from defectgen.quality.texture import defect_share, fine_texture  # noqa: E402
 
 SETTINGS = [("ddpm", 250), ("dpmsolver++", 25), ("dpmsolver++", 20), ("ddpm", 25), ("ddim", 25)]
 
 
 def folder_stats(folder: Path, size: int) -> dict[str, float]:
     ds = open_dataset(folder)
-    return set_stats(*load_pairs(ds.records, ds.class_map, size))
+    images, masks = load_pairs(ds.records, ds.class_map, size)
+    return {"n": int(len(images)), "texture": fine_texture(images), "defect_share": defect_share(masks)}
 
 
 def main(argv: list[str] | None = None) -> int:
