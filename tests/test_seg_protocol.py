@@ -29,7 +29,7 @@ def split_data(tmp_path_factory):
 
 def _script(*argv):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "seg_steps_curve.py"), *map(str, argv)],
+    return subprocess.run([sys.executable, str(REPO / "tools" / "seg_steps_curve.py"), *map(str, argv)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=3600)
 
 

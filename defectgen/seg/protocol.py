@@ -5,10 +5,10 @@ on a validation split and scores the test split once, at the end. The log is a J
 the results folder, one entry per line, appended in order, so a reader can check that nothing was
 chosen on test:
 
-    log_decision("results/neu_pay/protocol.jsonl", "seg.steps", 400, split="val",
+    log_decision("experiments/neu_pay/results/protocol.jsonl", "seg.steps", 400, split="val",
                  rule="smallest steps within 1 point of the best mean val mIoU (defect)",
                  evidence={"100": 0.31, "200": 0.38, "400": 0.41, "800": 0.41})
-    log_final("results/neu_pay/protocol.jsonl", "headline table", split="test", results="results/neu_pay/test.csv")
+    log_final("experiments/neu_pay/results/protocol.jsonl", "headline table", split="test", results="experiments/neu_pay/results/test.csv")
 
 ``log_decision`` refuses the split named ``test``; ``log_final`` records the one scoring of the
 test split per ``what`` and refuses a second one.
