@@ -29,7 +29,7 @@ from PIL import Image
 
 from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
-from defectgen.seg.protocol import log_decision, log_final, read_protocol
+from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
 from defectgen.seg.stats import mean_std, paired_gain
 
 ROWS = {  # ablation source name -> what the row is
@@ -56,10 +56,10 @@ def config(folder: Path) -> dict:
 
 
 def decision(log: Path, name: str) -> dict:
-    found = [e for e in read_protocol(log) if e.get("kind") == "decision" and e.get("decision") == name]
-    if not found:
-        raise ConfigError(f"{log}: no decision '{name}' yet (run the earlier stage of experiments/native/native.sh)")
-    return found[-1]
+    try:
+        return read_decision(log, name)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (run the earlier stage of experiments/native/native.sh)") from None
 
 
 def gain(mine: dict[int, dict], base: dict[int, dict], key: str = "miou_defect") -> dict:

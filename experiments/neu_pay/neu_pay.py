@@ -29,7 +29,7 @@ import yaml
 from defectgen import logs
 from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
-from defectgen.seg.protocol import log_decision, log_final, read_protocol
+from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
 
 SOURCE = "defectgen"  # the Defect-Gen source of the val ablations (round 1: the CPU generator's set)
 ROUND2 = "defectgen-r2"  # round 2 (experiments/neu_pay/neu_levers.sh): the set chosen on val among the generator levers
@@ -64,10 +64,10 @@ def ablation_config(folder: Path) -> dict:
 
 def decision(log: Path, name: str) -> dict:
     """The newest entry of decision ``name`` in the protocol log."""
-    found = [e for e in read_protocol(log) if e.get("kind") == "decision" and e.get("decision") == name]
-    if not found:
-        raise ConfigError(f"{log}: no decision '{name}' yet (run the earlier stage of experiments/neu_pay/neu_pay.sh)")
-    return found[-1]
+    try:
+        return read_decision(log, name)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (run the earlier stage of experiments/neu_pay/neu_pay.sh)") from None
 
 
 def pct(v: float | None) -> str:
