@@ -22,8 +22,8 @@ if [[ -d .gpudata/neu_seg ]]; then
   mkdir -p runs/data && rm -rf runs/data/neu_seg && cp -r .gpudata/neu_seg runs/data/neu_seg
 fi
 export PYTHONUNBUFFERED=1
-COMPARE_CONFIG=${COMPARE_CONFIG:-configs/compare_neu64.yaml}
-ABLATE_CONFIG=${ABLATE_CONFIG:-configs/ablate_neu64.yaml}
+COMPARE_CONFIG=${COMPARE_CONFIG:-experiments/neu64/compare_neu64.yaml}
+ABLATE_CONFIG=${ABLATE_CONFIG:-experiments/neu64/ablate_neu64.yaml}
 CMP=${CMP_OUT:-runs/compare_neu64}
 ABL=${ABL_OUT:-runs/ablate_neu64}
 DG="python3 -m defectgen.cli"
