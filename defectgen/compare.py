@@ -73,6 +73,10 @@ class CompareConfig(SelectionKeys):
         self.eval.check()
         self.metrics.check()
 
+    def generator(self, extra: list[str] = ()) -> GeneratorConfig:
+        """The generator config this comparison trains: ``generator_config`` with its overrides, then ``extra``."""
+        return load_config(GeneratorConfig, self.generator_config, [*self.generator_overrides, *extra])
+
 
 @dataclass
 class Row:
@@ -96,10 +100,6 @@ def rows(cfg: CompareConfig) -> list[Row]:
     return [r for r in out if r.name in cfg.only_rows] if cfg.only_rows else out
 
 
-def _generator_config(cfg: CompareConfig, extra: list[str] = ()) -> GeneratorConfig:
-    return load_config(GeneratorConfig, cfg.generator_config, [*cfg.generator_overrides, *extra])
-
-
 # ---- generate ------------------------------------------------------------------------------
 
 def train_main(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[PairRecord], log: Log) -> Path:
@@ -110,7 +110,7 @@ def train_main(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[Pair
         return Path(cfg.run)
     main = out / "generator"
     log(f"training the two-stage generator in {main}")
-    train_generator(main, _generator_config(cfg), ds, recs, _sel(cfg, ds, recs), resume=True, progress=False)
+    train_generator(main, cfg.generator(), ds, recs, _sel(cfg, ds, recs), resume=True, progress=False)
     return main
 
 
@@ -122,7 +122,7 @@ def train_variant(cfg: CompareConfig, out: Path, name: str, ds: DefectDataset, r
     vdir = out / "variants" / name
     overrides = cfg.small_variants[name]
     log(f"training small-model variant {name} ({', '.join(overrides)}) in {vdir}")
-    train_generator(vdir, _generator_config(cfg, overrides), ds, recs, _sel(cfg, ds, recs), stages=("small",),
+    train_generator(vdir, cfg.generator(overrides), ds, recs, _sel(cfg, ds, recs), stages=("small",),
                     resume=True, progress=False)
     return vdir
 
@@ -149,7 +149,7 @@ def generate_rows(cfg: CompareConfig, out: Path, ds: DefectDataset, recs: list[P
     from defectgen.export import export_samples
     from defectgen.seg.copypaste import run_copypaste
 
-    size = _generator_config(cfg).size
+    size = cfg.generator().size
     def priority(r: Row) -> int:  # the method's own row right after the cheap one
         if r.kind == "two-stage" and r.switch == cfg.variant_switch:
             return 1
@@ -347,7 +347,7 @@ def run_compare(cfg: CompareConfig, out: Path, only: str = "all", device: str | 
 
     dev = str(resolve_device(device))
     rows(cfg)  # names, only_rows, the device and the data are checked before anything is written
-    gen = _generator_config(cfg)
+    gen = cfg.generator()
     need(cfg.steps is None or cfg.steps <= gen.diffusion.num_train_timesteps, "steps",
          f"must be at most the generator's {gen.diffusion.num_train_timesteps} training timesteps", cfg.steps)
     ds, recs = cfg.selection.select(log=False)

@@ -218,7 +218,7 @@ def train_generator(
     ``final/`` and ``pipeline/``, and the others wait for each write before reading on. In one
     process, ``parallel`` trains the small UNet in a second process (same thread count) while this
     one trains the large one: the two UNets do not depend on each other, and two 1-thread processes
-    use both cores without the thread barriers that slow a 2-thread step on a busy machine (results/demo/).
+    use both cores without the thread barriers that slow a 2-thread step on a busy machine (benchmarks/results/demo/).
     """
     data = training_data(records, ds.class_map, cfg)  # bad data fails here, before the run folder is made
     state = process_state()
@@ -226,7 +226,7 @@ def train_generator(
     if cfg.diffusion.prediction_type == "epsilon" and cfg.diffusion.rescale_betas_zero_snr and state.is_main_process:
         logger.warning("warning: epsilon prediction with rescale_betas_zero_snr cannot give an image at t = T "
                        "(alpha_bar = 0, the x0 estimate divides by zero); on NEU its samples were noise "
-                       "(results/neu_pay/levers.md). Use diffusion.prediction_type v_prediction or sample.")
+                       "(experiments/neu_pay/results/levers.md). Use diffusion.prediction_type v_prediction or sample.")
     with state.main_process_first():  # the main process creates the folder, the others then check it
         prepare_run(out, cfg, selection, ds.class_map)
     todo = [s for s in stages if _needs_training(out / s, s, resume, state.is_main_process)]

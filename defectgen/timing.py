@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 def auto_threads() -> int:
     """Half the CPU cores, between 1 and 4. When another process holds a core, torch's thread barriers
-    made a 2-thread step of the demo UNet 3.5-12x slower than a 1-thread one (results/demo/probe_speed.md);
+    made a 2-thread step of the demo UNet 3.5-12x slower than a 1-thread one (benchmarks/results/demo/probe_speed.md);
     half the cores leaves room for the other process (or for the demo's second stage)."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 

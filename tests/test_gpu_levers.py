@@ -1,4 +1,4 @@
-"""scripts/gpu_levers.py on CPU with a stand-in $OUT: variants trained side by side (one cut at a step, as the time
+"""tools/gpu_levers.py on CPU with a stand-in $OUT: variants trained side by side (one cut at a step, as the time
 limit cuts it on the GPU, and finished from its checkpoint), their sets sampled, everything returned within the
 limits, and unpacked here. Cuts are by steps, never by seconds: a loaded machine gives the same outcome."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from defectgen.run import load_generator
 
 from conftest import REPO, TINY_CONFIG
 
-SCRIPT = REPO / "scripts" / "gpu_levers.py"
+SCRIPT = REPO / "tools" / "gpu_levers.py"
 NO_TIME_LIMIT = ["--train-seconds", "86400", "--sample-seconds", "86400"]  # the cuts here are by steps
 
 

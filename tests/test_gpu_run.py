@@ -1,4 +1,4 @@
-"""scripts/gpu_run.py on CPU with a stand-in $OUT: what the GPU machine would return, and the way back."""
+"""tools/gpu_run.py on CPU with a stand-in $OUT: what the GPU machine would return, and the way back."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from defectgen.pipeline import DefectGenPipeline
 
 from conftest import REPO, TINY_CONFIG
 
-SCRIPT = REPO / "scripts" / "gpu_run.py"
+SCRIPT = REPO / "tools" / "gpu_run.py"
 
 
 def gpu_run(args: list[str], out: Path) -> None:

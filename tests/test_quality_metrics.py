@@ -5,6 +5,7 @@ import pytest
 from defectgen.quality.class_stats import class_statistics, compare_class_statistics, wasserstein_1d
 from defectgen.quality.diversity import diversity, intra_cluster_diversity, mean_pairwise_distance
 from defectgen.quality.mask_agreement import mask_agreement
+from defectgen.quality.texture import defect_share, fine_texture, laplacian_magnitude
 from defectgen.seg.metrics import iou_per_class
 from defectgen.quality.memorisation import leave_one_out_nn, memorisation, nearest_neighbours, pairwise_distances
 
@@ -157,3 +158,18 @@ def test_mask_agreement_with_a_known_predictor():
     shifted = np.roll(masks, 1, axis=2)  # prediction one pixel off
     partial = mask_agreement(lambda x: shifted, images, masks, NAMES)
     assert 0.0 < partial["iou"]["inclusion"] < 1.0
+
+
+def test_fine_texture_is_zero_on_flat_images_and_counts_a_checkerboard():
+    flat = np.full((2, 8, 8, 1), 90, np.uint8)
+    assert fine_texture(flat) == 0.0
+    board = (np.indices((8, 8)).sum(axis=0) % 2 * 10).astype(np.uint8)[None, :, :, None]
+    lap = laplacian_magnitude(board)
+    assert lap[0, 0].sum() == lap[0, -1].sum() == 0  # no four neighbours on the border
+    assert fine_texture(board) == 40.0  # every interior pixel differs by 10 from each of its four neighbours
+    assert lap.mean() == 40.0 * 36 / 64  # the per-pixel map keeps the border's zeros
+
+
+def test_defect_share_leaves_ignore_pixels_out_of_the_defects():
+    masks = np.array([[[0, 1], [2, 255]]], np.uint8)
+    assert defect_share(masks) == 0.5

@@ -11,7 +11,7 @@ from test_seg_end_to_end import make_dataset
 from defectgen.cli import main
 from defectgen.config import ConfigError
 from defectgen.seg.curve import choose_converged
-from defectgen.seg.protocol import log_decision, log_final, read_protocol
+from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def split_data(tmp_path_factory):
 
 def _script(*argv):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "seg_steps_curve.py"), *map(str, argv)],
+    return subprocess.run([sys.executable, str(REPO / "tools" / "seg_steps_curve.py"), *map(str, argv)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=3600)
 
 
@@ -52,6 +52,15 @@ def test_protocol_log_refuses_test_choices_and_scores_test_once(tmp_path):
     entries = read_protocol(log)
     assert [e["kind"] for e in entries] == ["decision", "final"]  # the repeated identical decision is logged once
     assert entries[1]["decisions_before"] == ["usage"] and entries[0]["evidence"] == {"mix": 0.01}
+
+
+def test_a_later_stage_reads_back_the_newest_decision(tmp_path):
+    log = tmp_path / "protocol.jsonl"
+    with pytest.raises(ConfigError, match="no decision 'ratio' yet"):
+        read_decision(log, "ratio")
+    log_decision(log, "ratio", 1.0, split="val", rule="best", evidence={"1": 0.02})
+    log_decision(log, "ratio", 2.0, split="val", rule="best", evidence={"1": 0.02, "2": 0.03})
+    assert read_decision(log, "ratio")["chosen"] == 2.0
 
 
 def test_steps_curve_script_chooses_on_val_and_resumes(split_data, tmp_path):

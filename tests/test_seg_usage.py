@@ -153,7 +153,7 @@ def test_the_val_usage_config_is_a_valid_grid():
 
     from defectgen.seg.ablate import check_config, grid
 
-    cfg = load_config(AblateConfig, Path(__file__).resolve().parents[1] / "configs" / "ablate_neu64_val_usage.yaml")
+    cfg = load_config(AblateConfig, Path(__file__).resolve().parents[1] / "experiments" / "neu_pay" / "ablate_neu64_val_usage.yaml")
     check_config(cfg)
     assert cfg.test_split == "val" and [u.label() for u in cfg.usages] == ["mix", "pretrain-f0.5", "weighted-w0.3"]
     assert len(grid(cfg)) == 78

@@ -108,3 +108,25 @@ def test_the_library_logs_and_only_the_command_line_prints() -> None:
             continue
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)]
         assert not any(isinstance(c.func, ast.Name) and c.func.id == "print" for c in calls), path
+
+
+def test_campaigns_benchmarks_and_tools_use_only_the_public_api() -> None:
+    """Outside the library no script imports a private defectgen name, puts a script folder on ``sys.path`` or
+    imports a script of another folder (a helper module beside a script, such as tools/lent_gpu.py, is fine)."""
+    scripts = [p for top in ("experiments", "benchmarks", "tools") for p in (PKG.parent / top).rglob("*.py")]
+    assert scripts
+    homes = {p.stem: p.parent for p in scripts}
+    for path in scripts:
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "defectgen":
+                names = [*node.module.split("."), *(a.name for a in node.names)]
+                assert not [n for n in names if n.startswith("_")], f"{path}: {ast.unparse(node)}"
+            tops = ([a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module.split(".")[0]] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for top in tops:
+                assert homes.get(top, path.parent) == path.parent, f"{path}: imports the script {homes[top] / top}.py"
+        for line in text.splitlines():
+            if "sys.path" in line:
+                assert not any(f'"{d}"' in line for d in ("scripts", "experiments", "benchmarks", "tools")), \
+                    f"{path}: {line.strip()}"

@@ -23,7 +23,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "compare", cmd_compare, help="vanilla vs small-only vs two-stage vs copy-paste, scored the same way")
-    p.add_argument("--config", type=Path, required=True, help="YAML comparison config (e.g. configs/compare_neu64.yaml)")
+    p.add_argument("--config", type=Path, required=True, help="YAML comparison config (e.g. experiments/neu64/compare_neu64.yaml)")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier comparison to resume)")
     p.add_argument("--only", choices=("all", "generate", "score"), default="all")
     add_device(p)

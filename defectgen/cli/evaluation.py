@@ -143,7 +143,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "ablate", cmd_ablate, help="the grid sources x ratios x models x seeds, resumable")
-    p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. configs/ablate_neu64.yaml)")
+    p.add_argument("--config", type=Path, required=True, help="YAML ablation config (e.g. experiments/neu64/ablate_neu64.yaml)")
     add_set(p, "the ablation config", "seeds=[0,1]")
     add_usage_args(p)
     add_device(p)

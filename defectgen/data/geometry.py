@@ -8,7 +8,7 @@
 2. images are resampled bicubically; masks by **class coverage**: an output pixel takes the
    defect class covering the largest part of it when that part is at least ``0.45 / f`` (``f`` =
    the downscale factor), so a 1-px crack stays one connected line instead of the fragments that
-   nearest-neighbour leaves (see ``scripts/geometry_crack.py`` for the numbers);
+   nearest-neighbour leaves (see ``experiments/geometry_crack/geometry_crack.py`` for the numbers);
 3. training draws ``size x size`` crops (``CropSet``): with probability ``defect_prob`` the crop
    holds a random defect pixel at a random position, otherwise it is uniform over the image;
 4. segmentation predicts the whole scaled image with a sliding window of ``size`` (stride size/2,

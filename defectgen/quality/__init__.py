@@ -8,6 +8,7 @@
   generated mask
 - ``filtering``: ``defectgen filter``, keeping the pairs that segmenter agrees with
 - ``class_stats``: class frequency and defect-area distributions, real vs generated
+- ``texture``: fine texture (mean |Laplacian| of the grey image) and defect share: how smooth a set is
 - ``compute``: ``MetricsConfig``, ``evaluate`` (arrays) and ``compute_metrics`` (folders) run all of the above
 - ``report``: ``metrics.json``, ``metrics.md`` and the figures; ``cli``: ``defectgen metrics``
 """

@@ -5,13 +5,13 @@ on a validation split and scores the test split once, at the end. The log is a J
 the results folder, one entry per line, appended in order, so a reader can check that nothing was
 chosen on test:
 
-    log_decision("results/neu_pay/protocol.jsonl", "seg.steps", 400, split="val",
+    log_decision("experiments/neu_pay/results/protocol.jsonl", "seg.steps", 400, split="val",
                  rule="smallest steps within 1 point of the best mean val mIoU (defect)",
                  evidence={"100": 0.31, "200": 0.38, "400": 0.41, "800": 0.41})
-    log_final("results/neu_pay/protocol.jsonl", "headline table", split="test", results="results/neu_pay/test.csv")
+    log_final("experiments/neu_pay/results/protocol.jsonl", "headline table", split="test", results="experiments/neu_pay/results/test.csv")
 
 ``log_decision`` refuses the split named ``test``; ``log_final`` records the one scoring of the
-test split per ``what`` and refuses a second one.
+test split per ``what`` and refuses a second one; ``read_decision`` reads the newest choice back.
 """
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def read_protocol(path: str | Path) -> list[dict[str, Any]]:
             except ValueError as err:
                 raise ConfigError(f"{path}:{i}: not a JSON line ({err})") from err
     return entries
+
+
+def read_decision(path: str | Path, decision: str) -> dict[str, Any]:
+    """The newest entry of ``decision`` in the log (a later stage reads back what an earlier one chose)."""
+    found = [e for e in read_protocol(path) if e.get("kind") == "decision" and e.get("decision") == decision]
+    if not found:
+        raise ConfigError(f"{path}: no decision '{decision}' yet")
+    return found[-1]
 
 
 @contextmanager
