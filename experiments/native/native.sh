@@ -6,19 +6,21 @@
 # windows (configs/crackforest_native.yaml); full-size pairs: Defect-Gen into the training images with
 # training masks and with model-chosen masks, and full-size copy-paste (the same 64-px windows, the same
 # placement rules), 20 pairs each. Segmentation at native scale (configs/seg_crackforest.yaml: 64-px crops,
-# sliding window over whole images): seg.steps chosen on a real-only val curve (DeepLabV3+-R18), then one
-# ratio (1 or 2) chosen on val from the Defect-Gen rows; test once: every row at that ratio, DeepLabV3+-R18
-# from scratch and DeepLabV3+ EfficientNet-Lite0 (ImageNet), 3 seeds.
+# sliding window over whole images): seg.steps chosen on a real-only val curve (DeepLabV3+-R18); the ratio
+# fixed at 2 in advance (NATIVE_RATIO=val chooses 1 or 2 on val instead); test once: every row at that
+# ratio, 3 seeds, DeepLabV3+-R18 from scratch (NATIVE_MODELS adds the EfficientNet-Lite0 ImageNet encoder).
 #
-# NEU-Seg at native 200 px (the same 30 training images as the 64-px headline of experiments/neu_pay/results): the same
-# CPU generator trained on 64-px crops of the native images (configs/neu_native.yaml); full-size pairs into
+# NEU-Seg at native 200 px (the same 30 training images as the 64-px headline of experiments/neu_pay/results): the
+# same CPU generator trained on 64-px crops of the native images (configs/neu_native.yaml); full-size pairs into
 # the training images with model-chosen masks (the set chosen on val at 64 px) and full-size copy-paste,
 # 60 each; segmentation with 64-px crops and a sliding window, the settings chosen on val at 64 px (800
-# steps, mix, ratio 2); test once, both models, beside the 64-px rows.
+# steps, mix, ratio 2); test once, beside the 64-px rows.
 #
 #   experiments/native/native.sh        # resumable: finished runs, sets, cells and decisions are kept
 #   NATIVE_UNTIL=sets experiments/native/native.sh   # only the generators and the synthetic sets
 #   NATIVE_PART=crackforest|neu experiments/native/native.sh   # the sets, then one data set's evaluation
+#   NATIVE_MODELS="deeplabv3plus-r18 deeplabv3plus-effl0-imagenet" ...  # the models scored (default: R18)
+#   CF_SEEDS="[0,1]" / "[2]" ...   # CrackForest's test seeds split over two processes (then once without, for the tables)
 #
 # Measured on the project's 2-core CPU machine: see experiments/native/results/README.md.
 set -euo pipefail
