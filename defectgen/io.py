@@ -112,20 +112,11 @@ def _temporary(make: Any, path: Path, name: str, suffix: str) -> Any:
         raise write_error(err, path) from err
 
 
-def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write ``data`` to a temporary sibling and rename it over ``path``. ``sync=False`` skips the
-    fsync: still safe against a killed process, only not against a power cut."""
-    path = Path(path)
-    _mkdir(path.parent)
-    clean_stale_tmp(path.parent, path.name)
-    fd, tmp = _temporary(tempfile.mkstemp, path, path.name, ".tmp")
+@contextmanager
+def _replacing(tmp: str, path: Path) -> Iterator[None]:
+    """Rename ``tmp`` onto ``path`` when the block succeeds; otherwise remove ``tmp`` (a write error names ``path``)."""
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
+        yield
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -133,6 +124,22 @@ def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` to a temporary sibling and rename it over ``path``. ``sync=False`` skips the
+    fsync: still safe against a killed process, only not against a power cut."""
+    path = Path(path)
+    _mkdir(path.parent)
+    clean_stale_tmp(path.parent, path.name)
+    fd, tmp = _temporary(tempfile.mkstemp, path, path.name, ".tmp")
+    with _replacing(tmp, path):
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str, sync: bool = True) -> None:
@@ -150,15 +157,8 @@ def atomic_save_image(path: Path, image: Image.Image) -> None:
     fd, tmp = _temporary(tempfile.mkstemp, path, path.stem, path.suffix)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
-    try:
+    with _replacing(tmp, path):
         image.save(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise write_error(err, path) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _normal_modes(folder: Path) -> None:
