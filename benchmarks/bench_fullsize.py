@@ -25,7 +25,7 @@ from PIL import Image
 
 from defectgen.cli import main as defectgen
 from defectgen.demo import make_demo_dataset, render_sample
-from defectgen.io import atomic_write_json
+from defectgen.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [(200, 200), (480, 320), (1260, 500)]  # NEU, CrackForest, KolektorSDD (width x height)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "pairs_per_call": args.num, "rounds": args.rounds, "rows": rows})
     lines = ["| case | s/pair (median) | ratio to a 64x64 pair (median of per-round ratios) |", "|---|---|---|"]
     lines += [f"| {r['case']} | {r['seconds_per_pair']:.3f} | {r['ratio_to_window']:.2f}x |" for r in rows]
-    (args.out / "cost.md").write_text(
+    atomic_write_text(args.out / "cost.md",
         f"# Cost of full-size pairs\n\n`python benchmarks/bench_fullsize.py --out {args.out}`: {args.config.name} networks, "
         f"DDPM {args.steps} steps, {args.num} pairs per call, {args.rounds} interleaved rounds, one process.\n\n"
         + "\n".join(lines) + "\n")
