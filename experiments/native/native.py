@@ -274,7 +274,7 @@ def largest_grid(folder: Path, data: Path, stems: list[str], count: int = 8) -> 
     same window size, around each training mask's largest defect): are large regions painted as flat fills?"""
     from defectgen.data import load_pair, open_dataset
     from defectgen.viz import overlay, panel_grid
-    from defectgen.windows import defect_box
+    from defectgen.pipelines.defectgen.windows import defect_box
 
     manifest = json.loads((folder / "manifest.json").read_text())
     wins = sorted(((w["new_pixels"], s["file"], w) for s in manifest["samples"] for w in s.get("windows", [])),
