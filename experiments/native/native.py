@@ -253,20 +253,37 @@ def drawn_files(tests: list[Path], source: str) -> list[str]:
     return sorted(files)
 
 
+MAX_NPZ_BYTES = 2_000_000  # the repository's limit per tracked file
+
+
 def write_npz(folder: Path, files: list[str], out: Path) -> int:
-    """The drawn pairs of a sample folder at full size; grey images (three equal channels) stored as one channel."""
+    """The drawn pairs of a sample folder at full size; grey images (three equal channels) stored as one channel.
+    Over ``MAX_NPZ_BYTES`` the pairs are split evenly over ``<stem>_part<i>of<k>.npz`` files; returns the bytes written."""
     images = [np.asarray(Image.open(folder / "images" / f).convert("RGB")) for f in files]
     grey = all(np.array_equal(i[..., 0], i[..., 1]) and np.array_equal(i[..., 0], i[..., 2]) for i in images)
-    arrays = {"masks": np.stack([np.asarray(Image.open(folder / "masks" / f)) for f in files]),
-              "images": np.stack([i[..., 0] if grey else i for i in images]), "files": np.array(files)}
+    masks = [np.asarray(Image.open(folder / "masks" / f)) for f in files]
     manifest = json.loads((folder / "manifest.json").read_text())
-    arrays["class_names"] = np.array(manifest["class_map"]["names"])
-    arrays["windows_json"] = np.array(json.dumps({s["file"]: s.get("windows", []) for s in manifest["samples"]
-                                                   if s["file"] in set(files)}))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(out, buf.getvalue())
-    return out.stat().st_size
+    windows = {s["file"]: s.get("windows", []) for s in manifest["samples"]}
+
+    def packed(idx: list[int]) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, masks=np.stack([masks[i] for i in idx]), files=np.array([files[i] for i in idx]),
+                            images=np.stack([images[i][..., 0] if grey else images[i] for i in idx]),
+                            class_names=np.array(manifest["class_map"]["names"]),
+                            windows_json=np.array(json.dumps({files[i]: windows.get(files[i], []) for i in idx})))
+        return buf.getvalue()
+
+    whole = packed(list(range(len(files))))
+    for old in out.parent.glob(f"{out.stem}*.npz"):
+        old.unlink()
+    if len(whole) <= MAX_NPZ_BYTES:
+        atomic_write_bytes(out, whole)
+        return len(whole)
+    k = -(-len(whole) // (MAX_NPZ_BYTES * 3 // 4))
+    parts = [packed(list(range(len(files)))[j::k]) for j in range(k)]
+    for j, data in enumerate(parts, 1):
+        atomic_write_bytes(out.with_name(f"{out.stem}_part{j}of{k}.npz"), data)
+    return sum(map(len, parts))
 
 
 def largest_grid(folder: Path, data: Path, stems: list[str], count: int = 8) -> bytes:
