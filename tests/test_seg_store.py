@@ -75,10 +75,10 @@ def test_store_reads_back_and_refuses_another_protocol(tmp_path: Path) -> None:
 
 
 def _stored(name: str) -> Path:
-    """A result folder written by the campaign scripts, wherever the campaign keeps it."""
-    found = [p.parent for top in ("results", "experiments") for p in (ROOT / top).glob(f"**/{name}/cells")]
-    assert found, f"no stored result folder {name} under results/ or experiments/"
-    return found[0]
+    """A NEU result folder written by the neu_pay campaign (other campaigns reuse folder names on other data)."""
+    folder = ROOT / "experiments" / "neu_pay" / "results" / name
+    assert (folder / "cells").is_dir(), f"no stored result folder {folder}"
+    return folder
 
 
 def _no_training(*args: object, **kwargs: object) -> dict:
