@@ -125,7 +125,10 @@ def cmd_adopt(args) -> int:
 
 def cmd_fix(args) -> int:
     """A setting fixed in advance, not tuned (e.g. when the val grid does not fit the compute budget); logged as such."""
-    value = float(args.value) if args.value.replace(".", "", 1).isdigit() else args.value
+    try:
+        value: float | str = float(args.value)
+    except ValueError:
+        value = args.value
     log_decision(args.log, args.decision, value, split="none", evidence={}, source="experiments/native/native.sh",
                  rule="fixed before any scoring, not tuned on any split", note=args.why)
     print(args.value)
