@@ -18,20 +18,16 @@ one ``pairs_<row>.npz`` per synthetic set (full-size uint8 images and masks, the
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import yaml
-from PIL import Image
-
 from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
+from defectgen.seg.headline import (ablation_cells as cells, ablation_config as config, ci, decisions_md, drawn_files,
+                                    gain, headline_csv, headline_md, headline_rows, largest_grid, per_class_md, pts,
+                                    write_npz)
 from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
-from defectgen.seg.stats import mean_std, paired_gain
 
 ROWS = {  # ablation source name -> what the row is
     "real": "real only",
@@ -43,38 +39,11 @@ DEFECTGEN = ("defectgen-train-masks", "defectgen-model-masks")
 BASELINE = "copy-paste"
 
 
-def cells(folder: Path) -> dict[str, dict[float, dict[int, dict]]]:
-    """source -> ratio -> seed -> metrics of an ablation folder's finished cells."""
-    out: dict[str, dict[float, dict[int, dict]]] = {}
-    for path in sorted((Path(folder) / "cells").glob("*.json")):
-        c = json.loads(path.read_text())
-        out.setdefault(c["cell"]["source"], {}).setdefault(float(c["cell"]["ratio"]), {})[c["seed"]] = c["metrics"]
-    return out
-
-
-def config(folder: Path) -> dict:
-    return yaml.safe_load((Path(folder) / "config.yaml").read_text())
-
-
 def decision(log: Path, name: str) -> dict:
     try:
         return read_decision(log, name)
     except ConfigError as err:
         raise ConfigError(f"{err} (run the earlier stage of experiments/native/native.sh)") from None
-
-
-def gain(mine: dict[int, dict], base: dict[int, dict], key: str = "miou_defect") -> dict:
-    seeds = sorted(set(mine) & set(base))
-    return {**paired_gain([mine[s][key] for s in seeds], [base[s][key] for s in seeds]), "seeds": seeds}
-
-
-def pts(v: float | None, sign: bool = True) -> str:
-    return "–" if v is None else (f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}")
-
-
-def ci(g: dict) -> str:
-    lo = "" if g["ci_low"] is None else f" [{pts(g['ci_low'])}, {pts(g['ci_high'])}]"
-    return pts(g["mean"]) + lo
 
 
 def cmd_steps(args) -> int:
@@ -141,60 +110,9 @@ def cmd_fix(args) -> int:
 def headline(tests: list[Path]) -> list[dict]:
     rows = []
     for folder in tests:
-        cfg, got = config(folder), cells(folder)
-        real = got["real"][0.0]
-        for src, by_ratio in got.items():
-            for ratio, mine in sorted(by_ratio.items()):
-                per_class = {n: mean_std([m["per_class"][n]["iou"] for m in mine.values()])["mean"]
-                             for n in next(iter(mine.values()))["per_class"]
-                             if n != "background" and all(m["per_class"][n]["iou"] is not None for m in mine.values())}
-                row = {"model": cfg["models"][0], "row": src, "name": ROWS.get(src, src), "ratio": ratio,
-                       "seeds": len(mine), "steps": cfg["seg"]["steps"],
-                       "synthetic_folder": cfg["sources"].get(src, ""),
-                       "miou_defect": mean_std([m["miou_defect"] for m in mine.values()]),
-                       "miou_all": mean_std([m["miou_all"] for m in mine.values()])["mean"],
-                       "per_class_iou": per_class}
-                if src != "real":
-                    row["gain"] = gain(mine, real)
-                    row["per_class_gain"] = {n: _class_gain(mine, real, n) for n in per_class}
-                if src in DEFECTGEN and BASELINE in got:
-                    row["minus_copy_paste"] = gain(mine, got[BASELINE][ratio])
-                rows.append(row)
-    order = list(ROWS)
-    rows.sort(key=lambda r: (r["model"], order.index(r["row"]) if r["row"] in order else 99, r["ratio"]))
+        rows += headline_rows(cells(folder), config(folder), ROWS, versus=BASELINE, compared=lambda s: s in DEFECTGEN,
+                              order=list(ROWS))
     return rows
-
-
-def _class_gain(mine: dict[int, dict], base: dict[int, dict], name: str) -> dict:
-    seeds = [s for s in sorted(set(mine) & set(base))
-             if mine[s]["per_class"][name]["iou"] is not None and base[s]["per_class"][name]["iou"] is not None]
-    return paired_gain([mine[s]["per_class"][name]["iou"] for s in seeds], [base[s]["per_class"][name]["iou"] for s in seeds])
-
-
-def headline_md(rows: list[dict], classes: list[str]) -> str:
-    head = "| model (steps) | training data | ratio | seeds | defect mIoU | " + " | ".join(f"IoU {c}" for c in classes) \
-        + " | mIoU with background | gain over real only [95% CI] | minus copy-paste [95% CI] |"
-    lines = [head, "|" + "---|" * (8 + len(classes))]
-    for r in rows:
-        std = r["miou_defect"]["std"]
-        ratio = "–" if not r["ratio"] else f"{r['ratio']:g}"
-        lines.append(
-            f"| {r['model']} ({r['steps']}) | {r['name']} | {ratio} | {r['seeds']} "
-            f"| {pts(r['miou_defect']['mean'], False)}{'' if std is None else f' ± {100 * std:.1f}'} | "
-            + " | ".join(pts(r["per_class_iou"].get(c), False) for c in classes)
-            + f" | {pts(r['miou_all'], False)} | {ci(r['gain']) if 'gain' in r else '–'} "
-            f"| {ci(r['minus_copy_paste']) if 'minus_copy_paste' in r else '–'} |")
-    return "\n".join(lines) + "\n"
-
-
-def per_class_md(rows: list[dict], classes: list[str]) -> str:
-    lines = ["| model | training data | ratio | " + " | ".join(f"gain IoU {c}" for c in classes) + " |",
-             "|" + "---|" * (3 + len(classes))]
-    for r in rows:
-        if "per_class_gain" in r:
-            lines.append(f"| {r['model']} | {r['name']} | {r['ratio']:g} | "
-                         + " | ".join(ci(r["per_class_gain"][c]) for c in classes) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def reference_md(rows: list[dict], refs: list[Path]) -> str:
@@ -217,106 +135,6 @@ def _kind(source: str) -> str:
     return "defectgen-model-masks" if source.startswith("defectgen") else source
 
 
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    fields = ["model", "row", "name", "ratio", "seeds", "steps", "miou_defect", "miou_defect_std", "miou_all", "gain",
-              "gain_ci_low", "gain_ci_high", "minus_copy_paste", "minus_copy_paste_ci_low", "minus_copy_paste_ci_high",
-              "synthetic_folder"]
-    w = csv.DictWriter(buf, fields)
-    w.writeheader()
-    for r in rows:
-        g, d = r.get("gain", {}), r.get("minus_copy_paste", {})
-        w.writerow({"model": r["model"], "row": r["row"], "name": r["name"], "ratio": r["ratio"], "seeds": r["seeds"],
-                    "steps": r["steps"], "miou_defect": r["miou_defect"]["mean"], "miou_defect_std": r["miou_defect"]["std"],
-                    "miou_all": r["miou_all"], "gain": g.get("mean"), "gain_ci_low": g.get("ci_low"),
-                    "gain_ci_high": g.get("ci_high"), "minus_copy_paste": d.get("mean"),
-                    "minus_copy_paste_ci_low": d.get("ci_low"), "minus_copy_paste_ci_high": d.get("ci_high"),
-                    "synthetic_folder": r["synthetic_folder"]})
-    return buf.getvalue()
-
-
-def decisions_md(log: Path) -> str:
-    lines = []
-    for e in read_protocol(log):
-        if e.get("kind") == "decision":
-            ev = ", ".join(f"{k}: {v['gain'] * 100:+.1f}" if isinstance(v, dict) else f"{k}: {100 * v:.1f}"
-                           for k, v in e["evidence"].items())
-            lines.append(f"- **{e['decision']} = {e['chosen']}** on {e['split']} ({e['rule']}). Evidence: {ev}. {e['note']}")
-        else:
-            lines.append(f"- **test scored once**: {e['what']} ({e['time']}) -> `{e['results']}`")
-    return "\n".join(lines) + "\n"
-
-
-def drawn_files(tests: list[Path], source: str) -> list[str]:
-    """The synthetic files the test rows of ``source`` trained on, over every seed and model."""
-    files: set[str] = set()
-    for folder in tests:
-        for path in (Path(folder) / "cells").glob(f"*__{source}__*.json"):
-            files |= set(json.loads(path.read_text())["synthetic_files"])
-    return sorted(files)
-
-
-MAX_NPZ_BYTES = 2_000_000  # the repository's limit per tracked file
-
-
-def write_npz(folder: Path, files: list[str], out: Path) -> int:
-    """The drawn pairs of a sample folder at full size; grey images (three equal channels) stored as one channel.
-    Over ``MAX_NPZ_BYTES`` the pairs are split evenly over ``<stem>_part<i>of<k>.npz`` files; returns the bytes written."""
-    images = [np.asarray(Image.open(folder / "images" / f).convert("RGB")) for f in files]
-    grey = all(np.array_equal(i[..., 0], i[..., 1]) and np.array_equal(i[..., 0], i[..., 2]) for i in images)
-    masks = [np.asarray(Image.open(folder / "masks" / f)) for f in files]
-    manifest = json.loads((folder / "manifest.json").read_text())
-    windows = {s["file"]: s.get("windows", []) for s in manifest["samples"]}
-
-    def packed(idx: list[int]) -> bytes:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, masks=np.stack([masks[i] for i in idx]), files=np.array([files[i] for i in idx]),
-                            images=np.stack([images[i][..., 0] if grey else images[i] for i in idx]),
-                            class_names=np.array(manifest["class_map"]["names"]),
-                            windows_json=np.array(json.dumps({files[i]: windows.get(files[i], []) for i in idx})))
-        return buf.getvalue()
-
-    whole = packed(list(range(len(files))))
-    for old in out.parent.glob(f"{out.stem}*.npz"):
-        old.unlink()
-    if len(whole) <= MAX_NPZ_BYTES:
-        atomic_write_bytes(out, whole)
-        return len(whole)
-    k = -(-len(whole) // (MAX_NPZ_BYTES * 3 // 4))
-    parts = [packed(list(range(len(files)))[j::k]) for j in range(k)]
-    for j, data in enumerate(parts, 1):
-        atomic_write_bytes(out.with_name(f"{out.stem}_part{j}of{k}.npz"), data)
-    return sum(map(len, parts))
-
-
-def largest_grid(folder: Path, data: Path, stems: list[str], count: int = 8) -> bytes:
-    """The ``count`` windows with the most new defect pixels beside the ``count`` largest real defects (the
-    same window size, around each training mask's largest defect): are large regions painted as flat fills?"""
-    from defectgen.data import load_pair, open_dataset
-    from defectgen.viz import overlay, panel_grid
-    from defectgen.pipelines.defectgen.windows import defect_box
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    wins = sorted(((w["new_pixels"], s["file"], w) for s in manifest["samples"] for w in s.get("windows", [])),
-                  key=lambda t: -t[0])[:count]
-    painted = []
-    for _, file, w in wins:
-        img = np.asarray(Image.open(folder / "images" / file).convert("RGB"))
-        mask = np.asarray(Image.open(folder / "masks" / file))
-        box = np.s_[w["y"]:w["y"] + w["side"], w["x"]:w["x"] + w["side"]]
-        painted.append([img[box], overlay(img[box], mask[box])])
-    ds = open_dataset(data)
-    pairs = sorted((load_pair(ds.by_stem(s), ds.class_map) for s in stems), key=lambda p: -int((p[1] > 0).sum()))
-    side, rng, real = wins[0][2]["side"] if wins else 64, np.random.default_rng(0), []
-    for img, mask in pairs[:count]:  # a window of the same size around a defect of each largest real mask
-        box = defect_box(mask, tuple(ds.class_map.defect_ids), side, rng)
-        real.append([img[box], overlay(img[box], mask[box])])
-    rows = [a + b for a, b in zip(painted, real)]
-    buf = io.BytesIO()
-    panel_grid(rows, long_side=128, ncols=2, names=ds.class_map.names).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def cmd_final(args) -> int:
     out = Path(args.out)
     for folder in args.test:
@@ -335,7 +153,7 @@ def cmd_final(args) -> int:
         text += "\nThe same rows in the 64-px protocol (experiments/neu_pay/results, squashed images, the same 30 training images, " \
                 "seeds and test split):\n\n" + reference_md(rows, args.reference_64)
     atomic_write_text(out / "headline.md", text)
-    atomic_write_text(out / "headline.csv", to_csv(rows))
+    atomic_write_text(out / "headline.csv", headline_csv(rows))
     atomic_write_text(out / "val_decisions.md", f"# Protocol log, in order ({args.log})\n\n" + decisions_md(args.log))
     stems = json.loads(Path(args.stems).read_text())["stems"] if args.stems else []
     sizes = {}
