@@ -27,7 +27,7 @@ from defectgen.seg.headline import (ablation_config as config, ci, decisions_md,
 from defectgen.seg.protocol import log_decision, log_final, read_protocol
 from defectgen.seg.stats import mean_std
 
-PASTE = "harmonised-paste-s"  # source names: harmonised-paste-s0.2, ...
+PASTE = "harmonised-paste-s"  # source names: harmonised-paste-s20 is strength 0.2 (--set keys split at dots)
 BASELINE = "copy-paste"
 ROWS = {"real": "real only", BASELINE: "copy-paste, full size",  # the native campaign's rows
         "defectgen-train-masks": "Defect-Gen into training images, training masks, full size",
@@ -39,7 +39,7 @@ def harmonised(source: str) -> bool:
 
 
 def strength(source: str) -> float:
-    return float(source[len(PASTE):])
+    return int(source[len(PASTE):]) / 100
 
 
 def names(sources) -> dict[str, str]:

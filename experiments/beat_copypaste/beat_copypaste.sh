@@ -14,7 +14,9 @@
 #
 #   experiments/beat_copypaste/beat_copypaste.sh                 # resumable: runs, sets, cells, decisions kept
 #   BEAT_PART=crackforest|neu ...                                # one data set
-#   BEAT_STAGE=val ... / BEAT_SEEDS="[0]" ...                    # stop after val / split seeds over processes
+#   BEAT_STAGE=val ...                                           # stop after the val grid and the choice
+#   BEAT_SEEDS="[0]" ... / BEAT_TEST_SEEDS="[2]" ...             # val / test seeds split over processes sharing the
+#                                                                #  folders (then once without, for the tables)
 #
 # The generators: CrackForest's is the native campaign's (runs/native/cf_gen, configs/crackforest_native.yaml);
 # NEU's is configs/neu_native.yaml with the large stage trained 1000 steps instead of 2500 (runs/beat_copypaste/
@@ -40,10 +42,11 @@ mkdir -p "$out"
 [ -f $sets/copypaste/manifest.json ] || $DEFECTGEN copypaste --data $data "${sel[@]}" --full-size --size 64 \
   --num $num --out $sets/copypaste
 local src=(--set sources.copy-paste=$sets/copypaste)
-for s in "${STRENGTHS[@]}"; do
-  [ -f $sets/paste_s$s/manifest.json ] || $DEFECTGEN sample --run $gen --into-training --mask-source paste \
-    --strength $s --num $num --seed 0 --out $sets/paste_s$s --quiet
-  src+=(--set sources.harmonised-paste-s$s=$sets/paste_s$s)
+for s in "${STRENGTHS[@]}"; do  # source harmonised-paste-s20: strength 0.2 (a --set key has no dots)
+  p=$(python -c "print(round(100 * float('$s')))")
+  [ -f $sets/paste_s$p/manifest.json ] || $DEFECTGEN sample --run $gen --into-training --mask-source paste \
+    --strength $s --num $num --seed 0 --out $sets/paste_s$p --quiet
+  src+=(--set sources.harmonised-paste-s$p=$sets/paste_s$p)
 done
 # the native campaign's test settings, and this campaign's screening budget, logged before any scoring
 if [ ! -f $log ]; then
@@ -53,7 +56,7 @@ if [ ! -f $log ]; then
 fi
 $DEFECTGEN ablate --config $cfg --out $out/val --set test_split=val --set models=[$R18] --set ratios=[2] \
   --set seg.steps=$VAL_STEPS --set "seeds=${BEAT_SEEDS:-[0,1]}" "${src[@]}"
-[ -n "${BEAT_SEEDS:-}" ] || [ "${BEAT_STAGE:-}" = val ] && return 0
+[ -n "${BEAT_SEEDS:-}" ] && return 0
 local chosen steps
 chosen=$(python - "$log" <<'EOF'
 import sys
@@ -62,9 +65,11 @@ print(next((e["chosen"] for e in read_protocol(sys.argv[1]) if e.get("decision")
 EOF
 )
 [ -n "$chosen" ] || chosen=$($BEAT choose-strength --val $out/val --log $log)
+[ "${BEAT_STAGE:-}" = val ] && return 0
 steps=$($NATIVE steps --log $log --model $R18)
 $DEFECTGEN ablate --config $cfg --out $out/test --set test_split=test --set models=[$R18] --set ratios=[2] \
-  --set seg.steps=$steps --set "seeds=[0,1,2]" --set sources.$chosen=$sets/paste_s${chosen#harmonised-paste-s}
+  --set seg.steps=$steps --set "seeds=${BEAT_TEST_SEEDS:-[0,1,2]}" --set sources.$chosen=$sets/paste_s${chosen#harmonised-paste-s}
+[ -n "${BEAT_TEST_SEEDS:-}" ] && return 0
 $BEAT final --name "$name" --test $out/test --reference $ref --data $data --stems $gen/selection.json --log $log --out $out
 }
 
