@@ -48,6 +48,9 @@ for s in "${STRENGTHS[@]}"; do  # source harmonised-paste-s20: strength 0.2 (a -
     --strength $s --num $num --seed 0 --out $sets/paste_s$p --quiet
   src+=(--set sources.harmonised-paste-s$p=$sets/paste_s$p)
 done
+# how far harmonisation moves a pasted defect, strengths 0.01 to 1 (20 pairs each; chooses nothing)
+[ -f $out/strength_change.json ] || python experiments/beat_copypaste/strength_change.py --run $gen --data $data \
+  --sets $sets --num 20 --out $out
 # the native campaign's test settings, and this campaign's screening budget, logged before any scoring
 if [ ! -f $log ]; then
   $NATIVE adopt --from $NR/$name/protocol.jsonl --decision "seg.steps[$R18]" --decision "$ratio" --log $log
