@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, required=True, help="pairs per set (the campaign's set size)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    sets = {s: sample_set(args.run, args.sets / f"paste_s{round(100 * s)}", s, args.num) for s in STRENGTHS}
+    try:
+        sets = {s: sample_set(args.run, args.sets / f"paste_s{round(100 * s)}", s, args.num) for s in STRENGTHS}
+    except subprocess.CalledProcessError as err:  # defectgen sample has said why, in one line
+        return err.returncode
     rows, strips = measure(sets, args.data)
     atomic_write_json(args.out / "strength_change.json", {"run": str(args.run), "sets": {str(s): str(f) for s, f in sets.items()},
                                                           "reference_strength": min(sets), "rows": rows})
