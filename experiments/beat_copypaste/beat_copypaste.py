@@ -24,7 +24,7 @@ from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
 from defectgen.seg.headline import (ablation_config as config, ci, decisions_md, drawn_files, gain, headline_csv,
                                     headline_md, headline_rows, largest_grid, merge_cells, per_class_md, pts, write_npz)
-from defectgen.seg.protocol import log_decision, log_final, read_protocol
+from defectgen.seg.protocol import TEST_SPLITS, log_decision, log_final, read_protocol
 from defectgen.seg.stats import mean_std
 
 PASTE = "harmonised-paste-s"  # source names: harmonised-paste-s20 is strength 0.2 (--set keys split at dots)
@@ -53,7 +53,7 @@ def cmd_choose_strength(args) -> int:
     for folder in args.val[1:]:
         if config(folder)["test_split"] != first["test_split"] or config(folder)["seeds"] != first["seeds"]:
             raise ConfigError(f"{folder}: another split or other seeds than {args.val[0]}")
-    if first["test_split"] in ("test",):
+    if first["test_split"] in TEST_SPLITS:
         raise ConfigError(f"{args.val[0]}: a test-split grid; strengths are chosen on val")
     got, seeds = merge_cells(args.val), sorted(first["seeds"])
     ratio = max(float(r) for r in first["ratios"])
@@ -88,6 +88,9 @@ def check_same_protocol(test: Path, ref: Path) -> None:
     for key in ("seg", "models", "balanced", "detect_min_area", "test_split", "usages"):
         if a.get(key) != b.get(key):
             raise ConfigError(f"{test}: config key '{key}' differs from the reference {ref} ({a.get(key)} vs {b.get(key)})")
+    for key in ("seeds", "ratios"):  # every new cell has a reference cell of its seed and ratio to pair with
+        if not set(a[key]) <= set(b[key]):
+            raise ConfigError(f"{test}: {key} {a[key]} not all in the reference {ref} ({b[key]})")
     sa, sb = (json.loads((Path(f) / "selection.json").read_text()) for f in (test, ref))
     for key in ("train_stems", "test_stems"):
         if sa[key] != sb[key]:
