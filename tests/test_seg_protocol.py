@@ -10,7 +10,7 @@ from test_seg_end_to_end import make_dataset
 
 from defectgen.cli import main
 from defectgen.config import ConfigError
-from defectgen.seg.curve import choose_converged
+from defectgen.seg.curve import choose_converged, flattened
 from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,15 @@ def test_converged_is_the_smallest_step_count_near_the_best():
     assert choose_converged(pts, "miou_defect", 0.01) == 200
     assert choose_converged(pts, "miou_defect", 0.0) == 400
     assert choose_converged(pts, "miou_defect", 0.2) == 100
+
+
+def test_a_curve_is_flat_once_a_point_gains_less_than_the_tolerance_over_the_best_before_it():
+    pts = [{"steps": s, "miou_defect": {"mean": m}} for s, m in ((400, 0.37), (800, 0.43), (1600, 0.435), (3200, None))]
+    assert not flattened(pts[:2], "miou_defect", 0.01)  # +6 points
+    assert flattened(pts[:3], "miou_defect", 0.01)  # +0.5 points: flat within 1 point
+    assert not flattened(pts[:3], "miou_defect", 0.004)
+    assert not flattened(pts, "miou_defect", 0.01)  # an undefined mean says nothing
+    assert flattened([pts[1], {"steps": 1600, "miou_defect": {"mean": 0.40}}], "miou_defect", 0.01)  # a fall is flat
 
 
 def test_protocol_log_refuses_test_choices_and_scores_test_once(tmp_path):
@@ -89,6 +98,23 @@ def test_steps_curve_script_chooses_on_val_and_resumes(split_data, tmp_path):
     assert len(read_protocol(log)) == 1
     refused = _script(*argv[:-4], "--score-split", "test", "--out", tmp_path / "bad")
     assert refused.returncode == 2 and "validation split" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_until_flat_stops_extending_the_curve_once_a_point_gains_too_little(split_data, tmp_path):
+    out = tmp_path / "curve"
+    common = ["--data", split_data, "--split", "train", "--shots", "3", "--model", "unet-tiny", "--seeds", "0",
+              "--set", "seg.size=32", "--set", "seg.batch_size=4", "--set", "seg.threads=1", "--set", "seg.warmup_steps=1",
+              "--out", out, "--protocol-log", tmp_path / "protocol.jsonl", "--until-flat"]
+    done = _script(*common, "--steps", "1,2,4,8", "--tolerance", "100")  # no point can gain 100 mIoU points
+    assert done.returncode == 0, done.stderr
+    curve = json.loads((out / "curve.json").read_text())
+    assert [p["steps"] for p in curve["points"]] == [1, 2] and curve["not_run"] == [4, 8]
+    assert sorted(p.name for p in (out / "cells").glob("*.json")) == ["steps1__s0.json", "steps2__s0.json"]
+    assert "Not run: 4, 8 steps" in (out / "curve.md").read_text()
+    assert curve["chosen_steps"] == 1 and "extended until" in read_protocol(tmp_path / "protocol.jsonl")[0]["rule"]
+    refused = _script(*[tmp_path / "bad" if a == out else a for a in common], "--steps", "1,2", "--tolerance", "-1")
+    assert refused.returncode == 2 and "tolerance must not be negative" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "bad").exists()
 
 
 def test_evaluate_scores_the_val_split(split_data, tmp_path):

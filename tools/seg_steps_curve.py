@@ -8,6 +8,8 @@ Writes OUT/curve.{json,csv,md,png} and one JSON per run in OUT/cells/ (a rerun s
 and appends the decision ``seg.steps[MODEL]`` with every point's val number to the protocol log. The test
 split is refused: a step count is never chosen on test. Rule: the smallest step count whose mean
 val mIoU (defect classes by default) is within --tolerance points of the best mean on the curve.
+--until-flat runs the step counts in increasing order and stops extending once a point gains no more than
+--tolerance over the best earlier mean (e.g. --steps 800,1600,3200,6400: the larger counts only if needed).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--score-split", default="val", help="validation split to score (default val; test is refused)")
     ap.add_argument("--metric", choices=METRICS, default="miou_defect", help="number the rule looks at")
     ap.add_argument("--tolerance", type=float, default=1.0, help="points of mIoU below the best that count as converged")
+    ap.add_argument("--until-flat", action="store_true",
+                    help="run larger step counts only while each gains more than --tolerance over the best before it")
     ap.add_argument("--protocol-log", type=Path, default=None, help="JSON-lines decision log (default OUT/protocol.jsonl)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier curve to resume)")
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.seeds = args.seeds
         ds, train = selection(args).select()
         curve = run_steps_curve(ds, train, cfg, args.steps, args.out, args.metric, args.tolerance / 100,
-                                args.protocol_log, args.device, overwrite=args.overwrite)
+                                args.protocol_log, args.device, overwrite=args.overwrite, until_flat=args.until_flat)
     except (ConfigError, DataError, OutputExistsError, FileNotFoundError) as err:  # ConfigError: no --data
         print(f"seg_steps_curve: error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ Every point is a full training run of ``steps`` steps (its own warm-up and cosin
 scored once on the validation split, so the curve shows what ``seg.steps = N`` would give, not the
 intermediate checkpoints of one long run. The chosen step count is the smallest one whose mean
 (over seeds) is within ``tolerance`` of the best mean on the curve: the point where more steps stop
-paying. The choice and its numbers go to the protocol log.
+paying. The choice and its numbers go to the protocol log. With ``until_flat`` the curve is extended
+only as far as it rises: step counts are run in increasing order, and once a point's mean gains no more than
+``tolerance`` over the best earlier mean the larger counts are not run (listed as ``not_run``).
 
     OUT/cells/steps<N>__s<seed>.json   one trained-and-scored run (resumable)
     OUT/curve.json  OUT/curve.csv  OUT/curve.md  OUT/curve.png
@@ -46,12 +48,24 @@ def cell_key(cfg: EvalConfig, steps: int, seed: int, train: list[str], scored: l
                       detect_min_area=cfg.detect_min_area, train=train, scored=scored, **negatives)
 
 
-def _check(dataset: DefectDataset, cfg: EvalConfig, steps: list[int], metric: str, scored: list[PairRecord]) -> None:
+def flattened(points: list[dict[str, Any]], metric: str, tolerance: float) -> bool:
+    """Whether the newest point gains no more than ``tolerance`` over the best mean before it (the curve is flat).
+
+    The same boundary as ``choose_converged``: a flat point's predecessor counts as converged."""
+    *earlier, last = [p[metric]["mean"] for p in points]
+    earlier = [m for m in earlier if m is not None]
+    return bool(earlier) and last is not None and last <= max(earlier) + tolerance
+
+
+def _check(dataset: DefectDataset, cfg: EvalConfig, steps: list[int], metric: str, tolerance: float,
+           scored: list[PairRecord]) -> None:
     """Refuse a curve that would choose on test, or cannot run, before anything is written."""
     if not steps or any(s < 1 for s in steps):
         raise ConfigError(f"steps must be positive integers, got {steps}")
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {list(METRICS)}, got '{metric}'")
+    if not tolerance >= 0:
+        raise ConfigError(f"the tolerance must not be negative, got {100 * tolerance:g} points")
     if not cfg.seeds:
         raise ConfigError("no seeds given")
     on_test = sorted({r.stem for r in scored} & {s for t in TEST_SPLITS for s in dataset.splits.get(t, [])})
@@ -99,6 +113,7 @@ def run_steps_curve(
     device: str | None = None,
     log: Log | None = logger.info,
     overwrite: bool = False,
+    until_flat: bool = False,
 ) -> dict[str, Any]:
     """Real-only runs at each step count and seed, scored on ``cfg.test_split`` (a validation split).
 
@@ -109,15 +124,20 @@ def run_steps_curve(
         raise ConfigError(f"the step count is chosen on a validation split, not on '{cfg.test_split}' (use --score-split val)")
     out = Path(out)
     scored, source = test_records(dataset, train, cfg.test_split, cfg.test_list)
-    _check(dataset, cfg, steps, metric, scored)
+    _check(dataset, cfg, steps, metric, tolerance, scored)
     store = open_store(out, "cells", overwrite, "steps curve")
     real = load_real(dataset, train, scored, cfg.seg)
-    points = [_point(n, _runs_at(n, store, cfg, real, source, device, log)) for n in sorted(set(steps))]
+    points, todo = [], sorted(set(steps))
+    while todo and not (until_flat and len(points) > 1 and flattened(points, metric, tolerance)):
+        n = todo.pop(0)
+        points.append(_point(n, _runs_at(n, store, cfg, real, source, device, log)))
     chosen = choose_converged(points, metric, tolerance)
     rule = f"smallest step count whose mean {metric} is within {100 * tolerance:g} mIoU points of the best mean"
+    if until_flat:
+        rule += f"; extended until a point gained no more than {100 * tolerance:g} points over the best earlier mean"
     curve = {
         "command": "steps-curve", "model": cfg.seg.model, "scored_on": source, "metric": metric, "tolerance": tolerance,
-        "chosen_steps": chosen, "rule": rule, "points": points, "config": to_dict(cfg),
+        "chosen_steps": chosen, "rule": rule, "points": points, "not_run": todo, "config": to_dict(cfg),
         "selection": {"data": str(Path(dataset.root).resolve()), "train_stems": real.train_stems,
                       "scored_stems": real.test_stems},
         "environment": environment(device),
@@ -146,7 +166,9 @@ def write_outputs(out: Path, curve: dict[str, Any]) -> None:
         f"batch {seg['batch_size']}, AdamW lr {seg['lr']:g}, each point a full run with its own warm-up and cosine decay.\n"
         f"- Scored on {curve['scored_on']} ({len(curve['selection']['scored_stems'])} images), never on test; "
         "values are mean ± std over seeds in %.\n"
-        f"- Chosen: **{curve['chosen_steps']} steps** ({curve['rule']}).\n\n" + table + "\n![curve](curve.png)\n"))
+        f"- Chosen: **{curve['chosen_steps']} steps** ({curve['rule']}).\n"
+        + (f"- Not run: {', '.join(map(str, curve['not_run']))} steps (the curve had flattened).\n"
+           if curve.get("not_run") else "") + "\n" + table + "\n![curve](curve.png)\n"))
     atomic_write_bytes(out / "curve.png", _plot(curve))
 
 
