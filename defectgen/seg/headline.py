@@ -28,6 +28,13 @@ from defectgen.seg.stats import mean_std, paired_gain
 from defectgen.tables import csv_text
 
 REAL = "real"
+COPY_PASTE = "copy-paste"
+FULL_SIZE_ROWS = {  # the full-size campaigns' ablation source names -> what the row is, in table order
+    REAL: "real only",
+    COPY_PASTE: "copy-paste, full size",
+    "defectgen-train-masks": "Defect-Gen into training images, training masks, full size",
+    "defectgen-model-masks": "Defect-Gen into training images, model-chosen masks, full size",
+}
 MAX_NPZ_BYTES = 2_000_000  # the repository's limit per tracked file
 
 Cells = dict[str, dict[float, dict[int, dict]]]

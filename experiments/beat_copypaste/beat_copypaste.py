@@ -22,16 +22,14 @@ from pathlib import Path
 
 from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
-from defectgen.seg.headline import (ablation_config as config, ci, decisions_md, drawn_files, gain, headline_csv,
-                                    headline_md, headline_rows, largest_grid, merge_cells, per_class_md, pts, write_npz)
+from defectgen.seg.headline import (COPY_PASTE, FULL_SIZE_ROWS, ablation_config as config, ci, decisions_md, drawn_files,
+                                    gain, headline_csv, headline_md, headline_rows, largest_grid, merge_cells,
+                                    per_class_md, pts, write_npz)
 from defectgen.seg.protocol import TEST_SPLITS, log_decision, log_final, read_protocol
 from defectgen.seg.stats import mean_std
 
 PASTE = "harmonised-paste-s"  # source names: harmonised-paste-s20 is strength 0.2 (--set keys split at dots)
-BASELINE = "copy-paste"
-ROWS = {"real": "real only", BASELINE: "copy-paste, full size",  # the native campaign's rows
-        "defectgen-train-masks": "Defect-Gen into training images, training masks, full size",
-        "defectgen-model-masks": "Defect-Gen into training images, model-chosen masks, full size"}
+BASELINE, ROWS = COPY_PASTE, FULL_SIZE_ROWS  # the native campaign's rows
 
 
 def harmonised(source: str) -> bool:

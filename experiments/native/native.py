@@ -24,19 +24,14 @@ from pathlib import Path
 
 from defectgen.config import ConfigError
 from defectgen.io import atomic_write_bytes, atomic_write_text
-from defectgen.seg.headline import (ablation_cells as cells, ablation_config as config, ci, decisions_md, drawn_files,
-                                    gain, headline_csv, headline_md, headline_rows, largest_grid, per_class_md, pts,
-                                    write_npz)
+from defectgen.seg.headline import (COPY_PASTE, FULL_SIZE_ROWS, ablation_cells as cells, ablation_config as config,
+                                    ci, decisions_md, drawn_files, gain, headline_csv, headline_md, headline_rows,
+                                    largest_grid, per_class_md, pts, write_npz)
 from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
 
-ROWS = {  # ablation source name -> what the row is
-    "real": "real only",
-    "copy-paste": "copy-paste, full size",
-    "defectgen-train-masks": "Defect-Gen into training images, training masks, full size",
-    "defectgen-model-masks": "Defect-Gen into training images, model-chosen masks, full size",
-}
+ROWS = FULL_SIZE_ROWS
 DEFECTGEN = ("defectgen-train-masks", "defectgen-model-masks")
-BASELINE = "copy-paste"
+BASELINE = COPY_PASTE
 
 
 def decision(log: Path, name: str) -> dict:
@@ -98,7 +93,7 @@ def cmd_fix(args) -> int:
         value: float | str = float(args.value)
     except ValueError:
         value = args.value
-    log_decision(args.log, args.decision, value, split="none", evidence={}, source="experiments/native/native.sh",
+    log_decision(args.log, args.decision, value, split="none", evidence={}, source=args.script,
                  rule="fixed before any scoring, not tuned on any split", note=args.why)
     print(args.value)
     return 0
@@ -184,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--decision", required=True)
     s.add_argument("--value", required=True)
     s.add_argument("--why", required=True)
+    s.add_argument("--script", default="experiments/native/native.sh", help="the campaign script that fixes it")
     s.add_argument("--log", type=Path, required=True)
     s = sub.add_parser("final")
     s.add_argument("--name", required=True)
