@@ -12,7 +12,14 @@
 #   3. test, once: the chosen set with the native campaign's test protocol (its seg.steps and ratio, 3 seeds);
 #      real only and copy-paste are that campaign's own test rows (scored once, same settings; checked).
 #
+# Round 2 (the issue's protocol, before any further lever): segmentation converged first. Real-only val curves
+# (each point a full schedule, 3 seeds) extended by doubling the steps until a doubling gains no more than
+# 1 point over the best shorter schedule (tools/seg_steps_curve.py --until-flat), for each baseline in BEAT_CURVE_MODELS (default
+# DeepLabV3+-R18 from scratch and DeepLabV3+ with the EfficientNet-Lite0 ImageNet encoder); each choice goes to
+# results/NAME/round2/protocol.jsonl, apart from round 1's log, whose test scoring used the earlier step count.
+#
 #   experiments/beat_copypaste/beat_copypaste.sh                 # resumable: runs, sets, cells, decisions kept
+#   BEAT_STAGE=converge ...                                      # only the round-2 curves (no generator needed)
 #   BEAT_PART=crackforest|neu ...                                # one data set
 #   BEAT_STAGE=val ...                                           # stop after the val grid and the choice
 #   BEAT_SEEDS="[0]" ... / BEAT_TEST_SEEDS="[2]" ...             # val / test seeds split over processes sharing the
@@ -28,11 +35,21 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYT
 DEFECTGEN="${DEFECTGEN:-python -m defectgen.cli}"
 BEAT="python experiments/beat_copypaste/beat_copypaste.py" NATIVE="python experiments/native/native.py"
 R=experiments/beat_copypaste/results W=runs/beat_copypaste NR=experiments/native/results
-STRENGTHS=(${BEAT_STRENGTHS:-0.2 0.4}) VAL_STEPS=800 R18=deeplabv3plus-r18
+STRENGTHS=(${BEAT_STRENGTHS:-0.2 0.4}) VAL_STEPS=800 R18=deeplabv3plus-r18 EFF=deeplabv3plus-effl0-imagenet
+short() { echo "${1/deeplabv3plus-/dl-}"; }
 mkdir -p runs/data $W
 for set in crackforest neu_seg; do
   [ -e runs/data/$set ] || ln -s "$(cd ../shared/data/$set && pwd)" runs/data/$set
 done
+
+# round 2's real-only val curves: NAME DATA SEG_CONFIG STEPS SELECTION...
+converge() {
+local name=$1 data=$2 cfg=$3 steps=$4 sel=("${@:5}") m
+for m in ${BEAT_CURVE_MODELS:-$R18 $EFF}; do
+  python tools/seg_steps_curve.py --data $data "${sel[@]}" --config $cfg --model $m --steps $steps --seeds 0,1,2 \
+    --score-split val --until-flat --out $R/$name/round2/steps_curve_$(short $m) --protocol-log $R/$name/round2/protocol.jsonl
+done
+}
 
 # one data set: NAME CONFIG DATA GEN NUM REFERENCE RATIO_DECISION SELECTION...
 campaign() {
@@ -55,6 +72,7 @@ done
 if [ ! -f $log ]; then
   $NATIVE adopt --from $NR/$name/protocol.jsonl --decision "seg.steps[$R18]" --decision "$ratio" --log $log
   $NATIVE fix --decision val_screening --value "$VAL_STEPS steps, seeds 0 and 1, ratio 2" --log $log \
+    --script experiments/beat_copypaste/beat_copypaste.sh \
     --why "the val grid's budget on a 2-core CPU (one cell: 6-7 minutes at 800 steps), fixed before any scoring"
 fi
 $DEFECTGEN ablate --config $cfg --out $out/val --set test_split=val --set models=[$R18] --set ratios=[2] \
@@ -77,6 +95,9 @@ $BEAT final --name "$name" --test $out/test --reference $ref --data $data --stem
 }
 
 crackforest() {
+  # CrackForest's points at 400-1600 steps are the native campaign's curve cells (copied into round2/, same keys)
+  converge crackforest runs/data/crackforest configs/seg_crackforest.yaml 400,800,1600,3200,6400 --split train --shots 10 --seed 0
+  [ "${BEAT_STAGE:-}" = converge ] && return 0
   [ -f runs/native/cf_gen/pipeline/model_index.json ] || $DEFECTGEN train --config configs/crackforest_native.yaml \
     --data runs/data/crackforest --split train --shots 10 --seed 0 --out runs/native/cf_gen --parallel --quiet --resume latest
   campaign crackforest experiments/native/native_crackforest.yaml runs/data/crackforest runs/native/cf_gen 20 \
@@ -84,6 +105,9 @@ crackforest() {
 }
 
 neu() {
+  converge neu runs/data/neu_seg experiments/beat_copypaste/seg_neu_native.yaml 800,1600,3200,6400 \
+    --split train --list configs/neu_train10_seed0.txt
+  [ "${BEAT_STAGE:-}" = converge ] && return 0
   [ -f $W/neu_gen/pipeline/model_index.json ] || $DEFECTGEN train --config configs/neu_native.yaml --data runs/data/neu_seg \
     --split train --list configs/neu_train10_seed0.txt --set train.large_steps=1000 --out $W/neu_gen --parallel --quiet --resume latest
   campaign neu experiments/native/native_neu.yaml runs/data/neu_seg $W/neu_gen 60 \
