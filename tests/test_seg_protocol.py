@@ -10,7 +10,7 @@ from test_seg_end_to_end import make_dataset
 
 from defectgen.cli import main
 from defectgen.config import ConfigError
-from defectgen.seg.curve import choose_converged, flattened
+from defectgen.seg.curve import choose_converged, choose_schedule, flattened
 from defectgen.seg.protocol import log_decision, log_final, read_decision, read_protocol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +47,21 @@ def test_a_curve_is_flat_once_a_point_gains_less_than_the_tolerance_over_the_bes
     assert not flattened(pts[:3], "miou_defect", 0.004)
     assert not flattened(pts, "miou_defect", 0.01)  # an undefined mean says nothing
     assert flattened([pts[1], {"steps": 1600, "miou_defect": {"mean": 0.40}}], "miou_defect", 0.01)  # a fall is flat
+
+
+def _curve(lr, means, model="dl"):
+    return {"model": model, "selection": {"train_stems": ["a"]}, "scored_on": "split val", "config": {"seg": {"lr": lr}},
+            "points": [{"steps": s, "miou_defect": {"mean": m}} for s, m in means]}
+
+
+def test_the_schedule_is_the_fewest_steps_near_the_best_of_every_learning_rate():
+    slow, fast = _curve(0.001, [(1600, 0.443), (3200, 0.454)]), _curve(0.003, [(1600, 0.450), (3200, 0.452)])
+    assert choose_schedule([slow, fast], "miou_defect", 0.01) == (fast, 1600)
+    assert choose_schedule([slow, fast], "miou_defect", 0.0) == (slow, 3200)
+    twin = _curve(0.01, [(1600, 0.449)])
+    assert choose_schedule([twin, slow, fast], "miou_defect", 0.01) == (fast, 1600)  # equal steps: the higher mean
+    with pytest.raises(ConfigError, match="share the model"):
+        choose_schedule([slow, _curve(0.003, [(800, 0.5)], model="other")], "miou_defect", 0.01)
 
 
 def test_protocol_log_refuses_test_choices_and_scores_test_once(tmp_path):
@@ -125,3 +140,30 @@ def test_evaluate_scores_the_val_split(split_data, tmp_path):
     res = json.loads((out / "results.json").read_text())
     val = (split_data / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     assert res["selection"]["test_source"] == "split val" and res["selection"]["test_stems"] == val
+
+
+def test_choose_schedule_logs_the_learning_rate_and_steps_of_two_real_curves(split_data, tmp_path):
+    common = ["--data", split_data, "--split", "train", "--shots", "3", "--model", "unet-tiny", "--seeds", "0",
+              "--set", "seg.size=32", "--set", "seg.batch_size=4", "--set", "seg.threads=1", "--set", "seg.warmup_steps=1",
+              "--steps", "1,2"]
+    log = tmp_path / "protocol.jsonl"
+    for lr in ("0.001", "0.01"):
+        done = _script(*common, "--set", f"seg.lr={lr}", "--out", tmp_path / lr, "--protocol-log", log,
+                       "--decision", f"seg.steps[unet-tiny, lr {lr}]")
+        assert done.returncode == 0, done.stderr
+    assert [e["decision"] for e in read_protocol(log)] == ["seg.steps[unet-tiny, lr 0.001]", "seg.steps[unet-tiny, lr 0.01]"]
+    beat = [sys.executable, str(REPO / "experiments" / "beat_copypaste" / "beat_copypaste.py"), "choose-schedule",
+            "--curve", tmp_path / "0.001", "--curve", tmp_path / "0.01", "--log", log]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(list(map(str, beat)), capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    curves = [json.loads((tmp_path / lr / "curve.json").read_text()) for lr in ("0.001", "0.01")]
+    want, steps = choose_schedule(curves, "miou_defect", 0.01)
+    assert done.stdout.split() == [f"{want['config']['seg']['lr']:g}", str(steps)]
+    entry = read_protocol(log)[-1]
+    assert entry["decision"] == "seg.schedule[unet-tiny]" and entry["split"] == "val"
+    assert entry["chosen"] == {"lr": want["config"]["seg"]["lr"], "steps": steps}
+    assert set(entry["evidence"]) == {f"lr {lr}, {n} steps" for lr in ("0.001", "0.01") for n in (1, 2)}
+    missing = subprocess.run(list(map(str, beat[:-2] + ["--curve", tmp_path / "none", "--log", log])), capture_output=True, text=True,
+                             env=env, cwd=REPO)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tolerance", type=float, default=1.0, help="points of mIoU below the best that count as converged")
     ap.add_argument("--until-flat", action="store_true",
                     help="run larger step counts only while each gains more than --tolerance over the best before it")
+    ap.add_argument("--decision", default=None,
+                    help="name of the logged decision (default seg.steps[MODEL]; e.g. one per learning rate)")
     ap.add_argument("--protocol-log", type=Path, default=None, help="JSON-lines decision log (default OUT/protocol.jsonl)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier curve to resume)")
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.seeds = args.seeds
         ds, train = selection(args).select()
         curve = run_steps_curve(ds, train, cfg, args.steps, args.out, args.metric, args.tolerance / 100,
-                                args.protocol_log, args.device, overwrite=args.overwrite, until_flat=args.until_flat)
+                                args.protocol_log, args.device, overwrite=args.overwrite, until_flat=args.until_flat,
+                                decision=args.decision)
     except (ConfigError, DataError, OutputExistsError, FileNotFoundError) as err:  # ConfigError: no --data
         print(f"seg_steps_curve: error: {err}", file=sys.stderr)
         return 2

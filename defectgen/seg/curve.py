@@ -41,6 +41,22 @@ def choose_converged(points: list[dict[str, Any]], metric: str, tolerance: float
     return min(p["steps"] for p in scored if p[metric]["mean"] >= best - tolerance)
 
 
+def choose_schedule(curves: list[dict[str, Any]], metric: str, tolerance: float) -> tuple[dict[str, Any], int]:
+    """Across curves of one model and selection that differ in their settings (e.g. the peak learning rate):
+    the curve and step count with the fewest steps whose mean ``metric`` is within ``tolerance`` of the best mean
+    on any curve (at equal steps, the higher mean)."""
+    for c in curves[1:]:
+        if (c["model"], c["selection"], c["scored_on"]) != (curves[0]["model"], curves[0]["selection"], curves[0]["scored_on"]):
+            raise ConfigError("the curves to choose among must share the model, the training and the scored images")
+    scored = [(c, p) for c in curves for p in c["points"] if p[metric]["mean"] is not None]
+    if not scored:
+        raise ConfigError(f"no point has a defined mean {metric}")
+    best = max(p[metric]["mean"] for _, p in scored)
+    curve, point = min(((c, p) for c, p in scored if p[metric]["mean"] >= best - tolerance),
+                       key=lambda cp: (cp[1]["steps"], -cp[1][metric]["mean"]))
+    return curve, point["steps"]
+
+
 def cell_key(cfg: EvalConfig, steps: int, seed: int, train: list[str], scored: list[str]) -> str:
     """The store key of one point's run: the training settings at ``steps``, the seed and the stems."""
     negatives = {"negatives": cfg.negatives} if cfg.negatives else {}
@@ -114,11 +130,13 @@ def run_steps_curve(
     log: Log | None = logger.info,
     overwrite: bool = False,
     until_flat: bool = False,
+    decision: str | None = None,
 ) -> dict[str, Any]:
     """Real-only runs at each step count and seed, scored on ``cfg.test_split`` (a validation split).
 
     Returns (and writes to ``out/curve.json``) the points, the chosen step count and the rule;
-    appends the decision ``seg.steps[model]`` to ``protocol_log`` (default ``out/protocol.jsonl``).
+    appends the decision ``decision`` (default ``seg.steps[model]``) to ``protocol_log`` (default
+    ``out/protocol.jsonl``).
     """
     if cfg.test_list is None and cfg.test_split in TEST_SPLITS:
         raise ConfigError(f"the step count is chosen on a validation split, not on '{cfg.test_split}' (use --score-split val)")
@@ -143,7 +161,7 @@ def run_steps_curve(
         "environment": environment(device),
     }
     write_outputs(out, curve)
-    log_decision(protocol_log or out / "protocol.jsonl", f"seg.steps[{cfg.seg.model}]", chosen,
+    log_decision(protocol_log or out / "protocol.jsonl", decision or f"seg.steps[{cfg.seg.model}]", chosen,
                  split=cfg.test_split or "list", rule=rule,
                  evidence={str(p["steps"]): p[metric]["mean"] for p in points}, source=str(out / "curve.json"),
                  note=f"real only, {cfg.seg.model}, seeds {list(cfg.seeds)}, {len(real.train_stems)} training pairs")

@@ -1,10 +1,14 @@
 """Issue 19's decisions and tables: harmonised copy-paste against plain copy-paste at native scale
 (experiments/beat_copypaste/beat_copypaste.sh).
 
+    python experiments/beat_copypaste/beat_copypaste.py choose-schedule --curve DIR [--curve DIR] --log L
     python experiments/beat_copypaste/beat_copypaste.py choose-strength --val DIR [--val DIR] --log L
     python experiments/beat_copypaste/beat_copypaste.py final --name N --test DIR --reference DIR --data D \
         --stems SELECTION_JSON --log L --out DIR
 
+``choose-schedule`` reads real-only val curves of one baseline at different peak learning rates
+(tools/seg_steps_curve.py) and logs ``seg.schedule[MODEL]`` = {lr, steps}: the fewest steps within the curves'
+tolerance of the best mean on any of them, with whether that curve has flattened; it prints "LR STEPS".
 ``choose-strength`` picks the harmonised set (one per strength) with the largest mean val defect mIoU and logs
 the choice with every set's val numbers, copy-paste's among them, before any test cell runs. ``final`` records
 the one test scoring of the chosen set, checks that the reference rows (real only and copy-paste, scored on
@@ -25,6 +29,7 @@ from defectgen.io import atomic_write_bytes, atomic_write_text
 from defectgen.seg.headline import (COPY_PASTE, FULL_SIZE_ROWS, ablation_config as config, ci, decisions_md, drawn_files,
                                     gain, headline_csv, headline_md, headline_rows, largest_grid, merge_cells,
                                     per_class_md, pts, write_npz)
+from defectgen.seg.curve import choose_schedule, flattened
 from defectgen.seg.protocol import TEST_SPLITS, log_decision, log_final, read_protocol
 from defectgen.seg.stats import mean_std
 
@@ -77,6 +82,26 @@ def cmd_choose_strength(args) -> int:
                  note=f"{best}: {pts(evidence[best]['gain'])} points over copy-paste on val"
                       + ("" if beats else " (no harmonised set beat copy-paste on val; the best is still scored on test)"))
     print(best)
+    return 0
+
+
+def cmd_choose_schedule(args) -> int:
+    """The (peak lr, steps) of the fewest steps within tolerance of the best real-only val mean over all curves."""
+    curves = [json.loads((folder / "curve.json").read_text()) for folder in args.curve]
+    metric, tol = curves[0]["metric"], curves[0]["tolerance"]
+    if any((c["metric"], c["tolerance"]) != (metric, tol) for c in curves):
+        raise ConfigError(f"{args.curve}: the curves use different metrics or tolerances")
+    curve, steps = choose_schedule(curves, metric, tol)
+    lr = curve["config"]["seg"]["lr"]
+    flat = len(curve["points"]) > 1 and flattened(curve["points"], metric, tol)
+    evidence = {f"lr {c['config']['seg']['lr']:g}, {p['steps']} steps": p[metric]["mean"] for c in curves for p in c["points"]}
+    log_decision(args.log, f"seg.schedule[{curve['model']}]", {"lr": lr, "steps": steps}, split=curve["config"]["test_split"],
+                 rule=f"fewest steps whose mean {metric} is within {100 * tol:g} points of the best mean over every "
+                      "learning rate's curve (equal steps: the higher mean)",
+                 evidence=evidence, source=", ".join(str(f / "curve.json") for f in args.curve),
+                 note=f"real only; the chosen curve has {'' if flat else 'not '}flattened "
+                      f"(its last point {'gains no more' if flat else 'still gains more'} than {100 * tol:g} points)")
+    print(f"{lr:g} {steps}")
     return 0
 
 
@@ -144,6 +169,9 @@ def cmd_final(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("choose-schedule")
+    s.add_argument("--curve", type=Path, action="append", required=True, help="a tools/seg_steps_curve.py output folder")
+    s.add_argument("--log", type=Path, required=True)
     s = sub.add_parser("choose-strength")
     s.add_argument("--val", type=Path, action="append", required=True)
     s.add_argument("--log", type=Path, required=True)
@@ -157,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     try:
-        return {"choose-strength": cmd_choose_strength, "final": cmd_final}[args.cmd](args)
+        return {"choose-schedule": cmd_choose_schedule, "choose-strength": cmd_choose_strength, "final": cmd_final}[args.cmd](args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"beat_copypaste: error: {err}", file=sys.stderr)
         return 2

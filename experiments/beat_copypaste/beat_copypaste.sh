@@ -16,10 +16,13 @@
 # (each point a full schedule, 3 seeds) extended by doubling the steps until a doubling gains no more than
 # 1 point over the best shorter schedule (tools/seg_steps_curve.py --until-flat), for each baseline in BEAT_CURVE_MODELS (default
 # DeepLabV3+-R18 from scratch and DeepLabV3+ with the EfficientNet-Lite0 ImageNet encoder); each choice goes to
-# results/NAME/round2/protocol.jsonl, apart from round 1's log, whose test scoring used the earlier step count.
+# results/NAME/round2/protocol.jsonl, apart from round 1's log, whose test scoring used the earlier step count. A higher
+# peak learning rate may converge in fewer steps: its curve (from 1600 steps) runs beside the config's, and the schedule
+# (lr, steps) with the fewest steps within 1 point of the best val mean on either is logged as seg.schedule[MODEL].
 #
 #   experiments/beat_copypaste/beat_copypaste.sh                 # resumable: runs, sets, cells, decisions kept
 #   BEAT_STAGE=converge ...                                      # only the round-2 curves (no generator needed)
+#   BEAT_CURVE_MODELS=deeplabv3plus-r18 BEAT_CURVE_LRS="0.003" ...  # one baseline; probe learning rates (default PROBE_LRS)
 #   BEAT_PART=crackforest|neu ...                                # one data set
 #   BEAT_STAGE=val ...                                           # stop after the val grid and the choice
 #   BEAT_SEEDS="[0]" ... / BEAT_TEST_SEEDS="[2]" ...             # val / test seeds split over processes sharing the
@@ -36,18 +39,27 @@ DEFECTGEN="${DEFECTGEN:-python -m defectgen.cli}"
 BEAT="python experiments/beat_copypaste/beat_copypaste.py" NATIVE="python experiments/native/native.py"
 R=experiments/beat_copypaste/results W=runs/beat_copypaste NR=experiments/native/results
 STRENGTHS=(${BEAT_STRENGTHS:-0.2 0.4}) VAL_STEPS=800 R18=deeplabv3plus-r18 EFF=deeplabv3plus-effl0-imagenet
+declare -A PROBE_LRS=([$R18]=0.003 [$EFF]="")  # round 2: peak learning rates tried beside each config's (0.001)
 short() { echo "${1/deeplabv3plus-/dl-}"; }
 mkdir -p runs/data $W
 for set in crackforest neu_seg; do
   [ -e runs/data/$set ] || ln -s "$(cd ../shared/data/$set && pwd)" runs/data/$set
 done
 
-# round 2's real-only val curves: NAME DATA SEG_CONFIG STEPS SELECTION...
+# round 2's real-only val curves: NAME DATA SEG_CONFIG STEPS PROBE_STEPS SELECTION... For each baseline, the config's
+# learning rate over STEPS, then each probe learning rate over PROBE_STEPS, then the schedule (lr, steps) chosen among them
 converge() {
-local name=$1 data=$2 cfg=$3 steps=$4 sel=("${@:5}") m
+local name=$1 data=$2 cfg=$3 steps=$4 probe=$5 sel=("${@:6}") m lr out log=$R/$1/round2/protocol.jsonl
 for m in ${BEAT_CURVE_MODELS:-$R18 $EFF}; do
-  python tools/seg_steps_curve.py --data $data "${sel[@]}" --config $cfg --model $m --steps $steps --seeds 0,1,2 \
-    --score-split val --until-flat --out $R/$name/round2/steps_curve_$(short $m) --protocol-log $R/$name/round2/protocol.jsonl
+  out=$R/$name/round2/steps_curve_$(short $m)
+  local curves=(--curve $out) curve=(python tools/seg_steps_curve.py --data $data "${sel[@]}" --config $cfg --model $m
+    --seeds 0,1,2 --score-split val --until-flat --protocol-log $log)
+  "${curve[@]}" --steps $steps --out $out
+  for lr in ${BEAT_CURVE_LRS-${PROBE_LRS[$m]:-}}; do
+    "${curve[@]}" --set seg.lr=$lr --steps $probe --out ${out}_lr$lr --decision "seg.steps[$m, lr $lr]"
+    curves+=(--curve ${out}_lr$lr)
+  done
+  $BEAT choose-schedule "${curves[@]}" --log $log
 done
 }
 
@@ -96,7 +108,7 @@ $BEAT final --name "$name" --test $out/test --reference $ref --data $data --stem
 
 crackforest() {
   # CrackForest's points at 400-1600 steps are the native campaign's curve cells (copied into round2/, same keys)
-  converge crackforest runs/data/crackforest configs/seg_crackforest.yaml 400,800,1600,3200,6400 --split train --shots 10 --seed 0
+  converge crackforest runs/data/crackforest configs/seg_crackforest.yaml 400,800,1600,3200,6400 1600,3200,6400 --split train --shots 10 --seed 0
   [ "${BEAT_STAGE:-}" = converge ] && return 0
   [ -f runs/native/cf_gen/pipeline/model_index.json ] || $DEFECTGEN train --config configs/crackforest_native.yaml \
     --data runs/data/crackforest --split train --shots 10 --seed 0 --out runs/native/cf_gen --parallel --quiet --resume latest
@@ -105,7 +117,7 @@ crackforest() {
 }
 
 neu() {
-  converge neu runs/data/neu_seg experiments/beat_copypaste/seg_neu_native.yaml 800,1600,3200,6400 \
+  converge neu runs/data/neu_seg experiments/beat_copypaste/seg_neu_native.yaml 800,1600,3200,6400 1600,3200,6400 \
     --split train --list configs/neu_train10_seed0.txt
   [ "${BEAT_STAGE:-}" = converge ] && return 0
   [ -f $W/neu_gen/pipeline/model_index.json ] || $DEFECTGEN train --config configs/neu_native.yaml --data runs/data/neu_seg \
