@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from safetensors.torch import load_file
 
 from defectgen.cli import main

@@ -8,10 +8,10 @@ from test_seg_end_to_end import make_dataset
 
 from defectgen.cli import main
 from defectgen.config import ConfigError, load_config
-from defectgen.data import DataError, open_dataset, select_records
+from defectgen.data import DataError
 from defectgen.seg import usage as usage_mod
 from defectgen.seg.ablate import AblateConfig, run_ablation
-from defectgen.seg.evaluate import EvalConfig, gain_over, run_evaluation
+from defectgen.seg.evaluate import EvalConfig, gain_over
 from defectgen.seg.train import SegConfig, fit_segmenter
 from defectgen.seg.usage import UsageConfig, fit_with_usage, pretrain_steps
 
