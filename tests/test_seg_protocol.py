@@ -167,3 +167,8 @@ def test_choose_schedule_logs_the_learning_rate_and_steps_of_two_real_curves(spl
     missing = subprocess.run(list(map(str, beat[:-2] + ["--curve", tmp_path / "none", "--log", log])), capture_output=True, text=True,
                              env=env, cwd=REPO)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "curve.json").write_text("{not json")
+    broken = subprocess.run(list(map(str, beat[:-2] + ["--curve", tmp_path / "broken", "--log", log])), capture_output=True,
+                            text=True, env=env, cwd=REPO)
+    assert broken.returncode == 2 and "broken/curve.json: not a steps curve" in broken.stderr and "Traceback" not in broken.stderr

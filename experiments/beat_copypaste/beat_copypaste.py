@@ -85,9 +85,17 @@ def cmd_choose_strength(args) -> int:
     return 0
 
 
+def read_curve(folder: Path) -> dict:
+    path = folder / "curve.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not a steps curve ({err})") from err
+
+
 def cmd_choose_schedule(args) -> int:
     """The (peak lr, steps) of the fewest steps within tolerance of the best real-only val mean over all curves."""
-    curves = [json.loads((folder / "curve.json").read_text()) for folder in args.curve]
+    curves = [read_curve(folder) for folder in args.curve]
     metric, tol = curves[0]["metric"], curves[0]["tolerance"]
     if any((c["metric"], c["tolerance"]) != (metric, tol) for c in curves):
         raise ConfigError(f"{args.curve}: the curves use different metrics or tolerances")
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return {"choose-schedule": cmd_choose_schedule, "choose-strength": cmd_choose_strength, "final": cmd_final}[args.cmd](args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, OSError) as err:  # OSError: a missing or unreadable file
         print(f"beat_copypaste: error: {err}", file=sys.stderr)
         return 2
 
